@@ -1,0 +1,61 @@
+/* pk_core.h: status codes, run-time ISA dispatch and threading for the palm C kernels.
+ *
+ * Every kernel returns pk_status and never aborts; outputs come first in argument lists, then
+ * saved-for-backward values, inputs, weights, sizes. All sizes are int64_t (row-major layouts).
+ * The ISA is detected once (cpuid via __builtin_cpu_supports); PALM_ISA=scalar|avx2|avx512 or
+ * pk_isa_force() selects a lower one, for tests and comparisons. */
+#ifndef PK_CORE_H
+#define PK_CORE_H
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  PK_STATUS_OK = 0,
+  PK_STATUS_BAD_SIZE = 1,      /* a negative size, or a product of sizes that overflows */
+  PK_STATUS_BAD_STRIDE = 2,    /* a leading dimension smaller than a row */
+  PK_STATUS_NULL_POINTER = 3,  /* a NULL buffer where elements must be read or written */
+  PK_STATUS_BAD_ARGUMENT = 4,  /* an enum value out of range, an unsupported ISA, ... */
+  PK_STATUS_NO_MEMORY = 5,     /* a scratch allocation failed */
+} pk_status;
+
+/* A short English description of a status ("leading dimension smaller than a row", ...). */
+const char *pk_status_string(pk_status status);
+
+typedef enum {
+  PK_ISA_SCALAR = 0,  /* portable C, any CPU */
+  PK_ISA_AVX2 = 1,    /* AVX2 + FMA (x86-64-v3) */
+  PK_ISA_AVX512 = 2,  /* AVX-512 F/BW/DQ/VL (x86-64-v4) */
+} pk_isa;
+
+/* The best ISA this CPU supports. */
+pk_isa pk_isa_detected(void);
+/* The ISA the kernels use now: min(detected, forced, PALM_ISA from the environment). */
+pk_isa pk_isa_active(void);
+/* Use `isa` from now on (it must be <= detected, else PK_STATUS_BAD_ARGUMENT). */
+pk_status pk_isa_force(pk_isa isa);
+/* "scalar", "avx2", "avx512". */
+const char *pk_isa_name(pk_isa isa);
+/* 1 when the CPU has AVX512-BF16 (vdpbf16ps). */
+int pk_cpu_has_avx512_bf16(void);
+
+/* OpenMP team size used by every parallel kernel (>= 1). */
+void pk_threads_set(int n);
+int pk_threads_get(void);
+/* Spin time of idle OpenMP workers in ms (libomp's KMP_BLOCKTIME); 0 frees the cores at once. */
+void pk_threads_set_blocktime(int milliseconds);
+
+/* 64-byte aligned allocation for kernel scratch and Swift tensors; NULL on failure or bytes == 0. */
+void *pk_aligned_alloc(size_t bytes);
+void pk_aligned_free(void *p);
+
+/* Monotonic clock in seconds. */
+double pk_now_seconds(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

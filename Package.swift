@@ -1,0 +1,49 @@
+// swift-tools-version:6.1
+// palm: PaLM-style language-model training on CPUs, on C kernels of its own.
+// Layout and dependencies are described in docs/ARCHITECTURE.md.
+import PackageDescription
+
+// The C kernels are compiled for a portable x86-64 baseline; AVX2+FMA and AVX-512 code paths are
+// marked with __attribute__((target(...))) and chosen at run time (CKernels/dispatch.c), so the
+// binary never depends on the CPU it was built on. OpenMP comes from Debian's libomp-dev (LLVM 14):
+// clang's -fopenmp emits the calls, and we link libomp5 ourselves because swiftc does not.
+#if arch(x86_64)
+let kernelFlags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno"]
+#else
+let kernelFlags = ["-O3", "-fopenmp", "-fno-math-errno"]
+#endif
+
+let package = Package(
+  name: "palm",
+  products: [
+    .executable(name: "palm", targets: ["palm"]),
+    .library(name: "PalmModel", targets: ["PalmModel"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+  ],
+  targets: [
+    // MARK: - C kernels
+    .target(
+      name: "CKernels", path: "CKernels",
+      cSettings: [.unsafeFlags(kernelFlags)],
+      linkerSettings: [.linkedLibrary("omp5"), .linkedLibrary("m")]),
+
+    // MARK: - Swift modules (each may import only those listed before it)
+    .target(name: "PalmTensor", dependencies: ["CKernels"]),
+    .target(name: "PalmModel", dependencies: ["PalmTensor", "CKernels"]),
+    .target(name: "PalmTrain", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),
+    .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor"]),
+    .target(name: "PalmBench", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "CKernels"]),
+    .executableTarget(
+      name: "palm",
+      dependencies: [
+        "PalmBench", "PalmParallel", "PalmTrain", "PalmModel", "PalmTensor",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
+    // MARK: - Tests
+    .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "PalmTensor"]),
+    .testTarget(name: "PalmTensorTests", dependencies: ["PalmTensor"]),
+  ]
+)

@@ -1,0 +1,1 @@
+// PalmBench: see docs/ARCHITECTURE.md. Files are added per concern.

@@ -1,0 +1,102 @@
+// PalmConfig: the shape of a PaLM-style model and its presets.
+//
+// PaLM (Chowdhery et al. 2022, §2 and Table 1): parallel block, SwiGLU with d_ff = 4·d_model,
+// multi-query attention (H query heads, one shared K/V head of size Q), rotary embeddings, shared
+// input/output embedding, no biases. The paper's 8B/62B/540B presets exist for FLOPs accounting
+// and are never allocated.
+
+/// Model shape and the training batch shape that goes with a preset.
+public struct PalmConfig: Codable, Equatable, Sendable {
+  public var name: String
+  public var dModel: Int
+  public var layers: Int
+  public var heads: Int
+  public var headDim: Int
+  public var dFF: Int
+  public var vocab: Int
+  public var seqLen: Int
+  /// Sequences per step (a preset's default; `palm train --batch` overrides it).
+  public var batch: Int
+
+  public init(name: String = "custom", dModel: Int, layers: Int, heads: Int, headDim: Int,
+              dFF: Int, vocab: Int, seqLen: Int, batch: Int) {
+    self.name = name
+    self.dModel = dModel
+    self.layers = layers
+    self.heads = heads
+    self.headDim = headDim
+    self.dFF = dFF
+    self.vocab = vocab
+    self.seqLen = seqLen
+    self.batch = batch
+  }
+
+  /// Why a configuration is unusable.
+  public struct Invalid: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { "invalid model config: \(message)" }
+  }
+
+  /// Throws `Invalid` naming the first problem found.
+  public func validate() throws {
+    let fields: [(String, Int)] = [("d_model", dModel), ("layers", layers), ("heads", heads),
+                                   ("head_dim", headDim), ("d_ff", dFF), ("vocab", vocab),
+                                   ("seq_len", seqLen), ("batch", batch)]
+    for (field, value) in fields where value < 1 {
+      throw Invalid(message: "\(field) must be at least 1 (got \(value))")
+    }
+    // Upper bounds keep every product below Int64 and keep allocations honest.
+    for (field, value) in fields where value > 1 << 24 {
+      throw Invalid(message: "\(field) = \(value) is larger than \(1 << 24)")
+    }
+    if dModel % heads != 0 {
+      throw Invalid(message: "heads (\(heads)) must divide d_model (\(dModel))")
+    }
+    if headDim % 2 != 0 {
+      throw Invalid(message: "head_dim (\(headDim)) must be even for rotary embeddings")
+    }
+  }
+
+  // MARK: - Parameter counts
+
+  /// Parameters of one block: LayerNorm scale, fused Q/K/V (H·Q + 2Q columns), attention output,
+  /// SwiGLU gate+up (2·d_ff columns) and down projections.
+  public var parametersPerLayer: Int {
+    dModel + dModel * (heads * headDim + 2 * headDim) + heads * headDim * dModel
+      + dModel * 2 * dFF + dFF * dModel
+  }
+
+  /// All parameters: the shared embedding (vocab × d_model), the blocks, the final LayerNorm scale.
+  public var parameterCount: Int { vocab * dModel + layers * parametersPerLayer + dModel }
+
+  /// Parameters outside the embedding.
+  public var nonEmbeddingParameterCount: Int { parameterCount - vocab * dModel }
+
+  public var tokensPerStep: Int { batch * seqLen }
+
+  // MARK: - Presets
+
+  /// d 256, 4 layers, 4 heads × 64, T 256, batch 16, bytes (vocab 256).
+  public static let tiny = PalmConfig(name: "tiny", dModel: 256, layers: 4, heads: 4, headDim: 64,
+                                      dFF: 1024, vocab: 256, seqLen: 256, batch: 16)
+  /// d 512, 8 layers, 8 heads × 64, T 512, batch 8, bytes (vocab 256).
+  public static let small = PalmConfig(name: "small", dModel: 512, layers: 8, heads: 8, headDim: 64,
+                                       dFF: 2048, vocab: 256, seqLen: 512, batch: 8)
+  /// PaLM 8B (Table 1: 32 layers, 16 heads, d_model 4096; head size 256, d_ff = 4·d, V = 256k).
+  public static let palm8B = PalmConfig(name: "palm-8b", dModel: 4096, layers: 32, heads: 16,
+                                        headDim: 256, dFF: 16384, vocab: 256_000, seqLen: 2048,
+                                        batch: 512)
+  /// PaLM 62B (64 layers, 32 heads, d_model 8192).
+  public static let palm62B = PalmConfig(name: "palm-62b", dModel: 8192, layers: 64, heads: 32,
+                                         headDim: 256, dFF: 32768, vocab: 256_000, seqLen: 2048,
+                                         batch: 1024)
+  /// PaLM 540B (118 layers, 48 heads, d_model 18432).
+  public static let palm540B = PalmConfig(name: "palm-540b", dModel: 18432, layers: 118, heads: 48,
+                                          headDim: 256, dFF: 73728, vocab: 256_000, seqLen: 2048,
+                                          batch: 2048)
+
+  /// Presets by name, as the CLI accepts them.
+  public static let presets: [String: PalmConfig] = [
+    "tiny": tiny, "small": small, "palm-8b": palm8B, "palm-62b": palm62B, "palm-540b": palm540B,
+  ]
+}

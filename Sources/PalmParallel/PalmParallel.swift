@@ -1,0 +1,1 @@
+// PalmParallel: see docs/ARCHITECTURE.md. Files are added per concern.

@@ -1,0 +1,49 @@
+// Kernels: thin throwing Swift wrappers over the C kernels (one caseless namespace).
+
+import CKernels
+
+/// Matrix layout of a GEMM: which operand is stored transposed.
+public enum GEMMLayout: String, CaseIterable, Sendable {
+  /// C = A·B
+  case nn
+  /// C = A·Bᵀ
+  case nt
+  /// C = Aᵀ·B
+  case tn
+
+  @usableFromInline var c: pk_layout {
+    switch self {
+    case .nn: return PK_LAYOUT_NN
+    case .nt: return PK_LAYOUT_NT
+    case .tn: return PK_LAYOUT_TN
+    }
+  }
+}
+
+public enum Kernels {
+  /// `C = alpha·op(A)·op(B) + beta·C` on raw row-major buffers (see pk_gemm.h).
+  @inlinable
+  public static func sgemm(
+    _ layout: GEMMLayout, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>?, lda: Int, b: UnsafePointer<Float>?, ldb: Int,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>?, ldc: Int, reference: Bool = false
+  ) throws {
+    let f = reference ? pk_sgemm_reference : pk_sgemm
+    try KernelError.check(
+      f(layout.c, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc)),
+      "sgemm")
+  }
+
+  /// `C = alpha·op(A)·op(B) + beta·C` on 2-D tensors; shapes are checked.
+  public static func matmul(
+    _ layout: GEMMLayout = .nn, _ a: Tensor, _ b: Tensor, into c: Tensor,
+    alpha: Float = 1, beta: Float = 0
+  ) throws {
+    guard a.rank == 2, b.rank == 2, c.rank == 2 else { throw KernelError(status: PK_STATUS_BAD_SIZE, kernel: "matmul") }
+    let (m, k) = layout == .tn ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
+    let (kb, n) = layout == .nt ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+    guard k == kb, c.shape == [m, n] else { throw KernelError(status: PK_STATUS_BAD_SIZE, kernel: "matmul") }
+    try sgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a.pointer, lda: a.shape[1],
+              b: b.pointer, ldb: b.shape[1], beta: beta, c: c.pointer, ldc: n)
+  }
+}

@@ -1,0 +1,1 @@
+// PalmTrain: see docs/ARCHITECTURE.md. Files are added per concern.
