@@ -29,11 +29,15 @@ let package = Package(
       cSettings: [.unsafeFlags(kernelFlags)],
       linkerSettings: [.linkedLibrary("omp5"), .linkedLibrary("m")]),
 
+    .systemLibrary(
+      name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+      providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+
     // MARK: - Swift modules (each may import only those listed before it)
     .target(name: "PalmTensor", dependencies: ["CKernels"]),
     .target(name: "PalmModel", dependencies: ["PalmTensor", "CKernels"]),
     .target(name: "PalmTrain", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),
-    .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor"]),
+    .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "CMPI"]),
     .target(name: "PalmBench", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "CKernels"]),
     .executableTarget(
       name: "palm",
@@ -43,7 +47,12 @@ let package = Package(
       ]),
 
     // MARK: - Tests
-    .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "PalmTensor"]),
-    .testTarget(name: "PalmTensorTests", dependencies: ["PalmTensor"]),
+    .target(name: "_PalmTestSupport", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),
+    .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "PalmTensor", "_PalmTestSupport"]),
+    .testTarget(name: "PalmTensorTests", dependencies: ["PalmTensor", "_PalmTestSupport"]),
+    .testTarget(name: "PalmModelTests", dependencies: ["PalmModel", "PalmTensor", "CKernels", "_PalmTestSupport"]),
+    .testTarget(name: "PalmTrainTests", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
+    .testTarget(name: "PalmParallelTests", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
+    .testTarget(name: "PalmBenchTests", dependencies: ["PalmBench", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
   ]
 )

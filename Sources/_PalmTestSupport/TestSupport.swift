@@ -1,0 +1,1 @@
+// _PalmTestSupport: helpers shared by the test targets (fp64 references, random tensors, tolerances). Not for users.
