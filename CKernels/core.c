@@ -98,3 +98,11 @@ double pk_now_seconds(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+static int g_count_flops = 0;
+static double g_flops = 0.0;
+void pk_flops_count_enable(int enabled) { g_count_flops = enabled != 0; }
+int pk_flops_count_enabled(void) { return g_count_flops; }
+void pk_flops_add(double flops) { if (g_count_flops) g_flops += flops; }
+double pk_flops_counted(void) { return g_flops; }
+void pk_flops_reset(void) { g_flops = 0.0; }

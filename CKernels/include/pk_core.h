@@ -52,6 +52,16 @@ void pk_threads_set_blocktime(int milliseconds);
 void *pk_aligned_alloc(size_t bytes);
 void pk_aligned_free(void *p);
 
+/* FLOP counting mode (for checking the analytic hardware-FLOPs accounting): while enabled, every
+ * kernel adds the floating-point operations it really executes (a multiply-add counts 2; only
+ * matmul-class work and attention products, the terms of PaLM's formula, are counted). The counter
+ * is per thread-team-safe: kernels add once per call from the calling thread, never inside loops. */
+void pk_flops_count_enable(int enabled);
+int pk_flops_count_enabled(void);
+void pk_flops_add(double flops);
+double pk_flops_counted(void);
+void pk_flops_reset(void);
+
 /* Monotonic clock in seconds. */
 double pk_now_seconds(void);
 
