@@ -4,7 +4,7 @@ import ArgumentParser
 import PalmTensor
 
 @main
-struct Palm: ParsableCommand {
+struct Palm: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "palm",
     abstract: "Train PaLM-style language models on CPUs and measure how well they use the hardware.",
@@ -13,7 +13,7 @@ struct Palm: ParsableCommand {
       Set KMP_BLOCKTIME=0 on shared machines so idle OpenMP workers give their cores back.
       """,
     version: "0.1.0",
-    subcommands: [Peak.self, Bench.self])
+    subcommands: [Peak.self, Bench.self, DataCommand.self, MFUTable.self])
 }
 
 /// Options every compute-heavy subcommand shares.

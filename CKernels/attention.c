@@ -1,0 +1,545 @@
+/* attention.c: fused rotary multi-query causal attention, forward and backward (pk_attention.h).
+ * FlashAttention-2 (Dao 2023, alg. 1 and 2) on CPU: each (batch, query block) tile stacks its
+ * BQ tokens × H heads into one tall M×Q matrix against the shared K/V head, walks the key blocks
+ * left of the diagonal with an online softmax, and never stores more than an M×BK score tile.
+ * The tile products run on a small register-blocked micro-kernel (AVX-512 6×64, AVX2 6×16, or a
+ * plain loop) inside the OpenMP team: they are too small for pk_sgemm's packing, and pk_sgemm
+ * would start a nested team. Not a general attention: causal, one K/V head, RoPE always on. */
+#include "pk_attention.h"
+#include "pk_kernel.h"
+#include "pk_omp.h"
+#include <math.h>
+#include <string.h>
+
+enum { BK = 64, TILE_ROWS = 128 };
+
+/* ---- C(m×n) (=|+=) A(m×k) · B(k×n); A[i,p] = a[i·ars + p·acs], B row p at b + p·ldb. ---- */
+
+static void mm_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                      const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+  for (int64_t i = 0; i < m; i++) {
+    float *cr = c + i * ldc;
+    if (!acc) memset(cr, 0, (size_t)n * sizeof(float));
+    for (int64_t p = 0; p < k; p++) {
+      float av = a[i * ars + p * acs];
+      const float *br = b + p * ldb;
+      for (int64_t j = 0; j < n; j++) cr[j] += av * br[j];
+    }
+  }
+}
+
+#if defined(__x86_64__)
+typedef void (*mk_fn)(int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                      int64_t ldb, float *c, int64_t ldc, __mmask16 last, int acc);
+
+/* An MR × (NV·16) tile; the last of the NV vectors is masked by `last`. */
+#define PK_MK(MR, NV)                                                                            \
+  static PK_TARGET_AVX512 void mk_##MR##_##NV(int64_t k, const float *a, int64_t ars,          \
+                                              int64_t acs, const float *b, int64_t ldb,        \
+                                              float *c, int64_t ldc, __mmask16 last, int acc) { \
+    __m512 cr[MR][NV];                                                                           \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        cr[i][v] = acc ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, c + i * ldc + 16 * v) \
+                       : _mm512_setzero_ps();                                                    \
+    for (int64_t p = 0; p < k; p++) {                                                            \
+      __m512 bv[NV];                                                                             \
+      for (int v = 0; v < NV; v++)                                                               \
+        bv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, b + p * ldb + 16 * v);        \
+      for (int i = 0; i < MR; i++) {                                                             \
+        __m512 av = _mm512_set1_ps(a[i * ars + p * acs]);                                        \
+        for (int v = 0; v < NV; v++) cr[i][v] = _mm512_fmadd_ps(av, bv[v], cr[i][v]);           \
+      }                                                                                          \
+    }                                                                                            \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        _mm512_mask_storeu_ps(c + i * ldc + 16 * v, v == NV - 1 ? last : 0xFFFF, cr[i][v]);      \
+  }
+#define PK_MK_ROW(MR) PK_MK(MR, 1) PK_MK(MR, 2) PK_MK(MR, 3) PK_MK(MR, 4)
+PK_MK_ROW(1) PK_MK_ROW(2) PK_MK_ROW(3) PK_MK_ROW(4) PK_MK_ROW(5) PK_MK_ROW(6)
+#define PK_MK_REF(MR) {mk_##MR##_1, mk_##MR##_2, mk_##MR##_3, mk_##MR##_4}
+static const mk_fn mk_table[6][4] = {PK_MK_REF(1), PK_MK_REF(2), PK_MK_REF(3),
+                                     PK_MK_REF(4), PK_MK_REF(5), PK_MK_REF(6)};
+
+static void mm_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                      const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+  for (int64_t j0 = 0; j0 < n; j0 += 64) {
+    int64_t nn = n - j0 < 64 ? n - j0 : 64;
+    int nv = (int)((nn + 15) / 16);
+    __mmask16 last = pk_mask16(nn - 16 * (nv - 1));
+    for (int64_t i0 = 0; i0 < m; i0 += 6) {
+      int mr = (int)(m - i0 < 6 ? m - i0 : 6);
+      mk_table[mr - 1][nv - 1](k, a + i0 * ars, ars, acs, b + j0, ldb, c + i0 * ldc + j0, ldc,
+                               last, acc);
+    }
+  }
+}
+#endif
+
+#if defined(__x86_64__)
+typedef void (*mk2_fn)(int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                       int64_t ldb, float *c, int64_t ldc, int64_t lastn, int acc);
+
+/* AVX2 (16 ymm registers): an MR × (NV·8) tile, the last vector holding lastn (1..8) columns. */
+#define PK_MK2(MR, NV)                                                                            \
+  static PK_TARGET_AVX2 void mk2_##MR##_##NV(int64_t k, const float *a, int64_t ars,            \
+                                             int64_t acs, const float *b, int64_t ldb,         \
+                                             float *c, int64_t ldc, int64_t lastn, int acc) {  \
+    const __m256i full = _mm256_set1_epi32(-1), last = pk_mask8(lastn);                          \
+    __m256 cr[MR][NV];                                                                           \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        cr[i][v] = acc ? _mm256_maskload_ps(c + i * ldc + 8 * v, v == NV - 1 ? last : full)      \
+                       : _mm256_setzero_ps();                                                    \
+    for (int64_t p = 0; p < k; p++) {                                                            \
+      __m256 bv[NV];                                                                             \
+      for (int v = 0; v < NV; v++)                                                               \
+        bv[v] = _mm256_maskload_ps(b + p * ldb + 8 * v, v == NV - 1 ? last : full);              \
+      for (int i = 0; i < MR; i++) {                                                             \
+        __m256 av = _mm256_broadcast_ss(a + i * ars + p * acs);                                  \
+        for (int v = 0; v < NV; v++) cr[i][v] = _mm256_fmadd_ps(av, bv[v], cr[i][v]);           \
+      }                                                                                          \
+    }                                                                                            \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        _mm256_maskstore_ps(c + i * ldc + 8 * v, v == NV - 1 ? last : full, cr[i][v]);          \
+  }
+#define PK_MK2_ROW(MR) PK_MK2(MR, 1) PK_MK2(MR, 2)
+PK_MK2_ROW(1) PK_MK2_ROW(2) PK_MK2_ROW(3) PK_MK2_ROW(4) PK_MK2_ROW(5) PK_MK2_ROW(6)
+#define PK_MK2_REF(MR) {mk2_##MR##_1, mk2_##MR##_2}
+static const mk2_fn mk2_table[6][2] = {PK_MK2_REF(1), PK_MK2_REF(2), PK_MK2_REF(3),
+                                       PK_MK2_REF(4), PK_MK2_REF(5), PK_MK2_REF(6)};
+
+static void mm_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                    const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    int64_t nn = n - j0 < 16 ? n - j0 : 16;
+    int nv = (int)((nn + 7) / 8);
+    for (int64_t i0 = 0; i0 < m; i0 += 6) {
+      int mr = (int)(m - i0 < 6 ? m - i0 : 6);
+      mk2_table[mr - 1][nv - 1](k, a + i0 * ars, ars, acs, b + j0, ldb, c + i0 * ldc + j0, ldc,
+                                nn - 8 * (nv - 1), acc);
+    }
+  }
+}
+#endif
+
+/* simd: 2 = AVX-512, 1 = AVX2, 0 = scalar (the pk_isa value). */
+static void mm(int simd, int64_t m, int64_t n, int64_t k, const float *a, int64_t ars,
+               int64_t acs, const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+#if defined(__x86_64__)
+  if (simd == PK_ISA_AVX512) { mm_avx512(m, n, k, a, ars, acs, b, ldb, c, ldc, acc); return; }
+  if (simd == PK_ISA_AVX2) { mm_avx2(m, n, k, a, ars, acs, b, ldb, c, ldc, acc); return; }
+#endif
+  mm_scalar(m, n, k, a, ars, acs, b, ldb, c, ldc, acc);
+}
+
+/* ---- softmax rows ---- */
+
+/* Forward online-softmax step on one score row s[0..n) of which the first nv are unmasked:
+ * updates *m, returns alpha = exp(m_old − m_new); s becomes P = exp(s − m_new) (0 past nv);
+ * *sum receives Σ P. nv >= 1. */
+static float softmax_step_scalar(float *s, int64_t n, int64_t nv, float *m, float *sum) {
+  float mx = s[0];
+  for (int64_t j = 1; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
+  float mnew = mx > *m ? mx : *m;
+  float alpha = expf(*m - mnew);
+  float acc = 0.0f;
+  for (int64_t j = 0; j < nv; j++) { s[j] = expf(s[j] - mnew); acc += s[j]; }
+  for (int64_t j = nv; j < n; j++) s[j] = 0.0f;
+  *m = mnew;
+  *sum = acc;
+  return alpha;
+}
+
+/* Backward: p = exp(s − lse) (0 past nv) into s, ds = p · (dp − d) into dp. */
+static void softmax_grad_scalar(float *s, float *dp, int64_t n, int64_t nv, float lse, float d) {
+  for (int64_t j = 0; j < nv; j++) {
+    float p = expf(s[j] - lse);
+    s[j] = p;
+    dp[j] = p * (dp[j] - d);
+  }
+  for (int64_t j = nv; j < n; j++) { s[j] = 0.0f; dp[j] = 0.0f; }
+}
+
+#if defined(__x86_64__)
+static PK_TARGET_AVX512 float softmax_step_avx512(float *s, int64_t n, int64_t nv, float *m,
+                                                   float *sum) {
+  __m512 vmx = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < nv; j += 16)
+    vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY),
+                                                  pk_mask16(nv - j), s + j));
+  float mx = _mm512_reduce_max_ps(vmx);
+  float mnew = mx > *m ? mx : *m;
+  float alpha = expf(*m - mnew);
+  __m512 vm = _mm512_set1_ps(mnew), vs = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    __mmask16 live = pk_mask16(n - j), valid = nv > j ? pk_mask16(nv - j) : 0;
+    __m512 p = _mm512_maskz_mov_ps(valid, pk_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + j), vm)));
+    vs = _mm512_add_ps(vs, p);
+    _mm512_mask_storeu_ps(s + j, live, p);
+  }
+  *m = mnew;
+  *sum = _mm512_reduce_add_ps(vs);
+  return alpha;
+}
+
+static PK_TARGET_AVX512 void softmax_grad_avx512(float *s, float *dp, int64_t n, int64_t nv,
+                                                  float lse, float d) {
+  __m512 vl = _mm512_set1_ps(lse), vd = _mm512_set1_ps(d);
+  for (int64_t j = 0; j < n; j += 16) {
+    __mmask16 live = pk_mask16(n - j), valid = nv > j ? pk_mask16(nv - j) : 0;
+    __m512 p = _mm512_maskz_mov_ps(valid, pk_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + j), vl)));
+    __m512 g = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(live, dp + j), vd));
+    _mm512_mask_storeu_ps(s + j, live, p);
+    _mm512_mask_storeu_ps(dp + j, live, g);
+  }
+}
+#endif
+
+#if defined(__x86_64__)
+/* AVX2: 8-lane chunks over the unmasked prefix, libm expf on its tail. */
+static PK_TARGET_AVX2 float softmax_step_avx2(float *s, int64_t n, int64_t nv, float *m,
+                                               float *sum) {
+  int64_t n8 = nv & ~(int64_t)7, j;
+  float mx = s[0];
+  if (n8 > 0) {
+    __m256 v = _mm256_loadu_ps(s);
+    for (j = 8; j < n8; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(s + j));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    mx = _mm_cvtss_f32(h);
+  }
+  for (j = n8; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
+  float mnew = mx > *m ? mx : *m;
+  float alpha = expf(*m - mnew);
+  __m256 vm = _mm256_set1_ps(mnew), vs = _mm256_setzero_ps();
+  for (j = 0; j < n8; j += 8) {
+    __m256 p = pk_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+    vs = _mm256_add_ps(vs, p);
+    _mm256_storeu_ps(s + j, p);
+  }
+  float lanes[8], acc = 0.0f;
+  _mm256_storeu_ps(lanes, vs);
+  for (int l = 0; l < 8; l++) acc += lanes[l];
+  for (j = n8; j < nv; j++) { s[j] = expf(s[j] - mnew); acc += s[j]; }
+  for (j = nv; j < n; j++) s[j] = 0.0f;
+  *m = mnew;
+  *sum = acc;
+  return alpha;
+}
+
+static PK_TARGET_AVX2 void softmax_grad_avx2(float *s, float *dp, int64_t n, int64_t nv,
+                                              float lse, float d) {
+  int64_t n8 = nv & ~(int64_t)7, j;
+  __m256 vl = _mm256_set1_ps(lse), vd = _mm256_set1_ps(d);
+  for (j = 0; j < n8; j += 8) {
+    __m256 p = pk_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vl));
+    _mm256_storeu_ps(s + j, p);
+    _mm256_storeu_ps(dp + j, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd)));
+  }
+  softmax_grad_scalar(s + n8, dp + n8, n - n8, nv - n8, lse, d);
+}
+#endif
+
+/* ---- rotary ---- */
+
+/* cs[t·Q + i] = cos(theta), cs[t·Q + Q/2 + i] = sin(theta), theta = t · base^(-2i/Q). */
+static void rope_table(float *cs, int64_t T, int64_t Q) {
+  int64_t half = Q / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t i = 0; i < half; i++) {
+      double theta = (double)t * pow(PK_ROPE_BASE, -2.0 * (double)i / (double)Q);
+      cs[t * Q + i] = (float)cos(theta);
+      cs[t * Q + half + i] = (float)sin(theta);
+    }
+}
+
+/* y = R(t) x · scale (forward rotation). */
+static void rope_apply(float *y, const float *x, const float *cs, int64_t Q, float scale) {
+  int64_t half = Q / 2;
+  const float *c = cs, *sn = cs + half;
+  for (int64_t i = 0; i < half; i++) {
+    float x1 = x[i], x2 = x[i + half];
+    y[i] = (x1 * c[i] - x2 * sn[i]) * scale;
+    y[i + half] = (x2 * c[i] + x1 * sn[i]) * scale;
+  }
+}
+
+/* y = R(t)ᵀ x · scale (inverse rotation, for gradients). */
+static void rope_apply_inverse(float *y, const float *x, const float *cs, int64_t Q, float scale) {
+  int64_t half = Q / 2;
+  const float *c = cs, *sn = cs + half;
+  for (int64_t i = 0; i < half; i++) {
+    float d1 = x[i], d2 = x[i + half];
+    y[i] = (d1 * c[i] + d2 * sn[i]) * scale;
+    y[i + half] = (d2 * c[i] - d1 * sn[i]) * scale;
+  }
+}
+
+/* ---- shared setup ---- */
+
+static pk_status check_common(int64_t B, int64_t T, int64_t H, int64_t Q, int64_t *width) {
+  if (B < 0 || T < 0 || H < 0 || Q < 0 || Q > INT64_MAX / 4) return PK_STATUS_BAD_SIZE;
+  int ok = 1;
+  int64_t hq = pk_mul_sizes(H, Q, &ok);
+  int64_t w = 0;
+  if (!ok || __builtin_add_overflow(hq, 2 * Q, &w)) return PK_STATUS_BAD_SIZE;
+  int64_t bt = pk_mul_sizes(B, T, &ok);
+  (void)pk_mul_sizes(bt, H, &ok);  /* lse */
+  (void)pk_mul_sizes(bt, w, &ok);  /* qkv, and the scratch of B·T·Q floats */
+  if (!ok) return PK_STATUS_BAD_SIZE;
+  *width = w;
+  return PK_STATUS_OK;
+}
+
+/* Tokens per query tile. */
+static int64_t tile_tokens(int64_t H, int64_t T) {
+  int64_t bq = TILE_ROWS / (H > 0 ? H : 1);
+  if (bq < 1) bq = 1;
+  return bq < T ? bq : T;
+}
+
+/* Executed product FLOPs per multiplication kind: Σ over tiles and key blocks of 2·M·n·Q. */
+static double tile_product_flops(int64_t B, int64_t T, int64_t H, int64_t Q) {
+  int64_t bq = tile_tokens(H, T);
+  double f = 0.0;
+  for (int64_t t0 = 0; t0 < T; t0 += bq) {
+    int64_t nq = T - t0 < bq ? T - t0 : bq, tend = t0 + nq;
+    for (int64_t s0 = 0; s0 < tend; s0 += BK) {
+      int64_t nk = tend - s0 < BK ? tend - s0 : BK;
+      f += 2.0 * (double)(nq * H) * (double)nk * (double)Q;
+    }
+  }
+  return f * (double)B;
+}
+
+/* Rotated K (B, T, Q) and its transpose (B, Q, T); optionally Vᵀ (B, Q, T). */
+static void prepare_kv(float *krot, float *kt, float *vt, const float *qkv, int64_t ldqkv,
+                       const float *cs, int64_t B, int64_t T, int64_t H, int64_t Q) {
+  int64_t koff = H * Q, voff = H * Q + Q;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < B * T; r++) {
+    int64_t b = r / T, t = r % T;
+    const float *row = qkv + r * ldqkv;
+    float *kr = krot + r * Q;
+    rope_apply(kr, row + koff, cs + t * Q, Q, 1.0f);
+    float *ktb = kt + b * Q * T;
+    for (int64_t d = 0; d < Q; d++) ktb[d * T + t] = kr[d];
+    if (vt) {
+      float *vtb = vt + b * Q * T;
+      for (int64_t d = 0; d < Q; d++) vtb[d * T + t] = row[voff + d];
+    }
+  }
+}
+
+static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+/* Tile at position p of the work list: the costliest query blocks (last in the sequence, most
+ * keys) first, batches inside; positions are dealt to threads in snake order 0..n-1, n-1..0, ...
+ * (tile_owner), which balances the causal triangle. Fixed for fixed (B, T, H, nth). */
+static void tile_at(int64_t p, int64_t B, int64_t nqb, int64_t *b, int64_t *qb) {
+  *qb = nqb - 1 - p / B;
+  *b = p % B;
+}
+
+static int tile_owner(int64_t p, int nth) {
+  int64_t r = p % (2 * (int64_t)nth);
+  return (int)(r < nth ? r : 2 * (int64_t)nth - 1 - r);
+}
+
+/* ---- forward ---- */
+
+pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float *qkv,
+                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q) {
+  int64_t w;
+  PK_TRY(check_common(B, T, H, Q, &w));
+  PK_TRY(pk_check_matrix(qkv, B * T, w, ldqkv));
+  PK_TRY(pk_check_matrix(out, B * T, H * Q, ldo));
+  PK_TRY(pk_check_vector(lse, B * H * T, sizeof(float)));
+  if (Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
+  if (B == 0 || T == 0 || H == 0 || Q == 0) return PK_STATUS_OK;
+
+  int simd = (int)pk_isa_active();
+  int nth = pk_threads_get();
+  int64_t bq = tile_tokens(H, T), M = bq * H;
+  int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M);
+  int64_t shared = pad16(T * Q) + 2 * pad16(B * T * Q);
+  if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
+  float *scratch = pk_aligned_alloc((size_t)(shared + nth * per_thread) * sizeof(float));
+  if (!scratch) return PK_STATUS_NO_MEMORY;
+  float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(B * T * Q);
+  float *thread_base = kt + pad16(B * T * Q);
+
+  rope_table(cs, T, Q);
+  prepare_kv(krot, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
+
+  const float scale = 1.0f / sqrtf((float)Q);
+  int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;
+  int64_t voff = H * Q + Q;
+#pragma omp parallel num_threads(nth)
+  {
+    int ith = omp_get_thread_num();
+    float *qs = thread_base + ith * per_thread, *o = qs + pad16(M * Q), *s = o + pad16(M * Q);
+    float *mrow = s + pad16(M * BK), *lrow = mrow + pad16(M);
+    int team = omp_get_num_threads();
+    for (int64_t tile = 0; tile < ntiles; tile++) {
+      if (tile_owner(tile, team) != ith) continue;
+      int64_t b, qb;
+      tile_at(tile, B, nqb, &b, &qb);
+      int64_t t0 = qb * bq;
+      int64_t nq = T - t0 < bq ? T - t0 : bq, m = nq * H, tend = t0 + nq;
+      for (int64_t i = 0; i < nq; i++) {
+        const float *row = qkv + (b * T + t0 + i) * ldqkv;
+        for (int64_t h = 0; h < H; h++)
+          rope_apply(qs + (i * H + h) * Q, row + h * Q, cs + (t0 + i) * Q, Q, scale);
+      }
+      memset(o, 0, (size_t)(m * Q) * sizeof(float));
+      for (int64_t r = 0; r < m; r++) { mrow[r] = -INFINITY; lrow[r] = 0.0f; }
+      for (int64_t s0 = 0; s0 < tend; s0 += BK) {
+        int64_t nk = tend - s0 < BK ? tend - s0 : BK;
+        /* S = Qs · K[s0:s0+nk]ᵀ */
+        mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);
+        for (int64_t r = 0; r < m; r++) {
+          int64_t t = t0 + r / H, nv = t - s0 + 1;
+          float *sr = s + r * BK;
+          if (nv <= 0) { memset(sr, 0, (size_t)nk * sizeof(float)); continue; }
+          if (nv > nk) nv = nk;
+          float sum, alpha;
+#if defined(__x86_64__)
+          if (simd == PK_ISA_AVX512) alpha = softmax_step_avx512(sr, nk, nv, &mrow[r], &sum);
+          else if (simd == PK_ISA_AVX2) alpha = softmax_step_avx2(sr, nk, nv, &mrow[r], &sum);
+          else
+#endif
+            alpha = softmax_step_scalar(sr, nk, nv, &mrow[r], &sum);
+          lrow[r] = lrow[r] * alpha + sum;
+          if (alpha != 1.0f) {
+            float *orow = o + r * Q;
+            for (int64_t d = 0; d < Q; d++) orow[d] *= alpha;
+          }
+        }
+        /* O += P · V[s0:s0+nk] */
+        mm(simd, m, Q, nk, s, BK, 1, qkv + (b * T + s0) * ldqkv + voff, ldqkv, o, Q, 1);
+      }
+      for (int64_t r = 0; r < m; r++) {
+        int64_t i = r / H, h = r % H, t = t0 + i;
+        float inv = 1.0f / lrow[r];
+        float *dst = out + (b * T + t) * ldo + h * Q;
+        const float *orow = o + r * Q;
+        for (int64_t d = 0; d < Q; d++) dst[d] = orow[d] * inv;
+        lse[(b * H + h) * T + t] = mrow[r] + logf(lrow[r]);
+      }
+    }
+  }
+  pk_aligned_free(scratch);
+  if (pk_flops_count_enabled()) pk_flops_add(2.0 * tile_product_flops(B, T, H, Q));
+  return PK_STATUS_OK;
+}
+
+/* ---- backward ---- */
+
+pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, int64_t lddout,
+                                const float *qkv, int64_t ldqkv, const float *out, int64_t ldo,
+                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q) {
+  int64_t w;
+  PK_TRY(check_common(B, T, H, Q, &w));
+  PK_TRY(pk_check_matrix(dqkv, B * T, w, lddqkv));
+  PK_TRY(pk_check_matrix(dout, B * T, H * Q, lddout));
+  PK_TRY(pk_check_matrix(qkv, B * T, w, ldqkv));
+  PK_TRY(pk_check_matrix(out, B * T, H * Q, ldo));
+  PK_TRY(pk_check_vector(lse, B * H * T, sizeof(float)));
+  if (Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
+  if (B == 0 || T == 0 || H == 0 || Q == 0) return PK_STATUS_OK;
+
+  int simd = (int)pk_isa_active();
+  int nth = pk_threads_get();
+  int64_t bq = tile_tokens(H, T), M = bq * H, BTQ = B * T * Q;
+  int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ);
+  int64_t shared = pad16(T * Q) + 3 * pad16(BTQ);
+  if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
+  float *scratch = pk_aligned_alloc((size_t)(shared + nth * per_thread) * sizeof(float));
+  if (!scratch) return PK_STATUS_NO_MEMORY;
+  float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(BTQ), *vt = kt + pad16(BTQ);
+  float *thread_base = vt + pad16(BTQ);
+
+  rope_table(cs, T, Q);
+  prepare_kv(krot, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
+
+  const float scale = 1.0f / sqrtf((float)Q);
+  int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;
+  int64_t koff = H * Q;
+#pragma omp parallel num_threads(nth)
+  {
+    int ith = omp_get_thread_num();
+    float *qs = thread_base + ith * per_thread, *dob = qs + pad16(M * Q), *dq = dob + pad16(M * Q);
+    float *s = dq + pad16(M * Q), *dp = s + pad16(M * BK), *lr = dp + pad16(M * BK);
+    float *dr = lr + pad16(M), *dk = dr + pad16(M), *dv = dk + pad16(BTQ);
+    memset(dk, 0, (size_t)(2 * pad16(BTQ)) * sizeof(float));
+    int team = omp_get_num_threads();
+    for (int64_t tile = 0; tile < ntiles; tile++) {
+      if (tile_owner(tile, team) != ith) continue;
+      int64_t b, qb;
+      tile_at(tile, B, nqb, &b, &qb);
+      int64_t t0 = qb * bq;
+      int64_t nq = T - t0 < bq ? T - t0 : bq, m = nq * H, tend = t0 + nq;
+      for (int64_t i = 0; i < nq; i++) {
+        int64_t t = t0 + i;
+        const float *row = qkv + (b * T + t) * ldqkv;
+        for (int64_t h = 0; h < H; h++) {
+          int64_t r = i * H + h;
+          rope_apply(qs + r * Q, row + h * Q, cs + t * Q, Q, scale);
+          const float *g = dout + (b * T + t) * lddout + h * Q;
+          const float *ov = out + (b * T + t) * ldo + h * Q;
+          float acc = 0.0f;
+          for (int64_t d = 0; d < Q; d++) { dob[r * Q + d] = g[d]; acc += g[d] * ov[d]; }
+          dr[r] = acc;
+          lr[r] = lse[(b * H + h) * T + t];
+        }
+      }
+      memset(dq, 0, (size_t)(m * Q) * sizeof(float));
+      for (int64_t s0 = 0; s0 < tend; s0 += BK) {
+        int64_t nk = tend - s0 < BK ? tend - s0 : BK;
+        mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);    /* S = Qs·Kᵀ */
+        mm(simd, m, nk, Q, dob, Q, 1, vt + b * Q * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
+        for (int64_t r = 0; r < m; r++) {
+          int64_t t = t0 + r / H, nv = t - s0 + 1;
+          nv = nv < 0 ? 0 : (nv > nk ? nk : nv);
+#if defined(__x86_64__)
+          if (simd == PK_ISA_AVX512) softmax_grad_avx512(s + r * BK, dp + r * BK, nk, nv, lr[r], dr[r]);
+          else if (simd == PK_ISA_AVX2) softmax_grad_avx2(s + r * BK, dp + r * BK, nk, nv, lr[r], dr[r]);
+          else
+#endif
+            softmax_grad_scalar(s + r * BK, dp + r * BK, nk, nv, lr[r], dr[r]);
+        }
+        float *dkb = dk + (b * T + s0) * Q, *dvb = dv + (b * T + s0) * Q;
+        mm(simd, m, Q, nk, dp, BK, 1, krot + (b * T + s0) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
+        mm(simd, nk, Q, m, dp, 1, BK, qs, Q, dkb, Q, 1);                      /* dK += dSᵀ·Qs */
+        mm(simd, nk, Q, m, s, 1, BK, dob, Q, dvb, Q, 1);                      /* dV += Pᵀ·dO */
+      }
+      for (int64_t r = 0; r < m; r++) {
+        int64_t t = t0 + r / H, h = r % H;
+        rope_apply_inverse(dqkv + (b * T + t) * lddqkv + h * Q, dq + r * Q, cs + t * Q, Q, scale);
+      }
+    }
+    /* Reduce the per-thread dK/dV partials in thread order, rows split statically. */
+#pragma omp barrier
+    int64_t lo, hi;
+    pk_range(B * T, ith, team, &lo, &hi);
+    for (int64_t rrow = lo; rrow < hi; rrow++) {
+      float *kacc = dqkv + rrow * lddqkv + koff, *vacc = kacc + Q;
+      for (int64_t d = 0; d < Q; d++) { kacc[d] = 0.0f; vacc[d] = 0.0f; }
+      for (int th = 0; th < team; th++) {
+        const float *pk = thread_base + th * per_thread + 3 * pad16(M * Q) + 2 * pad16(M * BK) +
+                          2 * pad16(M);
+        const float *pv = pk + pad16(BTQ);
+        for (int64_t d = 0; d < Q; d++) { kacc[d] += pk[rrow * Q + d]; vacc[d] += pv[rrow * Q + d]; }
+      }
+      rope_apply_inverse(kacc, kacc, cs + (rrow % T) * Q, Q, 1.0f);  /* in place: pairs (i, i+Q/2) */
+    }
+  }
+  pk_aligned_free(scratch);
+  if (pk_flops_count_enabled()) pk_flops_add(5.0 * tile_product_flops(B, T, H, Q));
+  return PK_STATUS_OK;
+}

@@ -1,0 +1,84 @@
+/* pk_attention.h: fused rotary multi-query causal self-attention (PaLM §2), forward and backward.
+ *
+ * FlashAttention-2 style (Dao 2023, alg. 1-2): blocked online softmax, the T×T score matrix is never
+ * stored beyond one (query block × key block) tile; the backward recomputes the probabilities
+ * blockwise from the saved log-sum-exp. Multi-query (Shazeer 2019): H query heads share one K head
+ * and one V head, so each query block stacks its H heads into one tall tile against the shared K/V.
+ *
+ * Input layout: the fused projection output `qkv`, one row per token (row = b·T + t), row stride
+ * ldqkv >= H·Q + 2·Q elements; columns [0, H·Q) hold query head h at [h·Q, (h+1)·Q), then the shared
+ * K head at [H·Q, H·Q + Q), then the shared V head at [H·Q + Q, H·Q + 2·Q). Columns past H·Q + 2·Q
+ * (e.g. the fused SwiGLU half of the input projection) are never read or written.
+ *
+ * Rotary embedding (RoPE, Su et al. 2021), GPT-NeoX "rotate-half" convention over the full head dim
+ * Q (Q must be even), base PK_ROPE_BASE = 10000, position pos = t (0 .. T-1 inside each sequence):
+ *   for i in [0, Q/2):  theta_i = pos · base^(-2i/Q)        (computed in double, rounded to float)
+ *     x'[i]       = x[i]       · cos(theta_i) − x[i + Q/2] · sin(theta_i)
+ *     x'[i + Q/2] = x[i + Q/2] · cos(theta_i) + x[i]       · sin(theta_i)
+ * It is applied to every query head and to K as they are loaded (never written back to qkv); V is
+ * not rotated. The backward applies the transposed (inverse) rotation to dQ and dK, so dqkv is the
+ * gradient with respect to the UNROTATED projection output.
+ *
+ * Scores: s(t, s') = <q'_h(t), k'(s')> / sqrt(Q), causal mask s' <= t, softmax over s', then
+ * out_h(t) = Σ_s' p(t, s') · v(s').
+ *
+ * ISA paths (pk_isa_active()): AVX-512, AVX2+FMA and portable scalar, same algorithm and tiling.
+ *
+ * Threads: OpenMP over (batch, query block) tiles, dealt to threads by a fixed rule (costliest
+ * query blocks first, snake order over the threads, so the causal triangle is balanced). K/V gradients are
+ * summed from per-thread partial buffers in thread order: results are bit-identical from run to run
+ * at a fixed thread count and ISA (not across thread counts or ISAs). Scratch memory is allocated per
+ * call with pk_aligned_alloc (forward: rotated K and its transpose, 2·B·T·Q floats, plus small
+ * per-thread tiles; backward: also Vᵀ (B·T·Q floats) and per-thread dK/dV partials,
+ * nthreads·2·B·T·Q floats); PK_STATUS_NO_MEMORY if that fails. No global state besides the FLOP
+ * counter.
+ *
+ * FLOP counting (pk_flops_add): the forward adds 2·M·n·Q for each of its two products (Q·Kᵀ and
+ * P·V) on every (query tile of M = tokens·H rows) × (key block of n <= 64 keys) it executes. A tile
+ * of tokens [t0, t1) visits the key blocks [0, 64), [64, 128), ... cut at t1, so keys after the
+ * tile's last query are skipped but the masked entries inside the blocks that straddle the
+ * diagonal are executed and counted (tiles hold 128/H tokens, at least 1). The total therefore lies
+ * between the causal 4·B·H·Q·T(T+1)/2 and the dense 4·B·H·Q·T². The backward counts its five
+ * products the same way (Q·Kᵀ recomputed, dO·Vᵀ, dS·K, dSᵀ·Q, Pᵀ·dO): exactly 2.5 × the forward.
+ * Element-wise work (exp, rotary, scaling) is not counted. */
+#ifndef PK_ATTENTION_H
+#define PK_ATTENTION_H
+#include "pk_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* RoPE base frequency used by pk_attention_* (documented above). */
+#define PK_ROPE_BASE 10000.0
+
+/* Forward: out (overwritten) and lse (overwritten, saved for the backward).
+ *   out   (B·T, H·Q), row stride ldo >= H·Q; columns past H·Q untouched. Row b·T+t, columns
+ *         [h·Q, (h+1)·Q) hold head h's context vector (ready for the output projection).
+ *   lse   (B, H, T)   natural-log log-sum-exp of the scaled, masked scores of each query row:
+ *         lse[(b·H + h)·T + t] = log Σ_{s<=t} exp(s(t, s)).
+ *   qkv   (B·T, H·Q + 2·Q), row stride ldqkv >= H·Q + 2·Q (layout above).
+ * Sizes: B, T, H, Q >= 0 (any zero: nothing is written, PK_STATUS_OK); Q even (else BAD_ARGUMENT).
+ * Errors (checked before any work): negative size or overflow -> BAD_SIZE; ld too small ->
+ * BAD_STRIDE; NULL buffer with non-empty shape -> NULL_POINTER; Q odd -> BAD_ARGUMENT.
+ * out must not overlap qkv. */
+pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float *qkv,
+                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q);
+
+/* Backward: dqkv (OVERWRITTEN, not accumulated) = d loss / d qkv for the columns [0, H·Q + 2·Q)
+ * of every row; columns past H·Q + 2·Q are untouched (so the fused SwiGLU half of a shared
+ * gradient buffer can be written by pk_swiglu_backward).
+ *   dqkv  (B·T, H·Q + 2·Q), row stride lddqkv >= H·Q + 2·Q; gradient of the UNROTATED q, k, v.
+ *   dout  (B·T, H·Q), row stride lddout >= H·Q: gradient of out.
+ *   qkv   (B·T, H·Q + 2·Q), row stride ldqkv: the forward's input (unchanged since).
+ *   out   (B·T, H·Q), row stride ldo: the forward's output.
+ *   lse   (B, H, T): the forward's saved log-sum-exp.
+ * Same size/stride/NULL checks as the forward. dqkv must not overlap qkv, out, dout or lse. */
+pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, int64_t lddout,
+                                const float *qkv, int64_t ldqkv, const float *out, int64_t ldo,
+                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

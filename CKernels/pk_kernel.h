@@ -1,0 +1,107 @@
+/* pk_kernel.h (private): shared helpers of the element-wise and attention kernels: argument checks
+ * with overflow detection, static (ith, nth) row ranges, the AVX-512 target attribute and a
+ * vectorized expf for AVX-512 and AVX2 (Cephes-style range reduction + degree-6 polynomial, about
+ * 2 ulp on [-87, 88]; the AVX-512 one underflows to 0 below about -103 and saturates to +inf
+ * above 88.7). Not a public header. */
+#ifndef PK_KERNEL_H
+#define PK_KERNEL_H
+#include "pk_core.h"
+#include <stdint.h>
+
+#define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#define PK_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+/* Product of non-negative sizes; 0 on overflow (with *ok cleared). */
+static inline int64_t pk_mul_sizes(int64_t a, int64_t b, int *ok) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) { *ok = 0; return 0; }
+  return r;
+}
+
+/* A row-major matrix of `rows` × `cols` floats with row stride ld: sizes, stride, overflow of
+ * the addressed span in bytes, then NULL (only when at least one element is addressed). */
+static inline pk_status pk_check_matrix(const void *p, int64_t rows, int64_t cols, int64_t ld) {
+  if (rows < 0 || cols < 0) return PK_STATUS_BAD_SIZE;
+  if (ld < cols || ld < 0) return PK_STATUS_BAD_STRIDE;
+  if (rows == 0 || cols == 0) return PK_STATUS_OK;
+  int64_t span;
+  if (__builtin_mul_overflow(rows - 1, ld, &span) || __builtin_add_overflow(span, cols, &span) ||
+      __builtin_mul_overflow(span, (int64_t)sizeof(float), &span))
+    return PK_STATUS_BAD_SIZE;
+  if (p == NULL) return PK_STATUS_NULL_POINTER;
+  return PK_STATUS_OK;
+}
+
+/* A vector of n elements of `elem` bytes. */
+static inline pk_status pk_check_vector(const void *p, int64_t n, int64_t elem) {
+  int64_t bytes;
+  if (n < 0) return PK_STATUS_BAD_SIZE;
+  if (__builtin_mul_overflow(n, elem, &bytes)) return PK_STATUS_BAD_SIZE;
+  if (n > 0 && p == NULL) return PK_STATUS_NULL_POINTER;
+  return PK_STATUS_OK;
+}
+
+#define PK_TRY(expr) do { pk_status s_ = (expr); if (s_ != PK_STATUS_OK) return s_; } while (0)
+
+/* Rows [*lo, *hi) of n for thread ith of nth: contiguous, balanced, fixed for fixed (n, nth). */
+static inline void pk_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+  int64_t q = n / nth, r = n % nth;
+  *lo = ith * q + (ith < r ? ith : r);
+  *hi = *lo + q + (ith < r ? 1 : 0);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* exp(x) on 16 lanes. */
+static inline PK_TARGET_AVX512 __m512 pk_exp512(__m512 x) {
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.72283f));
+  x = _mm512_max_ps(x, _mm512_set1_ps(-103.9f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* exp(x) on 8 lanes (AVX2 + FMA): the same polynomial; clamps to [-87.3, 88.3], so it never
+ * returns 0 or inf (callers zero masked lanes themselves). */
+static inline PK_TARGET_AVX2 __m256 pk_exp256(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* Mask of the first n (0..8) lanes, for _mm256_maskload_ps / _mm256_maskstore_ps. */
+static inline PK_TARGET_AVX2 __m256i pk_mask8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n > 8 ? 8 : n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Mask of the first n (0..16) lanes. */
+static inline __mmask16 pk_mask16(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+#endif
+
+#endif

@@ -1,0 +1,73 @@
+// Model+Backward: the backward pass, head first, then the blocks in reverse, with rematerialization.
+//
+// For block i, with dx = dL/dx_{i+1} (the residual gradient, which also flows straight to x_i):
+//   (remat)  full: h, mean, rstd, proj, ctx, lse, g recomputed;  selective: h, mean, rstd, g
+//   dcg     = dx · w_outᵀ                      (NT)      d[ctx | g]
+//   dw_out += [ctx | g]ᵀ · dx                  (TN, beta 1)
+//   dproj   = [Attn_bwd(dctx) | SwiGLU_bwd(dg)]
+//   dw_in  += hᵀ · dproj                       (TN, beta 1)
+//   dh      = dproj · w_inᵀ                    (NT)
+//   dx     += LN_bwd(dh);  dscale += ...       (the parallel block's single LayerNorm)
+// Gradients of parameters are ACCUMULATED into `gradients` (the caller zeroes them).
+
+import CKernels
+import PalmTensor
+
+extension Model {
+  /// Backward of the head already ran (`head(backward: true)` left dlogits in `logits`); this does
+  /// the output projection, the final LayerNorm, the blocks and the embedding.
+  func backwardLayers(tokens: UnsafePointer<Int32>) throws {
+    let v = config.vocab
+    let scale = 1 / Float(d).squareRoot()
+    let dEmbed = gradients.embed.pointer
+    // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
+    try gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, dEmbed, d)
+    try gemm(.nn, n, d, v, scale, logits.pointer, v, parameters.embed.pointer, d, 0, dh.pointer, d)
+    dx.fill(0)
+    try KernelError.check(
+      pk_layernorm_backward(dx.pointer, Int64(d), gradients.lnFinalScale.pointer, dh.pointer, Int64(d),
+                            headX.pointer, Int64(d), headMean.pointer, headRstd.pointer,
+                            parameters.lnFinalScale.pointer, Int64(n), Int64(d)), "layernorm_backward")
+    for i in stride(from: config.layers - 1, through: 0, by: -1) {
+      try blockBackward(layerBuffers[i], parameters.layers[i], gradients.layers[i])
+    }
+    try KernelError.check(
+      pk_embedding_backward(dEmbed, dx.pointer, Int64(d), tokens, 1, Int64(n), Int64(v), Int64(d)),
+      "embedding_backward")
+  }
+
+  func blockBackward(_ L: LayerBuffers, _ W: LayerParameters, _ G: LayerParameters) throws {
+    switch remat {
+    case .none: break
+    case .selective: try blockForward(L, W, attention: false)
+    case .full: try blockForward(L, W, attention: true)
+    }
+    // d[ctx | g] = dx · w_outᵀ
+    try gemm(.nt, n, cout, d, 1, dx.pointer, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
+    // d w_out += [ctx | g]ᵀ · dx
+    if let cg = L.cg {
+      try gemm(.tn, cout, d, n, 1, cg.pointer, cout, dx.pointer, d, 1, G.wOut.pointer, d)
+    } else {
+      try gemm(.tn, hq, d, n, 1, L.ctx, L.ldctx, dx.pointer, d, 1, G.wOut.pointer, d)
+      try gemm(.tn, config.dFF, d, n, 1, L.g, L.ldg, dx.pointer, d, 1, G.wOut.pointer + hq * d, d)
+    }
+    // dproj = [dqkv | dgate_up]
+    try KernelError.check(
+      pk_attention_backward(dproj.pointer, Int64(cin), dcg.pointer, Int64(cout), L.proj.pointer,
+                            Int64(cin), L.ctx, Int64(L.ldctx), L.lse.pointer, Int64(batch),
+                            Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
+      "attention_backward")
+    try KernelError.check(
+      pk_swiglu_backward(dproj.pointer + pqkv, Int64(cin), dcg.pointer + hq, Int64(cout),
+                         L.proj.pointer + pqkv, Int64(cin), Int64(n), Int64(config.dFF)),
+      "swiglu_backward")
+    // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ
+    try gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
+    try gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
+    // dx += LN_bwd(dh) (dx already holds the residual path's gradient)
+    try KernelError.check(
+      pk_layernorm_backward(dx.pointer, Int64(d), G.lnScale.pointer, dh.pointer, Int64(d), L.x.pointer,
+                            Int64(d), L.mean.pointer, L.rstd.pointer, W.lnScale.pointer, Int64(n),
+                            Int64(d)), "layernorm_backward")
+  }
+}

@@ -1,0 +1,256 @@
+// Model: the PaLM decoder (parallel blocks, multi-query rotary attention, SwiGLU, shared embedding)
+// as explicit kernel calls over one parameter buffer and one activation arena.
+//
+// Per layer (PaLM §2, the parallel formulation with ONE LayerNorm):
+//   h = LN(x);  [qkv | gate_up] = h · w_in;  ctx = Attn(qkv);  g = SwiGLU(gate_up)
+//   x ← x + [ctx | g] · w_out            (one GEMM with beta = 1 into the residual)
+// then logits = LN_f(x) · embedᵀ / √d and softmax cross-entropy + z-loss (1e-4 · lse²), mean over
+// tokens. The backward is in Model+Backward.swift; what it recomputes depends on RematPolicy.
+// Reference: llm.c train_gpt2.c (explicit forward/backward, malloc_and_point).
+
+import CKernels
+import PalmTensor
+
+/// The losses of one step, means over the B·T tokens.
+public struct StepLoss: Sendable, Equatable {
+  /// Cross-entropy + z-loss: the quantity the gradients are taken of.
+  public let total: Float
+  /// Mean cross-entropy (natural log).
+  public let crossEntropy: Float
+  /// Mean z-loss, `1e-4 · lse²`.
+  public let zLoss: Float
+
+  public init(total: Float, crossEntropy: Float, zLoss: Float) {
+    self.total = total
+    self.crossEntropy = crossEntropy
+    self.zLoss = zLoss
+  }
+}
+
+/// A PaLM model ready to train: parameters, gradients and an activation arena sized by its plan.
+///
+/// ```swift
+/// let model = try Model(config: .tiny, remat: .selective, seed: 1)
+/// model.gradients.zero()                                   // gradients accumulate
+/// let loss = try model.forwardBackward(tokens: x, targets: y)   // x, y: B·T Int32 ids each
+/// print(loss.total, model.gradients["layers.0.w_in"]!.shape)
+/// print(model.plan.totalBytes)                              // activation bytes of the step
+/// ```
+///
+/// Not thread-safe: one step at a time per model (the kernels themselves use `Threads.count`).
+public final class Model: @unchecked Sendable {
+  public let config: PalmConfig
+  public let remat: RematPolicy
+  /// Sequences per step.
+  public let batch: Int
+  /// Tokens per sequence.
+  public let seqLen: Int
+  public let parameters: Parameters
+  /// Same layout as `parameters`. Every step ADDS to them: zero them (`gradients.zero()`) before
+  /// a step unless you accumulate micro-batches.
+  public let gradients: Parameters
+  /// The activation buffers of a step and their sizes.
+  public let plan: MemoryPlan
+  /// The activation arena, exactly `plan.totalFloats` floats, carved once at init.
+  public let arena: Arena
+
+  /// z-loss coefficient (PaLM §5).
+  public static let zLossCoefficient: Float = PK_XENT_ZLOSS
+
+  struct LayerBuffers {
+    let x: Tensor, xNext: Tensor      // (N, d) block input and output (next block's input)
+    let mean: Tensor, rstd: Tensor    // (N)
+    let h: Tensor                     // (N, d)
+    let proj: Tensor                  // (N, C_in) [qkv | gate_up]
+    let ctx: UnsafeMutablePointer<Float>, ldctx: Int  // (N, H·Q)
+    let g: UnsafeMutablePointer<Float>, ldg: Int      // (N, F)
+    /// [ctx | g] as one (N, C_out) buffer when they are adjacent (none, full); nil for selective.
+    let cg: Tensor?
+    let lse: Tensor                   // (B, H, T)
+  }
+  var layerBuffers: [LayerBuffers] = []
+  let headX: Tensor, headMean: Tensor, headRstd: Tensor, headH: Tensor  // (N, d), (N), (N), (N, d)
+  let logits: Tensor                  // (N, V)
+  let lossRows: Tensor, lseRows: Tensor  // (N)
+  let dx: Tensor, dcg: Tensor, dproj: Tensor, dh: Tensor  // (N, d), (N, C_out), (N, C_in), (N, d)
+
+  /// Builds a model with PaLM-initialized parameters (`Parameters.initialize(seed:)`), zero
+  /// gradients and an arena for `batch` × `seqLen` tokens (the config's by default).
+  /// - Throws: `PalmConfig.Invalid` for a bad config or batch/sequence size.
+  public init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
+              seed: UInt64 = 0) throws {
+    var c = config
+    if let batch { c.batch = batch }
+    if let seqLen { c.seqLen = seqLen }
+    try c.validate()
+    self.config = c
+    self.remat = remat
+    self.batch = c.batch
+    self.seqLen = c.seqLen
+    parameters = try Parameters(config: c)
+    parameters.initialize(seed: seed)
+    gradients = try Parameters(config: c)
+    plan = MemoryPlan(config: c, policy: remat)
+    arena = Arena(capacity: plan.totalFloats)
+    var t: [String: Tensor] = [:]
+    for b in plan.buffers { t[b.name] = try arena.allocate(b.shape) }
+    func buf(_ layer: Int, _ name: String) -> Tensor {
+      t["layers.\(layer).\(name)"] ?? t["scratch.\(name)"]!
+    }
+    headX = t["head.x"]!; headMean = t["head.mean"]!; headRstd = t["head.rstd"]!; headH = t["head.h"]!
+    logits = t["head.logits"]!; lossRows = t["head.loss"]!; lseRows = t["head.lse"]!
+    dx = t["grad.dx"]!; dcg = t["grad.dcg"]!; dproj = t["grad.dproj"]!; dh = t["grad.dh"]!
+    let hq = c.heads * c.headDim, cout = hq + c.dFF
+    for i in 0..<c.layers {
+      let xNext = i + 1 < c.layers ? buf(i + 1, "x") : headX
+      if remat == .selective {
+        let ctx = buf(i, "context"), g = buf(i, "swiglu")
+        layerBuffers.append(LayerBuffers(
+          x: buf(i, "x"), xNext: xNext, mean: buf(i, "mean"), rstd: buf(i, "rstd"), h: buf(i, "h"),
+          proj: buf(i, "proj"), ctx: ctx.pointer, ldctx: hq, g: g.pointer, ldg: c.dFF, cg: nil,
+          lse: buf(i, "lse")))
+      } else {
+        let cg = buf(i, "cg")
+        layerBuffers.append(LayerBuffers(
+          x: buf(i, "x"), xNext: xNext, mean: buf(i, "mean"), rstd: buf(i, "rstd"), h: buf(i, "h"),
+          proj: buf(i, "proj"), ctx: cg.pointer, ldctx: cout, g: cg.pointer + hq, ldg: cout, cg: cg,
+          lse: buf(i, "lse")))
+      }
+    }
+  }
+
+  // MARK: - Sizes
+
+  var n: Int { batch * seqLen }
+  var d: Int { config.dModel }
+  var hq: Int { config.heads * config.headDim }
+  /// Columns of qkv: H·Q + 2Q.
+  var pqkv: Int { hq + 2 * config.headDim }
+  var cin: Int { pqkv + 2 * config.dFF }
+  var cout: Int { hq + config.dFF }
+
+  // MARK: - Steps
+
+  /// Forward and backward over `tokens` and `targets` (each B·T ids in [0, V), row-major (B, T));
+  /// ADDS the gradient of the mean (cross-entropy + z-loss) to `gradients`.
+  /// - Returns: the step's losses (means over tokens).
+  /// - Throws: `Model.InputError` for wrong counts or ids, `KernelError` from a kernel.
+  public func forwardBackward(tokens: [Int32], targets: [Int32]) throws -> StepLoss {
+    try check(tokens: tokens, targets: targets)
+    return try tokens.withUnsafeBufferPointer { tok in
+      try targets.withUnsafeBufferPointer { tgt in
+        try forwardLayers(tokens: tok.baseAddress!)
+        let loss = try head(targets: tgt.baseAddress!, backward: true)
+        try backwardLayers(tokens: tok.baseAddress!)
+        return loss
+      }
+    }
+  }
+
+  /// The forward pass only (evaluation): losses, no gradients. The logits stay in the arena.
+  public func forward(tokens: [Int32], targets: [Int32]) throws -> StepLoss {
+    try check(tokens: tokens, targets: targets)
+    return try tokens.withUnsafeBufferPointer { tok in
+      try targets.withUnsafeBufferPointer { tgt in
+        try forwardLayers(tokens: tok.baseAddress!)
+        return try head(targets: tgt.baseAddress!, backward: false)
+      }
+    }
+  }
+
+  /// A wrong input to a step.
+  public struct InputError: Error, CustomStringConvertible {
+    public let description: String
+  }
+
+  func check(tokens: [Int32], targets: [Int32]) throws {
+    guard tokens.count == n, targets.count == n else {
+      throw InputError(description: "expected \(n) tokens and targets (batch \(batch) × seq \(seqLen)), got \(tokens.count) and \(targets.count)")
+    }
+    let v = Int32(config.vocab)
+    if let bad = tokens.first(where: { $0 < 0 || $0 >= v }) ?? targets.first(where: { $0 < 0 || $0 >= v }) {
+      throw InputError(description: "token id \(bad) outside [0, \(v))")
+    }
+  }
+
+  // MARK: - Forward
+
+  func forwardLayers(tokens: UnsafePointer<Int32>) throws {
+    try KernelError.check(
+      pk_embedding_forward(layerBuffers[0].x.pointer, Int64(d), tokens, parameters.embed.pointer, 1,
+                           Int64(n), Int64(config.vocab), Int64(d)), "embedding_forward")
+    for i in 0..<config.layers {
+      let L = layerBuffers[i], W = parameters.layers[i]
+      try blockForward(L, W, attention: true)
+      // x_next = x + [ctx | g] · w_out
+      L.xNext.copy(from: L.x)
+      if let cg = L.cg {
+        try gemm(.nn, n, d, cout, 1, cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
+      } else {
+        try gemm(.nn, n, d, hq, 1, L.ctx, L.ldctx, W.wOut.pointer, d, 1, L.xNext.pointer, d)
+        try gemm(.nn, n, d, config.dFF, 1, L.g, L.ldg, W.wOut.pointer + hq * d, d, 1, L.xNext.pointer, d)
+      }
+    }
+  }
+
+  /// h = LN(x); proj = h · w_in; (attention →) ctx, lse; g = SwiGLU(gate_up).
+  /// `attention: false` skips the projection and attention (selective recompute keeps them).
+  func blockForward(_ L: LayerBuffers, _ W: LayerParameters, attention: Bool) throws {
+    try KernelError.check(
+      pk_layernorm_forward(L.h.pointer, Int64(d), L.mean.pointer, L.rstd.pointer, L.x.pointer,
+                           Int64(d), W.lnScale.pointer, Int64(n), Int64(d)), "layernorm_forward")
+    if attention {
+      try gemm(.nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
+      try KernelError.check(
+        pk_attention_forward(L.ctx, Int64(L.ldctx), L.lse.pointer, L.proj.pointer, Int64(cin),
+                             Int64(batch), Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
+        "attention_forward")
+    }
+    try KernelError.check(
+      pk_swiglu_forward(L.g, Int64(L.ldg), L.proj.pointer + pqkv, Int64(cin), Int64(n),
+                        Int64(config.dFF)), "swiglu_forward")
+  }
+
+  /// Final LN, logits, loss; with `backward`, the logits are replaced by d(mean loss)/d logits.
+  func head(targets: UnsafePointer<Int32>, backward: Bool) throws -> StepLoss {
+    let v = config.vocab
+    try KernelError.check(
+      pk_layernorm_forward(headH.pointer, Int64(d), headMean.pointer, headRstd.pointer, headX.pointer,
+                           Int64(d), parameters.lnFinalScale.pointer, Int64(n), Int64(d)),
+      "layernorm_forward")
+    let scale = 1 / Float(d).squareRoot()
+    try gemm(.nt, n, v, d, scale, headH.pointer, d, parameters.embed.pointer, d, 0, logits.pointer, v)
+    let z = Model.zLossCoefficient
+    if backward {
+      try KernelError.check(
+        pk_xent_forward_backward(lossRows.pointer, lseRows.pointer, logits.pointer, Int64(v),
+                                 logits.pointer, Int64(v), targets, 1 / Float(n), Int64(n), Int64(v), z),
+        "xent_forward_backward")
+    } else {
+      try KernelError.check(
+        pk_xent_forward(lossRows.pointer, lseRows.pointer, logits.pointer, Int64(v), targets, Int64(n),
+                        Int64(v), z), "xent_forward")
+    }
+    // Means in double (N values: negligible next to the step).
+    var total = 0.0, zsum = 0.0
+    let lp = lossRows.pointer, sp = lseRows.pointer
+    for i in 0..<n {
+      total += Double(lp[i])
+      let s = Double(sp[i])
+      zsum += s * s
+    }
+    let mean = total / Double(n), zmean = Double(z) * zsum / Double(n)
+    return StepLoss(total: Float(mean), crossEntropy: Float(mean - zmean), zLoss: Float(zmean))
+  }
+
+  /// The logits of the last `forward` (N, V) (after `forwardBackward` they hold their gradient).
+  public var lastLogits: Tensor { logits }
+
+  @inline(__always)
+  func gemm(_ layout: GEMMLayout, _ m: Int, _ nn: Int, _ k: Int, _ alpha: Float,
+            _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+            _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
+    try Kernels.sgemm(layout, m: m, n: nn, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                      beta: beta, c: c, ldc: ldc)
+  }
+}

@@ -1,0 +1,15 @@
+// RematPolicy: which activations a training step keeps for the backward pass, and which it recomputes.
+//
+// Names follow JAX/MaxText (`checkpoint_dots`, saved names `qkv_proj`, `context`, `mlpwi`) and
+// Megatron's selective recomputation (Korthikanti et al. 2022). MemoryPlan.swift turns a policy into
+// bytes; Model+Backward.swift recomputes what a policy did not keep.
+
+/// Activation rematerialization (recomputation) policy of a training step.
+///
+/// - `none`: every activation the backward pass reads is kept from the forward pass.
+/// - `selective`: the matmul outputs (`qkv_proj`/`mlpwi` fused, and the attention `context`) are
+///   kept; layer norms, SwiGLU and the softmax are recomputed.
+/// - `full`: only each block's input is kept; the block's whole forward is recomputed in backward.
+public enum RematPolicy: String, CaseIterable, Codable, Sendable {
+  case none, selective, full
+}

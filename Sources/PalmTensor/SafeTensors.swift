@@ -1,0 +1,604 @@
+// SafeTensors: read and write the Hugging Face safetensors format (huggingface/safetensors README
+// and safetensors/src/tensor.rs): an 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}} padded
+// with spaces to 8-byte alignment, then the packed little-endian data (offsets relative to it).
+//
+// The reader is hardened for untrusted files: bounded header, its own strict JSON parser (rejects
+// duplicate keys, depth > 32), known dtypes, sizes that match shapes, offsets that tile the data
+// section exactly. Any defect is a thrown SafeTensorsError naming the file, never a crash. Files are
+// memory-mapped (read() as fallback). Only F32 converts to Tensor; other dtypes are validated and
+// exposed as raw bytes.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a safetensors file could not be read or written, naming the file.
+public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
+  public enum Kind: Equatable, Sendable {
+    case io, truncated, headerTooLarge, badJSON, badHeader, unknownDType, sizeMismatch, badOffsets,
+      duplicateName, badName, wrongDType, missingTensor, unexpectedTensor, shapeMismatch
+  }
+  public let kind: Kind
+  public let file: String
+  public let message: String
+  public var description: String { "safetensors \(file): \(message)" }
+  public init(_ kind: Kind, _ file: String, _ message: String) {
+    self.kind = kind
+    self.file = file
+    self.message = message
+  }
+}
+
+/// A safetensors element type.
+public enum SafeTensorsDType: String, CaseIterable, Sendable {
+  case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64", i32 = "I32", i16 = "I16",
+    i8 = "I8", u8 = "U8", bool = "BOOL"
+  /// Bytes per element.
+  public var size: Int {
+    switch self {
+    case .f64, .i64: 8
+    case .f32, .i32: 4
+    case .f16, .bf16, .i16: 2
+    case .i8, .u8, .bool: 1
+    }
+  }
+}
+
+/// Writing safetensors files.
+public enum SafeTensors {
+  /// Largest header accepted by the reader (the reference implementation's limit).
+  public static let maxHeaderBytes = 100_000_000
+
+  /// Writes F32 tensors to `path` atomically (temp file, fsync, rename, fsync of the directory).
+  ///
+  /// Tensors are laid out in sorted name order (UTF-8 byte order), so the same input gives the same
+  /// bytes. `metadata` becomes the header's `__metadata__` (omitted when empty).
+  /// ```swift
+  /// try SafeTensors.write([("embed", e), ("ln_f.scale", s)], metadata: ["step": "10"], to: "model.safetensors")
+  /// ```
+  /// - Throws: `SafeTensorsError` (`.badName` for empty, duplicate or reserved names, `.io` when the
+  ///   file system fails, e.g. a full disk; the previous file at `path` is then intact).
+  public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
+                           to path: String) throws {
+    var seen = Set<String>()
+    for (name, _) in tensors {
+      if name.isEmpty || name == "__metadata__" {
+        throw SafeTensorsError(.badName, path, "tensor name \"\(name)\" is not allowed")
+      }
+      if !seen.insert(name).inserted {
+        throw SafeTensorsError(.duplicateName, path, "tensor \(name) appears twice")
+      }
+    }
+    let sorted = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    var json = "{"
+    var first = true
+    if !metadata.isEmpty {
+      json += "\"__metadata__\":{"
+      let keys = metadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+      json += keys.map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+      json += "}"
+      first = false
+    }
+    var offset = 0
+    for (name, t) in sorted {
+      let bytes = t.count * 4
+      if !first { json += "," }
+      first = false
+      json += "\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],"
+      json += "\"data_offsets\":[\(offset),\(offset + bytes)]}"
+      offset += bytes
+    }
+    json += "}"
+    var header = Array(json.utf8)
+    while (8 + header.count) % 8 != 0 { header.append(0x20) }
+    var prefix = [UInt8](repeating: 0, count: 8)
+    var n = UInt64(header.count)
+    for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: n); n >>= 8 }
+    let head = prefix + header
+    do {
+      try head.withUnsafeBytes { headBytes in
+        var parts = [headBytes]
+        for (_, t) in sorted {
+          parts.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(t.pointer), count: t.count * 4))
+        }
+        try AtomicFile.write(to: path, parts: parts)
+      }
+    } catch let e as FileError {
+      throw SafeTensorsError(.io, path, e.description)
+    }
+  }
+
+  /// A JSON string literal for `s` (escapes quotes, backslashes and control characters).
+  static func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      default:
+        if u.value < 0x20 {
+          let h = String(u.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+        } else {
+          out.unicodeScalars.append(u)
+        }
+      }
+    }
+    return out + "\""
+  }
+}
+
+/// A validated safetensors file, memory-mapped (or read) whole.
+///
+/// ```swift
+/// let file = try SafeTensorsFile(path: "model.safetensors")
+/// try file.check(expected: parameters.entries.map { ($0.name, $0.shape) })
+/// let embed = try file.tensor("embed")
+/// ```
+public final class SafeTensorsFile: @unchecked Sendable {
+  /// One tensor's header entry.
+  public struct Entry: Equatable, Sendable {
+    public let name: String
+    public let dtype: SafeTensorsDType
+    public let shape: [Int]
+    /// Byte range within the data section.
+    public let begin: Int
+    public let end: Int
+  }
+
+  public let path: String
+  /// Header entries in file (offset) order.
+  public let entries: [Entry]
+  /// The `__metadata__` map (empty when absent).
+  public let metadata: [String: String]
+  private let index: [String: Int]
+  private let base: UnsafeRawPointer
+  private let byteCount: Int
+  private let dataStart: Int
+  private let mapped: Bool
+
+  /// Opens and validates `path`.
+  /// - Throws: `SafeTensorsError` naming the file and the defect.
+  public convenience init(path: String) throws {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw SafeTensorsError(.io, path, FileError("open", path).description) }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw SafeTensorsError(.io, path, FileError("fstat", path).description) }
+    let size = Int(st.st_size)
+    if size < 8 {
+      throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
+    }
+    if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
+      try self.init(path: path, base: UnsafeRawPointer(p), count: size, mapped: true)
+      return
+    }
+    // Fallback: read the whole file.
+    guard let buf = malloc(size) else { throw SafeTensorsError(.io, path, "cannot allocate \(size) bytes") }
+    var got = 0
+    while got < size {
+      let n = pread(fd, buf + got, size - got, off_t(got))
+      if n < 0 && errno == EINTR { continue }
+      if n <= 0 {
+        free(buf)
+        throw SafeTensorsError(.io, path, "read failed after \(got) of \(size) bytes")
+      }
+      got += n
+    }
+    try self.init(path: path, base: UnsafeRawPointer(buf), count: size, mapped: false)
+  }
+
+  /// Parses and validates an in-memory file image (copied), labelled `name` in errors.
+  public convenience init(bytes: [UInt8], name: String = "<memory>") throws {
+    guard let buf = malloc(max(bytes.count, 1)) else {
+      throw SafeTensorsError(.io, name, "cannot allocate \(bytes.count) bytes")
+    }
+    bytes.withUnsafeBytes { if let s = $0.baseAddress { buf.copyMemory(from: s, byteCount: bytes.count) } }
+    try self.init(path: name, base: UnsafeRawPointer(buf), count: bytes.count, mapped: false)
+  }
+
+  /// Takes ownership of `base` (munmap or free on failure and in deinit).
+  private init(path: String, base: UnsafeRawPointer, count: Int, mapped: Bool) throws {
+    self.path = path
+    self.base = base
+    self.byteCount = count
+    self.mapped = mapped
+    do {
+      let parsed = try SafeTensorsFile.parse(UnsafeRawBufferPointer(start: base, count: count), path: path)
+      entries = parsed.entries
+      metadata = parsed.metadata
+      dataStart = parsed.dataStart
+      var index: [String: Int] = [:]
+      for (i, e) in parsed.entries.enumerated() { index[e.name] = i }
+      self.index = index
+    } catch {
+      SafeTensorsFile.release(base, count, mapped)
+      throw error
+    }
+  }
+
+  deinit { SafeTensorsFile.release(base, byteCount, mapped) }
+
+  private static func release(_ base: UnsafeRawPointer, _ count: Int, _ mapped: Bool) {
+    if mapped { munmap(UnsafeMutableRawPointer(mutating: base), count) } else { free(UnsafeMutableRawPointer(mutating: base)) }
+  }
+
+  /// Tensor names in file order.
+  public var names: [String] { entries.map(\.name) }
+
+  /// The entry for `name`, if present.
+  public func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
+
+  /// The raw little-endian bytes of tensor `name` (valid while this object lives).
+  public func bytes(_ name: String) throws -> UnsafeRawBufferPointer {
+    guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
+    return UnsafeRawBufferPointer(start: base + dataStart + e.begin, count: e.end - e.begin)
+  }
+
+  /// A new Tensor holding a copy of F32 tensor `name`.
+  /// - Throws: `.missingTensor`, or `.wrongDType` for a tensor that is not F32.
+  public func tensor(_ name: String) throws -> Tensor {
+    guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
+    let t = Tensor(shape: e.shape)
+    try copy(name, into: t)
+    return t
+  }
+
+  /// Copies F32 tensor `name` into `destination`, whose shape must match.
+  public func copy(_ name: String, into destination: Tensor) throws {
+    guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
+    if e.dtype != .f32 {
+      throw SafeTensorsError(.wrongDType, path, "tensor \(name) has dtype \(e.dtype.rawValue), expected F32")
+    }
+    if e.shape != destination.shape {
+      throw SafeTensorsError(.shapeMismatch, path,
+                             "tensor \(name) has shape \(e.shape), expected \(destination.shape)")
+    }
+    UnsafeMutableRawPointer(destination.pointer).copyMemory(from: base + dataStart + e.begin, byteCount: e.end - e.begin)
+  }
+
+  /// Checks that the file holds exactly the `expected` F32 tensors with these shapes.
+  /// - Throws: the first problem, as "missing tensor ...", "unexpected tensor ...",
+  ///   "tensor X has shape [..], expected [..]" or a dtype mismatch.
+  public func check(expected: [(name: String, shape: [Int])]) throws {
+    var wanted = Set<String>()
+    for (name, shape) in expected {
+      wanted.insert(name)
+      guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
+      if e.dtype != .f32 {
+        throw SafeTensorsError(.wrongDType, path, "tensor \(name) has dtype \(e.dtype.rawValue), expected F32")
+      }
+      if e.shape != shape {
+        throw SafeTensorsError(.shapeMismatch, path, "tensor \(name) has shape \(e.shape), expected \(shape)")
+      }
+    }
+    if let extra = entries.first(where: { !wanted.contains($0.name) }) {
+      throw SafeTensorsError(.unexpectedTensor, path, "unexpected tensor \(extra.name)")
+    }
+  }
+
+  /// Checks against `destinations` (as `check(expected:)`) and copies every tensor into them.
+  public func load(into destinations: [(name: String, tensor: Tensor)]) throws {
+    try check(expected: destinations.map { ($0.name, $0.tensor.shape) })
+    for (name, t) in destinations { try copy(name, into: t) }
+  }
+
+  // MARK: - Parsing
+
+  struct Parsed {
+    var entries: [Entry]
+    var metadata: [String: String]
+    var dataStart: Int
+  }
+
+  static func parse(_ file: UnsafeRawBufferPointer, path: String) throws -> Parsed {
+    let size = file.count
+    if size < 8 {
+      throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
+    }
+    var n: UInt64 = 0
+    for i in (0..<8).reversed() { n = n << 8 | UInt64(file[i]) }
+    if n > UInt64(SafeTensors.maxHeaderBytes) {
+      throw SafeTensorsError(.headerTooLarge, path, "header length \(n) exceeds the limit of \(SafeTensors.maxHeaderBytes) bytes")
+    }
+    if n > UInt64(size - 8) {
+      throw SafeTensorsError(.truncated, path, "header length \(n) exceeds the \(size - 8) bytes after the length field")
+    }
+    let headerLen = Int(n)
+    let dataStart = 8 + headerLen
+    let dataLen = size - dataStart
+    var parser = JSONParser(UnsafeRawBufferPointer(rebasing: file[8..<dataStart]))
+    let root: JSONValue
+    do { root = try parser.parseDocument() } catch let e as JSONParser.Failure {
+      throw SafeTensorsError(.badJSON, path, "header is not valid JSON: \(e.message) at byte \(e.offset)")
+    }
+    guard case .object(let members) = root else {
+      throw SafeTensorsError(.badHeader, path, "header is not a JSON object")
+    }
+    var entries: [Entry] = []
+    var metadata: [String: String] = [:]
+    for (name, value) in members {
+      if name == "__metadata__" {
+        guard case .object(let kv) = value else {
+          throw SafeTensorsError(.badHeader, path, "__metadata__ is not an object")
+        }
+        for (k, v) in kv {
+          guard case .string(let s) = v else {
+            throw SafeTensorsError(.badHeader, path, "__metadata__ value for \(k) is not a string")
+          }
+          metadata[k] = s
+        }
+        continue
+      }
+      entries.append(try entry(name, value, dataLen: dataLen, path: path))
+    }
+    // Offsets must tile [0, dataLen) exactly: sorted by begin, each starts where the last ended.
+    entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+    var cursor = 0
+    for e in entries {
+      if e.begin != cursor {
+        throw SafeTensorsError(.badOffsets, path, e.begin < cursor
+          ? "tensor \(e.name) at bytes [\(e.begin), \(e.end)) overlaps the previous tensor ending at \(cursor)"
+          : "gap before tensor \(e.name): it starts at byte \(e.begin), the previous tensor ends at \(cursor)")
+      }
+      cursor = e.end
+    }
+    if cursor != dataLen {
+      throw SafeTensorsError(cursor < dataLen ? .badOffsets : .truncated, path,
+                             "tensors cover \(cursor) bytes but the data section holds \(dataLen)")
+    }
+    return Parsed(entries: entries, metadata: metadata, dataStart: dataStart)
+  }
+
+  private static func entry(_ name: String, _ value: JSONValue, dataLen: Int, path: String) throws -> Entry {
+    guard case .object(let fields) = value else {
+      throw SafeTensorsError(.badHeader, path, "entry for tensor \(name) is not an object")
+    }
+    var dtypeName: String?
+    var shape: [Int]?
+    var offsets: [Int]?
+    for (k, v) in fields {
+      switch k {
+      case "dtype":
+        guard case .string(let s) = v else { throw SafeTensorsError(.badHeader, path, "tensor \(name): dtype is not a string") }
+        dtypeName = s
+      case "shape": shape = try intArray(v, "shape", name, path)
+      case "data_offsets": offsets = try intArray(v, "data_offsets", name, path)
+      default: throw SafeTensorsError(.badHeader, path, "tensor \(name): unknown field \(k)")
+      }
+    }
+    guard let dtypeName, let shape, let offsets else {
+      throw SafeTensorsError(.badHeader, path, "tensor \(name): needs dtype, shape and data_offsets")
+    }
+    guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
+      throw SafeTensorsError(.unknownDType, path, "tensor \(name): unknown dtype \(dtypeName)")
+    }
+    guard offsets.count == 2 else {
+      throw SafeTensorsError(.badHeader, path, "tensor \(name): data_offsets has \(offsets.count) values, expected 2")
+    }
+    let (begin, end) = (offsets[0], offsets[1])
+    if begin > end || end > dataLen {
+      throw SafeTensorsError(.badOffsets, path,
+                             "tensor \(name): data_offsets [\(begin), \(end)] outside the \(dataLen)-byte data section")
+    }
+    var bytes = dtype.size
+    for d in shape {
+      let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+      if overflow { throw SafeTensorsError(.sizeMismatch, path, "tensor \(name): shape \(shape) overflows") }
+      bytes = p
+    }
+    if bytes != end - begin {
+      throw SafeTensorsError(.sizeMismatch, path,
+                             "tensor \(name): shape \(shape) of \(dtypeName) needs \(bytes) bytes, data_offsets give \(end - begin)")
+    }
+    return Entry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
+  }
+
+  private static func intArray(_ v: JSONValue, _ field: String, _ name: String, _ path: String) throws -> [Int] {
+    guard case .array(let items) = v else {
+      throw SafeTensorsError(.badHeader, path, "tensor \(name): \(field) is not an array")
+    }
+    return try items.map { item in
+      guard case .integer(let i) = item, i >= 0 else {
+        throw SafeTensorsError(.badHeader, path, "tensor \(name): \(field) holds something other than a non-negative integer")
+      }
+      return i
+    }
+  }
+}
+
+// MARK: - A strict, small JSON parser (RFC 8259) for headers
+
+enum JSONValue {
+  case object([(String, JSONValue)])
+  case array([JSONValue])
+  case string(String)
+  case integer(Int)
+  case number(Double)
+  case bool(Bool)
+  case null
+}
+
+struct JSONParser {
+  struct Failure: Error {
+    let message: String
+    let offset: Int
+  }
+  private let s: UnsafeRawBufferPointer
+  private var i = 0
+  private let maxDepth = 32
+
+  init(_ bytes: UnsafeRawBufferPointer) { s = bytes }
+
+  /// One value, surrounded only by whitespace (the safetensors padding is spaces).
+  mutating func parseDocument() throws -> JSONValue {
+    let v = try value(depth: 0)
+    skipSpace()
+    if i != s.count { throw Failure(message: "trailing bytes", offset: i) }
+    return v
+  }
+
+  private mutating func skipSpace() {
+    while i < s.count, s[i] == 0x20 || s[i] == 0x0A || s[i] == 0x0D || s[i] == 0x09 { i += 1 }
+  }
+
+  private mutating func value(depth: Int) throws -> JSONValue {
+    if depth > maxDepth { throw Failure(message: "nesting deeper than \(maxDepth)", offset: i) }
+    skipSpace()
+    guard i < s.count else { throw Failure(message: "unexpected end", offset: i) }
+    switch s[i] {
+    case UInt8(ascii: "{"):
+      i += 1
+      var members: [(String, JSONValue)] = []
+      var keys = Set<String>()
+      skipSpace()
+      if i < s.count, s[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+      while true {
+        skipSpace()
+        guard i < s.count, s[i] == UInt8(ascii: "\"") else { throw Failure(message: "expected a key", offset: i) }
+        let key = try string()
+        if !keys.insert(key).inserted { throw Failure(message: "duplicate key \"\(key)\"", offset: i) }
+        skipSpace()
+        try expect(UInt8(ascii: ":"))
+        members.append((key, try value(depth: depth + 1)))
+        skipSpace()
+        guard i < s.count else { throw Failure(message: "unexpected end in object", offset: i) }
+        if s[i] == UInt8(ascii: ",") { i += 1; continue }
+        try expect(UInt8(ascii: "}"))
+        return .object(members)
+      }
+    case UInt8(ascii: "["):
+      i += 1
+      var items: [JSONValue] = []
+      skipSpace()
+      if i < s.count, s[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+      while true {
+        items.append(try value(depth: depth + 1))
+        skipSpace()
+        guard i < s.count else { throw Failure(message: "unexpected end in array", offset: i) }
+        if s[i] == UInt8(ascii: ",") { i += 1; continue }
+        try expect(UInt8(ascii: "]"))
+        return .array(items)
+      }
+    case UInt8(ascii: "\""): return .string(try string())
+    case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+    case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+    case UInt8(ascii: "n"): try literal("null"); return .null
+    default: return try number()
+    }
+  }
+
+  private mutating func expect(_ c: UInt8) throws {
+    guard i < s.count, s[i] == c else {
+      throw Failure(message: "expected '\(Character(Unicode.Scalar(c)))'", offset: i)
+    }
+    i += 1
+  }
+
+  private mutating func literal(_ word: String) throws {
+    for c in word.utf8 { try expect(c) }
+  }
+
+  private mutating func number() throws -> JSONValue {
+    let start = i
+    if i < s.count, s[i] == UInt8(ascii: "-") { i += 1 }
+    let digitsStart = i
+    while i < s.count, s[i] >= 0x30 && s[i] <= 0x39 { i += 1 }
+    if i == digitsStart { throw Failure(message: "unexpected character", offset: start) }
+    if i - digitsStart > 1 && s[digitsStart] == 0x30 { throw Failure(message: "leading zero", offset: start) }
+    var isInteger = true
+    if i < s.count, s[i] == UInt8(ascii: ".") {
+      isInteger = false
+      i += 1
+      let f = i
+      while i < s.count, s[i] >= 0x30 && s[i] <= 0x39 { i += 1 }
+      if i == f { throw Failure(message: "bad fraction", offset: start) }
+    }
+    if i < s.count, s[i] == UInt8(ascii: "e") || s[i] == UInt8(ascii: "E") {
+      isInteger = false
+      i += 1
+      if i < s.count, s[i] == UInt8(ascii: "+") || s[i] == UInt8(ascii: "-") { i += 1 }
+      let e = i
+      while i < s.count, s[i] >= 0x30 && s[i] <= 0x39 { i += 1 }
+      if i == e { throw Failure(message: "bad exponent", offset: start) }
+    }
+    let text = String(decoding: UnsafeRawBufferPointer(rebasing: s[start..<i]), as: UTF8.self)
+    if isInteger {
+      guard let v = Int(text) else { throw Failure(message: "integer \(text) out of range", offset: start) }
+      return .integer(v)
+    }
+    guard let d = Double(text) else { throw Failure(message: "bad number", offset: start) }
+    return .number(d)
+  }
+
+  private mutating func hex4() throws -> UInt32 {
+    guard i + 4 <= s.count else { throw Failure(message: "short \\u escape", offset: i) }
+    var v: UInt32 = 0
+    for _ in 0..<4 {
+      let c = s[i]
+      let d: UInt32
+      switch c {
+      case 0x30...0x39: d = UInt32(c - 0x30)
+      case 0x41...0x46: d = UInt32(c - 0x41 + 10)
+      case 0x61...0x66: d = UInt32(c - 0x61 + 10)
+      default: throw Failure(message: "bad hex digit in \\u escape", offset: i)
+      }
+      v = v << 4 | d
+      i += 1
+    }
+    return v
+  }
+
+  private mutating func string() throws -> String {
+    i += 1  // opening quote
+    var bytes: [UInt8] = []
+    while true {
+      guard i < s.count else { throw Failure(message: "unterminated string", offset: i) }
+      let c = s[i]
+      if c == UInt8(ascii: "\"") { i += 1; break }
+      if c < 0x20 { throw Failure(message: "control character in string", offset: i) }
+      if c != UInt8(ascii: "\\") { bytes.append(c); i += 1; continue }
+      i += 1
+      guard i < s.count else { throw Failure(message: "unterminated escape", offset: i) }
+      let e = s[i]
+      i += 1
+      switch e {
+      case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): bytes.append(e)
+      case UInt8(ascii: "b"): bytes.append(0x08)
+      case UInt8(ascii: "f"): bytes.append(0x0C)
+      case UInt8(ascii: "n"): bytes.append(0x0A)
+      case UInt8(ascii: "r"): bytes.append(0x0D)
+      case UInt8(ascii: "t"): bytes.append(0x09)
+      case UInt8(ascii: "u"):
+        var code = try hex4()
+        if code >= 0xD800 && code < 0xDC00 {
+          guard i + 6 <= s.count, s[i] == UInt8(ascii: "\\"), s[i + 1] == UInt8(ascii: "u") else {
+            throw Failure(message: "lone surrogate", offset: i)
+          }
+          i += 2
+          let low = try hex4()
+          guard low >= 0xDC00 && low < 0xE000 else { throw Failure(message: "bad surrogate pair", offset: i) }
+          code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+        } else if code >= 0xDC00 && code < 0xE000 {
+          throw Failure(message: "lone surrogate", offset: i)
+        }
+        guard let scalar = Unicode.Scalar(code) else { throw Failure(message: "bad code point", offset: i) }
+        bytes.append(contentsOf: Array(String(Character(scalar)).utf8))
+      default: throw Failure(message: "bad escape", offset: i - 1)
+      }
+    }
+    // Reject invalid UTF-8 instead of silently repairing it.
+    guard let str = String(validating: bytes, as: UTF8.self) else {
+      throw Failure(message: "string is not valid UTF-8", offset: i)
+    }
+    return str
+  }
+}

@@ -1,0 +1,345 @@
+// Checkpoint: crash-safe training checkpoints in a directory of steps.
+//
+//   <dir>/step_00001234/model.safetensors      parameters (names = the model's parameter table)
+//                      /optimizer.safetensors  moments "m.<name>", "v.<name>" (when an optimizer is saved)
+//                      /manifest.json          format version, step, config, optimizer, schedule, sampler
+//                                              state, metrics, time, size + SHA-256 of each file
+// A step is written into a hidden temp directory (.tmp-step_…), manifest.json last, everything
+// fsynced, then the directory is renamed into place and its parent fsynced: a step directory with a
+// manifest whose checksums match is complete; anything else (a crash mid-write, a full disk) is
+// ignored by `latest` with a warning, and the previous checkpoints are untouched. Older complete
+// checkpoints beyond the last K are deleted only after the new one is in place (llm.c's DONE marker
+// and keep-last-K; see docs in /work/shared/reference/ecosystem.md §1.3).
+
+import CKernels
+import Foundation
+import PalmModel
+import PalmTensor
+
+/// Size and SHA-256 (lower-case hex, as `sha256sum` prints it) of one checkpoint file.
+public struct CheckpointFileRecord: Codable, Equatable, Sendable {
+  public var bytes: Int
+  public var sha256: String
+}
+
+/// manifest.json: everything besides the tensors needed to resume a run exactly.
+public struct CheckpointManifest: Codable, Equatable, Sendable {
+  public static let currentFormatVersion = 1
+  public var formatVersion: Int
+  /// Optimizer updates completed when the checkpoint was taken.
+  public var step: Int
+  public var config: PalmConfig
+  public var optimizer: OptimizerSettings?
+  /// The optimizer's own update count (bias correction / β2 schedule).
+  public var optimizerStep: Int?
+  public var schedule: LearningRateSchedule?
+  /// Data position: the sampler's seed and next step.
+  public var sampler: SamplerState?
+  /// Any other generator seed the run uses (initialization, dropout-free sampling...).
+  public var rngSeed: UInt64?
+  /// A summary such as {"loss": 1.91, "val_loss": 1.95, "tokens": 4.1e6}.
+  public var metrics: [String: Double]
+  /// ISO 8601, UTC.
+  public var createdAt: String
+  /// OpenMP threads of the run (results are bit-reproducible at a fixed thread count).
+  public var threads: Int
+  /// "model.safetensors" / "optimizer.safetensors" -> size and checksum.
+  public var files: [String: CheckpointFileRecord]
+}
+
+/// What a checkpoint holds, for `CheckpointStore.save`.
+public struct CheckpointContents {
+  public var step: Int
+  public var config: PalmConfig
+  public var parameters: [(name: String, tensor: Tensor)]
+  public var optimizer: Optimizer?
+  public var schedule: LearningRateSchedule?
+  public var sampler: SamplerState?
+  public var rngSeed: UInt64?
+  public var metrics: [String: Double]
+
+  public init(step: Int, config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil,
+              schedule: LearningRateSchedule? = nil, sampler: SamplerState? = nil, rngSeed: UInt64? = nil,
+              metrics: [String: Double] = [:]) {
+    self.step = step
+    self.config = config
+    self.parameters = parameters
+    self.optimizer = optimizer
+    self.schedule = schedule
+    self.sampler = sampler
+    self.rngSeed = rngSeed
+    self.metrics = metrics
+  }
+}
+
+/// Why a checkpoint could not be written or used.
+public enum CheckpointError: Error, Equatable, CustomStringConvertible {
+  case io(String)
+  case incomplete(path: String, reason: String)
+  case corrupt(path: String, reason: String)
+  case unsupportedFormat(path: String, version: Int)
+  case configMismatch(path: String, field: String, checkpoint: String, expected: String)
+  case noCheckpoint(directory: String)
+
+  public var description: String {
+    switch self {
+    case .io(let m): "checkpoint: \(m)"
+    case .incomplete(let p, let r): "checkpoint \(p) is incomplete: \(r)"
+    case .corrupt(let p, let r): "checkpoint \(p) is corrupt: \(r)"
+    case .unsupportedFormat(let p, let v):
+      "checkpoint \(p) has format version \(v); this build reads version \(CheckpointManifest.currentFormatVersion)"
+    case .configMismatch(let p, let f, let c, let e):
+      "checkpoint \(p) was trained with \(f) = \(c), but the model has \(f) = \(e)"
+    case .noCheckpoint(let d): "no complete checkpoint in \(d)"
+    }
+  }
+}
+
+/// A verified checkpoint: manifest read, file sizes and checksums matched, safetensors headers valid.
+public final class LoadedCheckpoint: @unchecked Sendable {
+  public let path: String
+  public let manifest: CheckpointManifest
+  public let model: SafeTensorsFile
+  public let optimizerState: SafeTensorsFile?
+
+  init(path: String, manifest: CheckpointManifest, model: SafeTensorsFile, optimizerState: SafeTensorsFile?) {
+    self.path = path
+    self.manifest = manifest
+    self.model = model
+    self.optimizerState = optimizerState
+  }
+
+  /// Throws `.configMismatch` naming the first model-shape field that differs from `config`.
+  /// The batch size and preset name may differ (PaLM changed the batch size during training).
+  public func checkCompatible(with config: PalmConfig) throws {
+    let c = manifest.config
+    let fields: [(String, Int, Int)] = [
+      ("d_model", c.dModel, config.dModel), ("layers", c.layers, config.layers), ("heads", c.heads, config.heads),
+      ("head_dim", c.headDim, config.headDim), ("d_ff", c.dFF, config.dFF), ("vocab", c.vocab, config.vocab),
+      ("seq_len", c.seqLen, config.seqLen),
+    ]
+    for (name, saved, wanted) in fields where saved != wanted {
+      throw CheckpointError.configMismatch(path: path, field: name, checkpoint: "\(saved)", expected: "\(wanted)")
+    }
+  }
+
+  /// Checks the config, then copies parameters (and moments, when `optimizer` is given) into place.
+  /// - Throws: `.configMismatch`, `SafeTensorsError` ("missing tensor ...", shape mismatch),
+  ///   `.incomplete` when the optimizer state is asked for but was not saved, `OptimizerError` for
+  ///   another optimizer kind.
+  public func restore(config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil) throws {
+    try checkCompatible(with: config)
+    try model.check(expected: parameters.map { ($0.name, $0.tensor.shape) })
+    if let optimizer {
+      guard let state = optimizerState, let saved = manifest.optimizer else {
+        throw CheckpointError.incomplete(path: path, reason: "it holds no optimizer state")
+      }
+      if saved.kind != optimizer.settings.kind {
+        throw OptimizerError("checkpoint \(path) holds \(saved.kind) state, the run uses \(optimizer.settings.kind)")
+      }
+      try state.check(expected: optimizer.stateTable)
+      try optimizer.restore(from: state, step: manifest.optimizerStep ?? manifest.step)
+    }
+    try model.load(into: parameters)
+  }
+}
+
+/// A directory of step checkpoints with keep-last-K retention.
+///
+/// ```swift
+/// let store = CheckpointStore(directory: "runs/tiny/checkpoints", keepLast: 3)
+/// try store.save(CheckpointContents(step: 500, config: cfg, parameters: params.named, optimizer: opt,
+///                                   sampler: sampler.state))
+/// if let ckpt = store.latest() { try ckpt.restore(config: cfg, parameters: params.named, optimizer: opt) }
+/// ```
+public struct CheckpointStore: Sendable {
+  public let directory: String
+  /// Complete checkpoints kept after a save (older ones are deleted); at least 1.
+  public var keepLast: Int
+  /// Receives warnings (a skipped incomplete or corrupt checkpoint); default: standard error.
+  public var warn: @Sendable (String) -> Void
+
+  public init(directory: String, keepLast: Int = 3,
+              warn: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) }) {
+    self.directory = directory
+    self.keepLast = max(1, keepLast)
+    self.warn = warn
+  }
+
+  /// The directory name of a step: step_00001234.
+  public static func directoryName(step: Int) -> String {
+    let digits = String(step)
+    return "step_" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+  }
+
+  /// Writes a checkpoint for `contents.step`, then deletes complete checkpoints beyond the last K.
+  /// - Returns: the new step directory.
+  /// - Throws: `CheckpointError.io` naming the failed write (e.g. "No space left on device"); the
+  ///   partial temp directory is removed and earlier checkpoints are untouched.
+  @discardableResult
+  public func save(_ contents: CheckpointContents) throws -> String {
+    if contents.step < 0 { throw CheckpointError.io("negative step \(contents.step)") }
+    let fm = FileManager.default
+    do {
+      try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    } catch {
+      throw CheckpointError.io("cannot create \(directory): \(error.localizedDescription)")
+    }
+    let name = CheckpointStore.directoryName(step: contents.step)
+    let final = "\(directory)/\(name)"
+    let tmp = "\(directory)/.tmp-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    guard mkdir(tmp, 0o755) == 0 else { throw CheckpointError.io(FileError("mkdir", tmp).description) }
+    do {
+      var files: [String: CheckpointFileRecord] = [:]
+      let meta = ["format": "pt", "palm.step": "\(contents.step)", "palm.config": contents.config.name]
+      try SafeTensors.write(contents.parameters, metadata: meta, to: "\(tmp)/model.safetensors")
+      files["model.safetensors"] = try CheckpointStore.record("\(tmp)/model.safetensors")
+      if let opt = contents.optimizer {
+        try SafeTensors.write(opt.stateTensors, metadata: meta.merging(["palm.optimizer": opt.settings.kind]) { $1 },
+                              to: "\(tmp)/optimizer.safetensors")
+        files["optimizer.safetensors"] = try CheckpointStore.record("\(tmp)/optimizer.safetensors")
+      }
+      let manifest = CheckpointManifest(
+        formatVersion: CheckpointManifest.currentFormatVersion, step: contents.step, config: contents.config,
+        optimizer: contents.optimizer?.settings, optimizerStep: contents.optimizer?.step, schedule: contents.schedule,
+        sampler: contents.sampler, rngSeed: contents.rngSeed, metrics: contents.metrics,
+        createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
+      try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))
+      try AtomicFile.syncDirectory(tmp)
+      // Replace an existing directory of the same step only now that the new one is complete.
+      var trash: String?
+      if fm.fileExists(atPath: final) {
+        trash = "\(directory)/.trash-\(name)-\(getpid())"
+        if rename(final, trash!) != 0 { throw FileError("rename", "\(final) -> \(trash!)") }
+      }
+      if rename(tmp, final) != 0 { throw FileError("rename", "\(tmp) -> \(final)") }
+      try AtomicFile.syncDirectory(directory)
+      if let trash { try? fm.removeItem(atPath: trash) }
+    } catch {
+      try? fm.removeItem(atPath: tmp)
+      switch error {
+      case let e as FileError: throw CheckpointError.io(e.description)
+      case let e as SafeTensorsError: throw CheckpointError.io(e.description)
+      default: throw error
+      }
+    }
+    prune(keeping: final)
+    return final
+  }
+
+  /// Step directories (complete or not), newest first.
+  public func stepDirectories() -> [(step: Int, path: String)] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    return names.compactMap { n -> (Int, String)? in
+      guard n.hasPrefix("step_"), let s = Int(n.dropFirst(5)), s >= 0 else { return nil }
+      return (s, "\(directory)/\(n)")
+    }.sorted { $0.0 > $1.0 }
+  }
+
+  /// The newest checkpoint that loads and verifies; incomplete or corrupt ones are skipped with a
+  /// warning. nil when there is none.
+  public func latest() -> LoadedCheckpoint? {
+    for (_, path) in stepDirectories() {
+      do { return try CheckpointStore.load(path: path) } catch { warn("skipping \(error)") }
+    }
+    return nil
+  }
+
+  /// The newest complete, verified checkpoint in `directory` (see `latest()`).
+  public static func latest(in directory: String,
+                            warn: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) })
+    -> LoadedCheckpoint? {
+    CheckpointStore(directory: directory, warn: warn).latest()
+  }
+
+  /// Reads and verifies the checkpoint in `path`: manifest present and readable, format version
+  /// known, every listed file of the recorded size and SHA-256, safetensors headers valid.
+  public static func load(path: String) throws -> LoadedCheckpoint {
+    let manifestPath = "\(path)/manifest.json"
+    guard let data = FileManager.default.contents(atPath: manifestPath) else {
+      throw CheckpointError.incomplete(path: path, reason: "manifest.json is missing (the write did not finish)")
+    }
+    let manifest: CheckpointManifest
+    do { manifest = try decoder.decode(CheckpointManifest.self, from: data) } catch {
+      throw CheckpointError.corrupt(path: path, reason: "manifest.json does not decode: \(error)")
+    }
+    if manifest.formatVersion != CheckpointManifest.currentFormatVersion {
+      throw CheckpointError.unsupportedFormat(path: path, version: manifest.formatVersion)
+    }
+    guard manifest.files["model.safetensors"] != nil else {
+      throw CheckpointError.corrupt(path: path, reason: "manifest lists no model.safetensors")
+    }
+    for (file, want) in manifest.files.sorted(by: { $0.key < $1.key }) {
+      guard !file.contains("/") else { throw CheckpointError.corrupt(path: path, reason: "bad file name \(file)") }
+      let got: CheckpointFileRecord
+      do { got = try record("\(path)/\(file)") } catch {
+        throw CheckpointError.corrupt(path: path, reason: "\(file): \(error)")
+      }
+      if got.bytes != want.bytes {
+        throw CheckpointError.corrupt(path: path, reason: "\(file) is \(got.bytes) bytes, the manifest says \(want.bytes)")
+      }
+      if got.sha256 != want.sha256 {
+        throw CheckpointError.corrupt(path: path, reason: "\(file) has SHA-256 \(got.sha256), the manifest says \(want.sha256)")
+      }
+    }
+    let model = try SafeTensorsFile(path: "\(path)/model.safetensors")
+    let opt = manifest.files["optimizer.safetensors"] != nil ? try SafeTensorsFile(path: "\(path)/optimizer.safetensors") : nil
+    return LoadedCheckpoint(path: path, manifest: manifest, model: model, optimizerState: opt)
+  }
+
+  /// Deletes complete checkpoints older than the newest `keepLast` (never `keeping`), leftover
+  /// temp directories of dead writers, and trash.
+  private func prune(keeping: String) {
+    let fm = FileManager.default
+    var kept = 0
+    for (_, path) in stepDirectories() where fm.fileExists(atPath: "\(path)/manifest.json") {
+      kept += 1
+      if kept > keepLast && path != keeping { try? fm.removeItem(atPath: path) }
+    }
+    for n in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where n.hasPrefix(".tmp-step_") || n.hasPrefix(".trash-step_") {
+      // .tmp-step_XXXXXXXX-<pid>-<rand> / .trash-step_XXXXXXXX-<pid>: keep while the writer is alive.
+      let parts = n.split(separator: "-")
+      if parts.count >= 3, let pid = Int32(parts[2]), kill(pid, 0) == 0 { continue }
+      try? fm.removeItem(atPath: "\(directory)/\(n)")
+    }
+  }
+
+  static var encoder: JSONEncoder {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return e
+  }
+
+  static var decoder: JSONDecoder {
+    let d = JSONDecoder()
+    d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return d
+  }
+
+  /// Size and SHA-256 of a file, read in 1 MiB pieces.
+  static func record(_ path: String) throws -> CheckpointFileRecord {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError("open", path) }
+    defer { close(fd) }
+    var ctx = pk_sha256_ctx()
+    pk_sha256_init(&ctx)
+    let size = 1 << 20
+    let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    defer { buf.deallocate() }
+    var total = 0
+    while true {
+      let n = read(fd, buf, size)
+      if n < 0 { if errno == EINTR { continue }; throw FileError("read", path) }
+      if n == 0 { break }
+      _ = pk_sha256_update(&ctx, buf, n)
+      total += n
+    }
+    var digest = [UInt8](repeating: 0, count: 32)
+    digest.withUnsafeMutableBufferPointer { d in
+      d.baseAddress!.withMemoryRebound(to: UInt8.self, capacity: 32) { pk_sha256_final(&ctx, $0) }
+    }
+    let hex = digest.map { b -> String in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }.joined()
+    return CheckpointFileRecord(bytes: total, sha256: hex)
+  }
+}

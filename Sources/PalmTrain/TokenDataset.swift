@@ -1,0 +1,285 @@
+// TokenDataset: a file of bytes as a token stream (memory-mapped), split into train and validation
+// parts, and a BatchSampler whose batch at step k depends only on (seed, k, micro-batch index).
+//
+// As in PaLM (§5: "a batch depends only on the step number", which made every run bitwise
+// reproducible from any checkpoint), sampling is counter-based: no hidden generator state, so a
+// resumed run sees the same batches and skipping batches after a loss spike is `state.step += n`.
+// Training windows start at uniformly drawn offsets of the train part; validation uses fixed,
+// non-overlapping windows of the held-out tail (the last 10% by default).
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a dataset could not be opened or used, naming the file and the sizes involved.
+public enum DatasetError: Error, Equatable, CustomStringConvertible {
+  case cannotOpen(path: String, reason: String)
+  case empty(path: String)
+  case tooShort(path: String, part: String, tokens: Int, needed: Int)
+  case badArgument(String)
+
+  public var description: String {
+    switch self {
+    case .cannotOpen(let path, let reason): "cannot read dataset \(path): \(reason)"
+    case .empty(let path): "dataset \(path) is empty"
+    case .tooShort(let path, let part, let tokens, let needed):
+      "dataset \(path): the \(part) part has \(tokens) tokens, fewer than the \(needed) needed for one sequence (sequence length + 1)"
+    case .badArgument(let message): "dataset: \(message)"
+    }
+  }
+}
+
+/// A byte file as tokens (one token per byte), memory-mapped read-only, with a train/validation split.
+///
+/// ```swift
+/// let data = try TokenDataset(path: "tinyshakespeare.txt", sequenceLength: 256)
+/// var sampler = BatchSampler(dataset: data, batchSize: 16, seed: 42)
+/// let batch = sampler.batch(step: 1)          // inputs/targets, 16 × 256 Int32 each
+/// ```
+public final class TokenDataset: @unchecked Sendable {
+  /// The file (or the name given to in-memory data).
+  public let path: String
+  /// Total tokens (bytes).
+  public let count: Int
+  /// Tokens [0, trainCount) train; [trainCount, count) validate.
+  public let trainCount: Int
+  public var validationCount: Int { count - trainCount }
+  /// Window length T (inputs are T tokens, targets the next T).
+  public let sequenceLength: Int
+  private let base: UnsafePointer<UInt8>
+  private let mapped: Bool
+
+  /// Opens `path` (memory-mapped; read into memory when mmap is unavailable).
+  /// - Parameters:
+  ///   - validationFraction: the tail fraction held out, in [0, 1); 0 means no validation part.
+  /// - Throws: `DatasetError` for a missing/unreadable or empty file, a bad fraction, or a part
+  ///   shorter than `sequenceLength + 1` tokens.
+  public convenience init(path: String, sequenceLength: Int, validationFraction: Double = 0.1) throws {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+    if (st.st_mode & S_IFMT) == S_IFDIR { throw DatasetError.cannotOpen(path: path, reason: "it is a directory") }
+    let size = Int(st.st_size)
+    if size == 0 { throw DatasetError.empty(path: path) }
+    try TokenDataset.validate(path: path, count: size, sequenceLength: sequenceLength, validationFraction: validationFraction)
+    if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
+      _ = madvise(p, size, MADV_RANDOM)
+      self.init(path: path, base: UnsafePointer(p.assumingMemoryBound(to: UInt8.self)), count: size, mapped: true,
+                sequenceLength: sequenceLength, validationFraction: validationFraction)
+      return
+    }
+    guard let buf = malloc(size) else { throw DatasetError.cannotOpen(path: path, reason: "cannot allocate \(size) bytes") }
+    var got = 0
+    while got < size {
+      let n = pread(fd, buf + got, size - got, off_t(got))
+      if n < 0 && errno == EINTR { continue }
+      if n <= 0 {
+        free(buf)
+        throw DatasetError.cannotOpen(path: path, reason: "read stopped after \(got) of \(size) bytes")
+      }
+      got += n
+    }
+    self.init(path: path, base: UnsafePointer(buf.assumingMemoryBound(to: UInt8.self)), count: size, mapped: false,
+              sequenceLength: sequenceLength, validationFraction: validationFraction)
+  }
+
+  /// In-memory data (tests, generated corpora), labelled `name` in errors.
+  public convenience init(bytes: [UInt8], name: String = "<memory>", sequenceLength: Int,
+                          validationFraction: Double = 0.1) throws {
+    if bytes.isEmpty { throw DatasetError.empty(path: name) }
+    try TokenDataset.validate(path: name, count: bytes.count, sequenceLength: sequenceLength,
+                              validationFraction: validationFraction)
+    let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+    buf.initialize(from: bytes, count: bytes.count)
+    self.init(path: name, base: UnsafePointer(buf), count: bytes.count, mapped: false,
+              sequenceLength: sequenceLength, validationFraction: validationFraction)
+  }
+
+  private init(path: String, base: UnsafePointer<UInt8>, count: Int, mapped: Bool, sequenceLength: Int,
+               validationFraction: Double) {
+    self.path = path
+    self.base = base
+    self.count = count
+    self.mapped = mapped
+    self.sequenceLength = sequenceLength
+    self.trainCount = count - TokenDataset.validationTokens(count, validationFraction)
+  }
+
+  deinit {
+    if mapped { munmap(UnsafeMutableRawPointer(mutating: base), count) } else { free(UnsafeMutableRawPointer(mutating: base)) }
+  }
+
+  private static func validationTokens(_ count: Int, _ fraction: Double) -> Int {
+    Int((Double(count) * fraction).rounded(.down))
+  }
+
+  private static func validate(path: String, count: Int, sequenceLength: Int, validationFraction: Double) throws {
+    if sequenceLength < 1 { throw DatasetError.badArgument("sequence length must be at least 1 (got \(sequenceLength))") }
+    if !(validationFraction >= 0 && validationFraction < 1) {
+      throw DatasetError.badArgument("validation fraction must be in [0, 1) (got \(validationFraction))")
+    }
+    let val = validationTokens(count, validationFraction)
+    let needed = sequenceLength + 1
+    if count - val < needed { throw DatasetError.tooShort(path: path, part: "train", tokens: count - val, needed: needed) }
+    if validationFraction > 0 && val < needed {
+      throw DatasetError.tooShort(path: path, part: "validation", tokens: val, needed: needed)
+    }
+  }
+
+  /// Token `i` (0 ≤ i < count).
+  public subscript(i: Int) -> UInt8 {
+    precondition(i >= 0 && i < count, "token index \(i) out of 0..<\(count)")
+    return base[i]
+  }
+
+  /// The train part.
+  public var trainTokens: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: trainCount) }
+  /// The validation part (empty when the fraction is 0).
+  public var validationTokens: UnsafeBufferPointer<UInt8> {
+    UnsafeBufferPointer(start: base + trainCount, count: validationCount)
+  }
+
+  /// Fixed validation windows: window w starts at token trainCount + w·T.
+  public var validationWindowCount: Int { validationCount > sequenceLength ? (validationCount - 1) / sequenceLength : 0 }
+
+  /// Copies the window starting at absolute token `start` into rows of `inputs`/`targets`.
+  func copyWindow(start: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
+    let p = base + start
+    for t in 0..<sequenceLength {
+      inputs[t] = Int32(p[t])
+      targets[t] = Int32(p[t + 1])
+    }
+  }
+}
+
+/// The data position of a training run: everything needed to reproduce its future batches.
+public struct SamplerState: Codable, Equatable, Sendable {
+  public var seed: UInt64
+  /// The next optimizer step to draw (1-based).
+  public var step: Int
+  public init(seed: UInt64, step: Int = 1) {
+    self.seed = seed
+    self.step = step
+  }
+}
+
+/// One batch: row-major (B, T) input ids and (B, T) next-token targets.
+public struct Batch: Equatable, Sendable {
+  public let batchSize: Int
+  public let sequenceLength: Int
+  public var inputs: [Int32]  // (B, T)
+  public var targets: [Int32]  // (B, T)
+}
+
+/// Draws training batches as a pure function of (seed, step, micro-batch index).
+///
+/// Row r of micro-batch j at step k starts at a train offset drawn from a counter-based generator
+/// (SplitMix64 finalizers over the key (seed, k, j, r)), so batches never depend on what was drawn
+/// before: `batch(step: k)` is the same in a fresh process, after a resume, or after skipping.
+public struct BatchSampler: Sendable {
+  public let dataset: TokenDataset
+  public let batchSize: Int
+  public var state: SamplerState
+
+  public init(dataset: TokenDataset, batchSize: Int, seed: UInt64) {
+    precondition(batchSize >= 1, "batch size must be at least 1")
+    self.dataset = dataset
+    self.batchSize = batchSize
+    self.state = SamplerState(seed: seed)
+  }
+
+  public init(dataset: TokenDataset, batchSize: Int, state: SamplerState) {
+    precondition(batchSize >= 1, "batch size must be at least 1")
+    self.dataset = dataset
+    self.batchSize = batchSize
+    self.state = state
+  }
+
+  /// SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mixer.
+  @inlinable static func mix(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+
+  /// A 64-bit random value for the key (seed, step, micro, row); keys are chained through the mixer.
+  public static func random(seed: UInt64, step: Int, microBatch: Int, row: Int) -> UInt64 {
+    mix(mix(mix(mix(seed) ^ UInt64(bitPattern: Int64(step))) ^ UInt64(bitPattern: Int64(microBatch))) ^ UInt64(bitPattern: Int64(row)))
+  }
+
+  /// Start offset of row `row`: uniform over the trainCount − T valid starts (multiply-high
+  /// reduction; bias below 2^-40 for any corpus under 1 TB).
+  public func offset(step: Int, microBatch: Int, row: Int) -> Int {
+    let starts = UInt64(dataset.trainCount - dataset.sequenceLength)
+    let r = BatchSampler.random(seed: state.seed, step: step, microBatch: microBatch, row: row)
+    return Int(r.multipliedFullWidth(by: starts).high)
+  }
+
+  /// The batch of micro-batch `microBatch` at `step` (pure: the sampler's step is not used or moved).
+  public func batch(step: Int, microBatch: Int = 0) -> Batch {
+    let t = dataset.sequenceLength
+    var inputs = [Int32](repeating: 0, count: batchSize * t)
+    var targets = [Int32](repeating: 0, count: batchSize * t)
+    inputs.withUnsafeMutableBufferPointer { inp in
+      targets.withUnsafeMutableBufferPointer { tgt in
+        for r in 0..<batchSize {
+          dataset.copyWindow(start: offset(step: step, microBatch: microBatch, row: r),
+                             inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
+        }
+      }
+    }
+    return Batch(batchSize: batchSize, sequenceLength: t, inputs: inputs, targets: targets)
+  }
+
+  /// The `microBatches` batches of the current step, then advances `state.step`.
+  public mutating func next(microBatches: Int = 1) -> [Batch] {
+    let step = state.step
+    state.step += 1
+    return (0..<microBatches).map { batch(step: step, microBatch: $0) }
+  }
+
+  /// Skips `count` steps of data (PaLM's loss-spike remedy skipped 200-500 batches).
+  public mutating func skip(_ count: Int) { state.step += count }
+
+  /// Validation windows [first, first + batchSize) clipped to the window count, as one batch
+  /// (fewer rows at the end); nil when `first` is past the last window.
+  public func validationBatch(firstWindow first: Int) -> Batch? {
+    let windows = dataset.validationWindowCount
+    guard first >= 0 && first < windows else { return nil }
+    let rows = min(batchSize, windows - first)
+    let t = dataset.sequenceLength
+    var inputs = [Int32](repeating: 0, count: rows * t)
+    var targets = [Int32](repeating: 0, count: rows * t)
+    inputs.withUnsafeMutableBufferPointer { inp in
+      targets.withUnsafeMutableBufferPointer { tgt in
+        for r in 0..<rows {
+          dataset.copyWindow(start: dataset.trainCount + (first + r) * t,
+                             inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
+        }
+      }
+    }
+    return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
+  }
+
+  /// All validation batches (up to `maxWindows` windows), in order: the same every time.
+  public func validationBatches(maxWindows: Int = Int.max) -> [Batch] {
+    let windows = min(dataset.validationWindowCount, maxWindows)
+    return stride(from: 0, to: windows, by: batchSize).compactMap { first in
+      guard var b = validationBatch(firstWindow: first) else { return nil }
+      if first + b.batchSize > windows {  // trim to maxWindows
+        let rows = windows - first
+        b = Batch(batchSize: rows, sequenceLength: b.sequenceLength,
+                  inputs: Array(b.inputs.prefix(rows * b.sequenceLength)),
+                  targets: Array(b.targets.prefix(rows * b.sequenceLength)))
+      }
+      return b
+    }
+  }
+}

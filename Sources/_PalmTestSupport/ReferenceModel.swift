@@ -1,0 +1,283 @@
+// ReferenceModel: an independent fp64 PaLM forward and hand-written backward in plain Swift loops.
+//
+// The judge of PalmModel.Model: written separately from the fast path (its own rotary, attention
+// with an explicit T×T softmax, SwiGLU, LayerNorm, cross-entropy + z-loss), for tiny configs only
+// (naive loops, slow in debug builds). Conventions it shares with the kernels' headers: rotate-half
+// RoPE with base 10000 over the full head dim, LayerNorm eps 1e-5 without bias, columns of w_in
+// [q | k | v | gate | up], rows of w_out [attention ; down], logits scaled by 1/√d, z-loss 1e-4·lse².
+// Its backward is checked against central finite differences in the tests.
+
+import PalmModel
+
+/// A fp64 PaLM forward/backward over named fp64 parameters.
+public struct ReferenceModel {
+  public let config: PalmConfig
+  /// Parameters by safetensors name (same shapes as `Parameters`), flattened row-major.
+  public var weights: [String: [Double]]
+  public var eps = 1e-5
+  public var zcoef = 1e-4
+  public var ropeBase = 10000.0
+
+  /// Copies (and widens) the parameters of `params`.
+  public init(_ params: Parameters) {
+    config = params.config
+    var w: [String: [Double]] = [:]
+    for (name, t) in params.named { w[name] = t.array.map(Double.init) }
+    weights = w
+  }
+
+  /// The result of `run`.
+  public struct Output {
+    public var loss: Double         // mean (CE + z-loss)
+    public var crossEntropy: Double
+    public var zLoss: Double
+    public var gradients: [String: [Double]]
+  }
+
+  // MARK: - Small dense helpers: C (m, n) = A (m, k) · B (k, n), and the two transposed forms.
+
+  static func matmul(_ a: [Double], _ b: [Double], _ m: Int, _ k: Int, _ n: Int) -> [Double] {
+    var c = [Double](repeating: 0, count: m * n)
+    for i in 0..<m { for p in 0..<k { let av = a[i * k + p]; if av == 0 { continue }
+      for j in 0..<n { c[i * n + j] += av * b[p * n + j] } } }
+    return c
+  }
+  /// A (m, k) · B(n, k)ᵀ -> (m, n)
+  static func matmulNT(_ a: [Double], _ b: [Double], _ m: Int, _ k: Int, _ n: Int) -> [Double] {
+    var c = [Double](repeating: 0, count: m * n)
+    for i in 0..<m { for j in 0..<n { var s = 0.0
+      for p in 0..<k { s += a[i * k + p] * b[j * k + p] }
+      c[i * n + j] = s } }
+    return c
+  }
+  /// A(k, m)ᵀ · B (k, n) -> (m, n)
+  static func matmulTN(_ a: [Double], _ b: [Double], _ k: Int, _ m: Int, _ n: Int) -> [Double] {
+    var c = [Double](repeating: 0, count: m * n)
+    for p in 0..<k { for i in 0..<m { let av = a[p * m + i]; if av == 0 { continue }
+      for j in 0..<n { c[i * n + j] += av * b[p * n + j] } } }
+    return c
+  }
+
+  // MARK: - LayerNorm
+
+  func layerNorm(_ x: [Double], _ scale: [Double], rows: Int, dim: Int) -> (y: [Double], xhat: [Double], rstd: [Double]) {
+    var y = x, xhat = x, rstd = [Double](repeating: 0, count: rows)
+    for r in 0..<rows {
+      var mean = 0.0
+      for j in 0..<dim { mean += x[r * dim + j] }
+      mean /= Double(dim)
+      var v = 0.0
+      for j in 0..<dim { let c = x[r * dim + j] - mean; v += c * c }
+      v /= Double(dim)
+      let rs = 1 / (v + eps).squareRoot()
+      rstd[r] = rs
+      for j in 0..<dim {
+        xhat[r * dim + j] = (x[r * dim + j] - mean) * rs
+        y[r * dim + j] = xhat[r * dim + j] * scale[j]
+      }
+    }
+    return (y, xhat, rstd)
+  }
+
+  /// Returns dx; adds into dscale.
+  func layerNormBackward(_ dy: [Double], _ xhat: [Double], _ rstd: [Double], _ scale: [Double],
+                         _ dscale: inout [Double], rows: Int, dim: Int) -> [Double] {
+    var dx = [Double](repeating: 0, count: rows * dim)
+    for r in 0..<rows {
+      var mg = 0.0, mgx = 0.0
+      for j in 0..<dim {
+        let g = dy[r * dim + j] * scale[j]
+        mg += g
+        mgx += g * xhat[r * dim + j]
+        dscale[j] += dy[r * dim + j] * xhat[r * dim + j]
+      }
+      mg /= Double(dim); mgx /= Double(dim)
+      for j in 0..<dim {
+        let g = dy[r * dim + j] * scale[j]
+        dx[r * dim + j] = rstd[r] * (g - mg - xhat[r * dim + j] * mgx)
+      }
+    }
+    return dx
+  }
+
+  // MARK: - Rotary
+
+  /// Rotates `v` (length Q) at position `pos` in place; `inverse` applies the transpose.
+  func rotate(_ v: inout [Double], pos: Int, inverse: Bool = false) {
+    let q = v.count, half = q / 2
+    for i in 0..<half {
+      let theta = Double(pos) * pow(ropeBase, -2 * Double(i) / Double(q))
+      let c = cos(theta), s = inverse ? -sin(theta) : sin(theta)
+      let a = v[i], b = v[i + half]
+      v[i] = a * c - b * s
+      v[i + half] = b * c + a * s
+    }
+  }
+
+  // MARK: - Forward and backward
+
+  struct LayerCache {
+    var x: [Double], h: [Double], xhat: [Double], rstd: [Double], proj: [Double]
+    var qr: [[Double]], kr: [[Double]]   // rotated q (per token·head) and k (per token)
+    var p: [[Double]]                    // softmax rows per (b, h, t): length t+1
+    var cg: [Double]
+  }
+
+  /// Loss and (with `gradients`) every parameter gradient for `tokens`/`targets` (B·T each).
+  public func run(tokens: [Int32], targets: [Int32], batch B: Int, seqLen T: Int,
+                  gradients wantGrads: Bool = true) -> Output {
+    let c = config, d = c.dModel, H = c.heads, Q = c.headDim, F = c.dFF, V = c.vocab
+    let N = B * T, HQ = H * Q, P = HQ + 2 * Q, Cin = P + 2 * F, Cout = HQ + F
+    let E = weights["embed"]!
+    var x = [Double](repeating: 0, count: N * d)
+    for i in 0..<N { for j in 0..<d { x[i * d + j] = E[Int(tokens[i]) * d + j] } }
+    var caches: [LayerCache] = []
+    let sq = 1 / Double(Q).squareRoot()
+    for l in 0..<c.layers {
+      let scale = weights["layers.\(l).ln.scale"]!, wIn = weights["layers.\(l).w_in"]!
+      let wOut = weights["layers.\(l).w_out"]!
+      let (h, xhat, rstd) = layerNorm(x, scale, rows: N, dim: d)
+      let proj = ReferenceModel.matmul(h, wIn, N, d, Cin)
+      var qr = [[Double]](repeating: [], count: N * H), kr = [[Double]](repeating: [], count: N)
+      for i in 0..<N {
+        let pos = i % T
+        for hh in 0..<H {
+          var q = Array(proj[(i * Cin + hh * Q)..<(i * Cin + (hh + 1) * Q)])
+          rotate(&q, pos: pos)
+          qr[i * H + hh] = q
+        }
+        var k = Array(proj[(i * Cin + HQ)..<(i * Cin + HQ + Q)])
+        rotate(&k, pos: pos)
+        kr[i] = k
+      }
+      var cg = [Double](repeating: 0, count: N * Cout)
+      var probs = [[Double]](repeating: [], count: B * H * T)
+      for b in 0..<B { for hh in 0..<H { for t in 0..<T {
+        let i = b * T + t
+        var s = [Double](repeating: 0, count: t + 1)
+        for u in 0...t {
+          var dot = 0.0
+          for j in 0..<Q { dot += qr[i * H + hh][j] * kr[b * T + u][j] }
+          s[u] = dot * sq
+        }
+        let m = s.max()!
+        var z = 0.0
+        for u in 0...t { s[u] = exp(s[u] - m); z += s[u] }
+        for u in 0...t { s[u] /= z }
+        probs[(b * H + hh) * T + t] = s
+        for u in 0...t { for j in 0..<Q {
+          cg[i * Cout + hh * Q + j] += s[u] * proj[(b * T + u) * Cin + HQ + Q + j] } }
+      } } }
+      for i in 0..<N { for f in 0..<F {
+        let g = proj[i * Cin + P + f], up = proj[i * Cin + P + F + f]
+        let sg = 1 / (1 + exp(-g))
+        cg[i * Cout + HQ + f] = g * sg * up
+      } }
+      caches.append(LayerCache(x: x, h: h, xhat: xhat, rstd: rstd, proj: proj, qr: qr, kr: kr, p: probs, cg: cg))
+      let y = ReferenceModel.matmul(cg, wOut, N, Cout, d)
+      for e in 0..<(N * d) { x[e] += y[e] }
+    }
+    let lnf = weights["ln_f.scale"]!
+    let (hf, xhatf, rstdf) = layerNorm(x, lnf, rows: N, dim: d)
+    let ls = 1 / Double(d).squareRoot()
+    var logits = ReferenceModel.matmulNT(hf, E, N, d, V)
+    for e in 0..<logits.count { logits[e] *= ls }
+    var ce = 0.0, zl = 0.0
+    var dlogits = [Double](repeating: 0, count: N * V)
+    for i in 0..<N {
+      let row = logits[(i * V)..<((i + 1) * V)]
+      let m = row.max()!
+      var z = 0.0
+      for v in row { z += exp(v - m) }
+      let lse = m + log(z)
+      ce += lse - logits[i * V + Int(targets[i])]
+      zl += zcoef * lse * lse
+      for j in 0..<V {
+        let p = exp(logits[i * V + j] - lse)
+        dlogits[i * V + j] = (p * (1 + 2 * zcoef * lse) - (j == Int(targets[i]) ? 1 : 0)) / Double(N)
+      }
+    }
+    ce /= Double(N); zl /= Double(N)
+    var out = Output(loss: ce + zl, crossEntropy: ce, zLoss: zl, gradients: [:])
+    guard wantGrads else { return out }
+
+    // Backward.
+    var grads: [String: [Double]] = [:]
+    for (k, v) in weights { grads[k] = [Double](repeating: 0, count: v.count) }
+    // logits = ls · hf · Eᵀ
+    var dE = ReferenceModel.matmulTN(dlogits, hf, N, V, d)
+    for e in 0..<dE.count { dE[e] *= ls }
+    var dhf = ReferenceModel.matmul(dlogits, E, N, V, d)
+    for e in 0..<dhf.count { dhf[e] *= ls }
+    var dlnf = grads["ln_f.scale"]!
+    var dx = layerNormBackward(dhf, xhatf, rstdf, lnf, &dlnf, rows: N, dim: d)
+    grads["ln_f.scale"] = dlnf
+    for l in stride(from: c.layers - 1, through: 0, by: -1) {
+      let C = caches[l]
+      let scale = weights["layers.\(l).ln.scale"]!, wIn = weights["layers.\(l).w_in"]!
+      let wOut = weights["layers.\(l).w_out"]!
+      let dcg = ReferenceModel.matmulNT(dx, wOut, N, d, Cout)
+      grads["layers.\(l).w_out"] = ReferenceModel.matmulTN(C.cg, dx, N, Cout, d)
+      var dproj = [Double](repeating: 0, count: N * Cin)
+      // SwiGLU
+      for i in 0..<N { for f in 0..<F {
+        let g = C.proj[i * Cin + P + f], up = C.proj[i * Cin + P + F + f]
+        let sg = 1 / (1 + exp(-g)), dg = dcg[i * Cout + HQ + f]
+        dproj[i * Cin + P + f] = dg * up * (sg + g * sg * (1 - sg))
+        dproj[i * Cin + P + F + f] = dg * g * sg
+      } }
+      // Attention: explicit softmax backward, then the inverse rotation.
+      var dqr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N * H)
+      var dkr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N)
+      for b in 0..<B { for hh in 0..<H { for t in 0..<T {
+        let i = b * T + t
+        let p = C.p[(b * H + hh) * T + t]
+        var dp = [Double](repeating: 0, count: t + 1)
+        for u in 0...t {
+          var s = 0.0
+          for j in 0..<Q {
+            let dctx = dcg[i * Cout + hh * Q + j]
+            s += dctx * C.proj[(b * T + u) * Cin + HQ + Q + j]
+            dproj[(b * T + u) * Cin + HQ + Q + j] += p[u] * dctx   // dv
+          }
+          dp[u] = s
+        }
+        var pdp = 0.0
+        for u in 0...t { pdp += p[u] * dp[u] }
+        for u in 0...t {
+          let ds = p[u] * (dp[u] - pdp) * sq
+          for j in 0..<Q {
+            dqr[i * H + hh][j] += ds * C.kr[b * T + u][j]
+            dkr[b * T + u][j] += ds * C.qr[i * H + hh][j]
+          }
+        }
+      } } }
+      for i in 0..<N {
+        for hh in 0..<H {
+          var v = dqr[i * H + hh]
+          rotate(&v, pos: i % T, inverse: true)
+          for j in 0..<Q { dproj[i * Cin + hh * Q + j] = v[j] }
+        }
+        var v = dkr[i]
+        rotate(&v, pos: i % T, inverse: true)
+        for j in 0..<Q { dproj[i * Cin + HQ + j] = v[j] }
+      }
+      grads["layers.\(l).w_in"] = ReferenceModel.matmulTN(C.h, dproj, N, d, Cin)
+      let dh = ReferenceModel.matmulNT(dproj, wIn, N, Cin, d)
+      var dscale = grads["layers.\(l).ln.scale"]!
+      let dxl = layerNormBackward(dh, C.xhat, C.rstd, scale, &dscale, rows: N, dim: d)
+      grads["layers.\(l).ln.scale"] = dscale
+      for e in 0..<(N * d) { dx[e] += dxl[e] }
+    }
+    for i in 0..<N { for j in 0..<d { dE[Int(tokens[i]) * d + j] += dx[i * d + j] } }
+    grads["embed"] = dE
+    out.gradients = grads
+    return out
+  }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

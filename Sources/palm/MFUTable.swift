@@ -1,0 +1,38 @@
+// palm mfu-table: PaLM's Table 3 MFU comparison recomputed from the published inputs (part one),
+// as Markdown, JSON or an SVG bar chart. Part two (rows measured here) is filled by the step
+// benchmark. Reference: PaLM §4.1, Appendix B; PalmBench/MFUTable.swift.
+
+import ArgumentParser
+import PalmBench
+import PalmTensor
+
+struct MFUTable: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mfu-table",
+    abstract: "Print PaLM's MFU comparison table (GPT-3, Gopher, MT-NLG, PaLM) recomputed from published inputs.",
+    discussion: """
+      MFU = tokens/s × (6N + 12·L·H·Q·T) / (chips × peak FLOP/s per chip). Every row goes through \
+      one function; rows that do not reproduce their published figure (GPT-3) say so and why.
+      """)
+
+  @Option(help: "Output format: markdown, json or svg.")
+  var format: PalmBench.MFUTable.Format = .markdown
+
+  @Option(help: "Write to this file (atomically) instead of standard output.")
+  var output: String?
+
+  func validate() throws {
+    if let output, output.isEmpty { throw ValidationError("--output must not be empty") }
+  }
+
+  func run() throws {
+    let text = try PalmBench.MFUTable.render(PalmBench.MFUTable.rows(), format: format)
+    if let output {
+      try AtomicFile.write(to: output, bytes: Array(text.utf8))
+    } else {
+      print(text, terminator: "")
+    }
+  }
+}
+
+extension PalmBench.MFUTable.Format: ExpressibleByArgument {}
