@@ -24,8 +24,10 @@ import PalmTensor
 /// lse     (B, H, T)   attention log-sum-exp            none, selective
 /// ```
 ///
-/// A buffer a policy does not save lives in one `scratch.*` region shared by all layers (for
-/// `selective` the SwiGLU output is `scratch.swiglu` (N, F)). The head (`head.*`: final residual,
+/// A buffer a policy does not save lives in one `scratch.*` region shared by all layers. For
+/// `selective`, `scratch.cg` holds [context | swiglu] so that the output projection stays ONE GEMM:
+/// the forward copies the context out to the layer's saved `context`, the backward copies it back
+/// (N·H·Q floats each way) and recomputes the SwiGLU half. The head (`head.*`: final residual,
 /// final LayerNorm, logits, per-row loss and lse) is always kept; the backward adds
 /// `grad.dx` (N, d), `grad.dcg` (N, C_out), `grad.dproj` (N, C_in), `grad.dh` (N, d).
 /// Every buffer is rounded up to 16 floats (64 bytes), as `Arena` does.
@@ -87,7 +89,7 @@ public struct MemoryPlan: Sendable, Equatable {
     switch policy {
     case .none: break
     case .selective:
-      temp("mean", [n]); temp("rstd", [n]); temp("h", [n, d]); temp("swiglu", [n, f])
+      temp("mean", [n]); temp("rstd", [n]); temp("h", [n, d]); temp("cg", [n, cout])
     case .full:
       temp("mean", [n]); temp("rstd", [n]); temp("h", [n, d]); temp("proj", [n, cin])
       temp("cg", [n, cout]); temp("lse", lse)

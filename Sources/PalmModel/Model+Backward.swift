@@ -2,6 +2,8 @@
 //
 // For block i, with dx = dL/dx_{i+1} (the residual gradient, which also flows straight to x_i):
 //   (remat)  full: h, mean, rstd, proj, ctx, lse, g recomputed;  selective: h, mean, rstd, g
+//            recomputed and the saved context copied back beside g, so every policy then runs the
+//            same kernels on the same values (the gradients are bit-identical across policies)
 //   dcg     = dx · w_outᵀ                      (NT)      d[ctx | g]
 //   dw_out += [ctx | g]ᵀ · dx                  (TN, beta 1)
 //   dproj   = [Attn_bwd(dctx) | SwiGLU_bwd(dg)]
@@ -45,16 +47,11 @@ extension Model {
     // d[ctx | g] = dx · w_outᵀ
     try gemm(.nt, n, cout, d, 1, dx.pointer, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
     // d w_out += [ctx | g]ᵀ · dx
-    if let cg = L.cg {
-      try gemm(.tn, cout, d, n, 1, cg.pointer, cout, dx.pointer, d, 1, G.wOut.pointer, d)
-    } else {
-      try gemm(.tn, hq, d, n, 1, L.ctx, L.ldctx, dx.pointer, d, 1, G.wOut.pointer, d)
-      try gemm(.tn, config.dFF, d, n, 1, L.g, L.ldg, dx.pointer, d, 1, G.wOut.pointer + hq * d, d)
-    }
+    try gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, dx.pointer, d, 1, G.wOut.pointer, d)
     // dproj = [dqkv | dgate_up]
     try KernelError.check(
       pk_attention_backward(dproj.pointer, Int64(cin), dcg.pointer, Int64(cout), L.proj.pointer,
-                            Int64(cin), L.ctx, Int64(L.ldctx), L.lse.pointer, Int64(batch),
+                            Int64(cin), L.cg.pointer, Int64(cout), L.lse.pointer, Int64(batch),
                             Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
       "attention_backward")
     try KernelError.check(

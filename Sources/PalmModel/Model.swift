@@ -62,10 +62,10 @@ public final class Model: @unchecked Sendable {
     let mean: Tensor, rstd: Tensor    // (N)
     let h: Tensor                     // (N, d)
     let proj: Tensor                  // (N, C_in) [qkv | gate_up]
-    let ctx: UnsafeMutablePointer<Float>, ldctx: Int  // (N, H·Q)
-    let g: UnsafeMutablePointer<Float>, ldg: Int      // (N, F)
-    /// [ctx | g] as one (N, C_out) buffer when they are adjacent (none, full); nil for selective.
-    let cg: Tensor?
+    /// [ctx | g] (N, C_out): the attention context (columns [0, H·Q)) and the SwiGLU output.
+    let cg: Tensor
+    /// selective only: the saved copy of the context (N, H·Q) (`cg` is shared scratch there).
+    let savedContext: Tensor?
     let lse: Tensor                   // (B, H, T)
   }
   var layerBuffers: [LayerBuffers] = []
@@ -100,22 +100,12 @@ public final class Model: @unchecked Sendable {
     headX = t["head.x"]!; headMean = t["head.mean"]!; headRstd = t["head.rstd"]!; headH = t["head.h"]!
     logits = t["head.logits"]!; lossRows = t["head.loss"]!; lseRows = t["head.lse"]!
     dx = t["grad.dx"]!; dcg = t["grad.dcg"]!; dproj = t["grad.dproj"]!; dh = t["grad.dh"]!
-    let hq = c.heads * c.headDim, cout = hq + c.dFF
     for i in 0..<c.layers {
       let xNext = i + 1 < c.layers ? buf(i + 1, "x") : headX
-      if remat == .selective {
-        let ctx = buf(i, "context"), g = buf(i, "swiglu")
-        layerBuffers.append(LayerBuffers(
-          x: buf(i, "x"), xNext: xNext, mean: buf(i, "mean"), rstd: buf(i, "rstd"), h: buf(i, "h"),
-          proj: buf(i, "proj"), ctx: ctx.pointer, ldctx: hq, g: g.pointer, ldg: c.dFF, cg: nil,
-          lse: buf(i, "lse")))
-      } else {
-        let cg = buf(i, "cg")
-        layerBuffers.append(LayerBuffers(
-          x: buf(i, "x"), xNext: xNext, mean: buf(i, "mean"), rstd: buf(i, "rstd"), h: buf(i, "h"),
-          proj: buf(i, "proj"), ctx: cg.pointer, ldctx: cout, g: cg.pointer + hq, ldg: cout, cg: cg,
-          lse: buf(i, "lse")))
-      }
+      layerBuffers.append(LayerBuffers(
+        x: buf(i, "x"), xNext: xNext, mean: buf(i, "mean"), rstd: buf(i, "rstd"), h: buf(i, "h"),
+        proj: buf(i, "proj"), cg: buf(i, "cg"), savedContext: t["layers.\(i).context"],
+        lse: buf(i, "lse")))
     }
   }
 
@@ -184,17 +174,13 @@ public final class Model: @unchecked Sendable {
       try blockForward(L, W, attention: true)
       // x_next = x + [ctx | g] · w_out
       L.xNext.copy(from: L.x)
-      if let cg = L.cg {
-        try gemm(.nn, n, d, cout, 1, cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
-      } else {
-        try gemm(.nn, n, d, hq, 1, L.ctx, L.ldctx, W.wOut.pointer, d, 1, L.xNext.pointer, d)
-        try gemm(.nn, n, d, config.dFF, 1, L.g, L.ldg, W.wOut.pointer + hq * d, d, 1, L.xNext.pointer, d)
-      }
+      try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
     }
   }
 
-  /// h = LN(x); proj = h · w_in; (attention →) ctx, lse; g = SwiGLU(gate_up).
-  /// `attention: false` skips the projection and attention (selective recompute keeps them).
+  /// h = LN(x); proj = h · w_in; ctx, lse = Attn(qkv); g = SwiGLU(gate_up), into `L`'s buffers.
+  /// `attention: false` (selective recompute) skips the projection and attention and restores the
+  /// saved context into `cg` instead; with `attention: true` a selective layer saves its context.
   func blockForward(_ L: LayerBuffers, _ W: LayerParameters, attention: Bool) throws {
     try KernelError.check(
       pk_layernorm_forward(L.h.pointer, Int64(d), L.mean.pointer, L.rstd.pointer, L.x.pointer,
@@ -202,13 +188,22 @@ public final class Model: @unchecked Sendable {
     if attention {
       try gemm(.nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
       try KernelError.check(
-        pk_attention_forward(L.ctx, Int64(L.ldctx), L.lse.pointer, L.proj.pointer, Int64(cin),
+        pk_attention_forward(L.cg.pointer, Int64(cout), L.lse.pointer, L.proj.pointer, Int64(cin),
                              Int64(batch), Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
         "attention_forward")
+      if let saved = L.savedContext { copyRows(saved.pointer, hq, L.cg.pointer, cout, cols: hq) }
+    } else if let saved = L.savedContext {
+      copyRows(L.cg.pointer, cout, saved.pointer, hq, cols: hq)
     }
     try KernelError.check(
-      pk_swiglu_forward(L.g, Int64(L.ldg), L.proj.pointer + pqkv, Int64(cin), Int64(n),
+      pk_swiglu_forward(L.cg.pointer + hq, Int64(cout), L.proj.pointer + pqkv, Int64(cin), Int64(n),
                         Int64(config.dFF)), "swiglu_forward")
+  }
+
+  /// Copies `cols` columns of N rows between buffers of different row strides (one memcpy a row).
+  func copyRows(_ dst: UnsafeMutablePointer<Float>, _ ldd: Int, _ src: UnsafePointer<Float>, _ lds: Int,
+                cols: Int) {
+    for r in 0..<n { (dst + r * ldd).update(from: src + r * lds, count: cols) }
   }
 
   /// Final LN, logits, loss; with `backward`, the logits are replaced by d(mean loss)/d logits.

@@ -97,6 +97,6 @@ public struct PalmConfig: Codable, Equatable, Sendable {
 
   /// Presets by name, as the CLI accepts them.
   public static let presets: [String: PalmConfig] = [
-    "tiny": tiny, "small": small, "palm-8b": palm8B, "palm-62b": palm62B, "palm-540b": palm540B,
+    "tiny": tiny, "small": small, "shakespeare": shakespeare, "palm-8b": palm8B, "palm-62b": palm62B, "palm-540b": palm540B,
   ]
 }

@@ -8,7 +8,9 @@
 ///
 /// - `none`: every activation the backward pass reads is kept from the forward pass.
 /// - `selective`: the matmul outputs (`qkv_proj`/`mlpwi` fused, and the attention `context`) are
-///   kept; layer norms, SwiGLU and the softmax are recomputed.
+///   kept, with the attention log-sum-exp (B·H·T floats); layer norms and SwiGLU are recomputed,
+///   and the softmax probabilities are recomputed from the lse (as the flash-style attention
+///   backward does under every policy).
 /// - `full`: only each block's input is kept; the block's whole forward is recomputed in backward.
 public enum RematPolicy: String, CaseIterable, Codable, Sendable {
   case none, selective, full

@@ -318,6 +318,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     var parser = JSONParser(UnsafeRawBufferPointer(rebasing: file[8..<dataStart]))
     let root: JSONValue
     do { root = try parser.parseDocument() } catch let e as JSONParser.Failure {
+      if let name = e.duplicateKey {
+        throw SafeTensorsError(.duplicateName, path, "the header names \"\(name)\" twice")
+      }
       throw SafeTensorsError(.badJSON, path, "header is not valid JSON: \(e.message) at byte \(e.offset)")
     }
     guard case .object(let members) = root else {
@@ -431,6 +434,7 @@ struct JSONParser {
   struct Failure: Error {
     let message: String
     let offset: Int
+    var duplicateKey: String? = nil
   }
   private let s: UnsafeRawBufferPointer
   private var i = 0
@@ -465,7 +469,7 @@ struct JSONParser {
         skipSpace()
         guard i < s.count, s[i] == UInt8(ascii: "\"") else { throw Failure(message: "expected a key", offset: i) }
         let key = try string()
-        if !keys.insert(key).inserted { throw Failure(message: "duplicate key \"\(key)\"", offset: i) }
+        if !keys.insert(key).inserted { throw Failure(message: "duplicate key \"\(key)\"", offset: i, duplicateKey: key) }
         skipSpace()
         try expect(UInt8(ascii: ":"))
         members.append((key, try value(depth: depth + 1)))

@@ -8,8 +8,8 @@
 // fsynced, then the directory is renamed into place and its parent fsynced: a step directory with a
 // manifest whose checksums match is complete; anything else (a crash mid-write, a full disk) is
 // ignored by `latest` with a warning, and the previous checkpoints are untouched. Older complete
-// checkpoints beyond the last K are deleted only after the new one is in place (llm.c's DONE marker
-// and keep-last-K; see docs in /work/shared/reference/ecosystem.md §1.3).
+// checkpoints beyond the last K are deleted only after the new one is in place (as llm.c's
+// DONE_%08d marker and its -nk keep-last-K option).
 
 import CKernels
 import Foundation

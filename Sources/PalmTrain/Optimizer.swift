@@ -8,6 +8,7 @@
 // Schedule.swift): the caller passes the step's learning rate.
 
 import CKernels
+import Foundation
 import PalmTensor
 
 /// AdamW hyper-parameters (learning rate excluded: it comes from the schedule each step).
@@ -237,9 +238,3 @@ public enum GradientClipping {
     return (norm, scale)
   }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -4,6 +4,8 @@
 // lr(k) = peak · √(k0 / k) for k > k0 (continuous at k0). Also the common alternative: linear
 // warm-up to a peak, then cosine decay to a floor (GPT-3 / nanoGPT style).
 
+import Foundation
+
 /// A learning-rate schedule.
 ///
 /// ```swift
@@ -35,7 +37,7 @@ public enum LearningRateSchedule: Codable, Equatable, Sendable {
       if k <= warmup { return Float(Double(peak) * Double(k) / Double(warmup)) }
       if k >= total { return floor }
       let progress = Double(k - warmup) / Double(total - warmup)
-      let cosine = 0.5 * (1 + _cos(Double.pi * progress))
+      let cosine = 0.5 * (1 + cos(Double.pi * progress))
       return Float(Double(floor) + (Double(peak) - Double(floor)) * cosine)
     }
   }
@@ -58,11 +60,3 @@ public enum LearningRateSchedule: Codable, Equatable, Sendable {
     }
   }
 }
-
-#if canImport(Glibc)
-import Glibc
-private func _cos(_ x: Double) -> Double { Glibc.cos(x) }
-#elseif canImport(Darwin)
-import Darwin
-private func _cos(_ x: Double) -> Double { Darwin.cos(x) }
-#endif

@@ -4,5 +4,6 @@ import ArgumentParser
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run benchmarks: matmul, kernels, step, exchange; with no subcommand, the whole suite.",
-    subcommands: [BenchStep.self])
+    subcommands: [BenchStep.self, BenchKernels.self, BenchSuite.self],
+    defaultSubcommand: BenchSuite.self)
 }

@@ -49,18 +49,16 @@ struct BenchStep: ParsableCommand {
     if let batch { c.batch = batch }
     let r = try StepBench.run(config: c, remat: RematPolicy(rawValue: remat)!, warmup: warmup, steps: steps)
     if format == .json {
-      let enc = JSONEncoder()
-      enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-      print(String(decoding: try enc.encode(r), as: UTF8.self))
+      print(try StepRuns.jsonLine(r, config: c, peakGFLOPs: try peak ?? BenchDefaults.peak.gflops(r.threads)))
       return
     }
-    let mfu = peak.map { String(format: "%.1f%%", 100 * r.modelFLOPsPerSecond / ($0 * 1e9)) } ?? "— (pass --peak)"
+    let mfu = StepRuns.utilizationText(r, config: c, peakGFLOPs: try peak ?? BenchDefaults.peak.gflops(r.threads))
     print("""
       step \(r.config) remat=\(r.remat.rawValue) threads=\(r.threads) batch=\(r.batch)×\(r.seqLen)
         step seconds: best \(String(format: "%.4f", r.bestSeconds)) median \(String(format: "%.4f", r.medianSeconds)) (\(r.steps) steps)
         tokens/s: median \(String(format: "%.0f", r.tokensPerSecond)) best \(String(format: "%.0f", r.bestTokensPerSecond))
         model FLOPs/token \(String(format: "%.2f", r.modelFLOPsPerToken / 1e6)) M, hardware \(String(format: "%.2f", r.hardwareFLOPsPerToken / 1e6)) M
-        model GFLOP/s \(String(format: "%.1f", r.modelFLOPsPerSecond / 1e9)), MFU \(mfu)
+        model GFLOP/s \(String(format: "%.1f", r.modelFLOPsPerSecond / 1e9)), \(mfu)
         activations planned \(r.plannedActivationBytes) B (saved \(r.plannedSavedBytes), scratch \(r.plannedScratchBytes)), parameters \(r.parameterBytes) B
         peak RSS \(r.peakRSSBytes.map(String.init) ?? "?") B, last loss \(r.lastLoss)
       """)

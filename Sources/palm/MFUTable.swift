@@ -21,12 +21,15 @@ struct MFUTable: ParsableCommand {
   @Option(help: "Write to this file (atomically) instead of standard output.")
   var output: String?
 
+  @Flag(help: "Also measure part two here: tiny and small × remat none/selective/full × 1 and 2 threads (each run in a child process; minutes).")
+  var measure = false
+
   func validate() throws {
     if let output, output.isEmpty { throw ValidationError("--output must not be empty") }
   }
 
   func run() throws {
-    let text = try PalmBench.MFUTable.render(PalmBench.MFUTable.rows(), format: format)
+    let text = try PalmBench.MFUTable.render(PalmBench.MFUTable.rows(measured: measure ? measuredRows() : []), format: format)
     if let output {
       try AtomicFile.write(to: output, bytes: Array(text.utf8))
     } else {

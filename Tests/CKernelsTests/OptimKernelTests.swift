@@ -5,6 +5,7 @@ import CKernels
 import Foundation
 import Testing
 import PalmTensor
+import _PalmTestSupport
 
 /// A seeded stream of floats (SplitMix64) for test inputs.
 private struct Stream {
@@ -182,11 +183,14 @@ struct OptimKernelTests {
   @Test("AVX-512 and scalar paths agree", .enabled(if: ISA.detected == .avx512), arguments: sizes)
   func pathsAgree(n: Int) throws {
     let (p, grads) = inputs(n, seed: 99)
-    for kind in [Kind.adamw, .adafactor] {
-      let a = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: true)
-      let b = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: false)
-      let (r, at) = worst(b, a.map(Double.init), atol: 1e-7, rtol: 2e-6)
-      #expect(r <= 1, "\(kind) n=\(n): worst ratio \(r) at \(at)")
+    try withKernelLock {  // no other test may lower the process-wide ISA meanwhile
+      #expect(ISA.active == .avx512, "the AVX-512 path is not active")
+      for kind in [Kind.adamw, .adafactor] {
+        let a = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: true)
+        let b = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: false)
+        let (r, at) = worst(b, a.map(Double.init), atol: 1e-7, rtol: 2e-6)
+        #expect(r <= 1, "\(kind) n=\(n): worst ratio \(r) at \(at)")
+      }
     }
   }
 
@@ -194,27 +198,30 @@ struct OptimKernelTests {
   func deterministic() throws {
     let n = 100_003  // several blocks: the parallel path
     let (p, grads) = inputs(n, seed: 5)
-    let saved = Threads.count
-    defer { Threads.count = saved }
-    for kind in [Kind.adamw, .adafactor] {
-      for scalar in [true, false] {
-        Threads.count = 2
-        let a = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
-        let b = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
-        Threads.count = 1
-        let c = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
-        #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(kind) scalar=\(scalar): two runs differ")
-        #expect(a.map(\.bitPattern) == c.map(\.bitPattern), "\(kind) scalar=\(scalar): 1 and 2 threads differ")
+    func differing(_ x: [Float], _ y: [Float]) -> Int { zip(x, y).filter { $0.bitPattern != $1.bitPattern }.count }
+    try withKernelLock {  // the ISA and thread count must not change under us
+      let saved = Threads.count
+      defer { Threads.count = saved }
+      for kind in [Kind.adamw, .adafactor] {
+        for scalar in [true, false] {
+          Threads.count = 2
+          let a = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
+          let b = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
+          Threads.count = 1
+          let c = try runKernel(kind, p: p, grads: grads, h: Hyper(), scalar: scalar)
+          #expect(differing(a, b) == 0, "\(kind) scalar=\(scalar): two runs differ in \(differing(a, b)) elements")
+          #expect(differing(a, c) == 0, "\(kind) scalar=\(scalar): 1 and 2 threads differ in \(differing(a, c)) elements")
+        }
       }
+      var norms: [Double] = []
+      for threads in [1, 2, 1] {
+        Threads.count = threads
+        var out = 0.0
+        try KernelError.check(grads[0].withUnsafeBufferPointer { pk_sum_squares(&out, $0.baseAddress, Int64(n)) }, "ssq")
+        norms.append(out)
+      }
+      #expect(Set(norms.map(\.bitPattern)).count == 1, "sum of squares varies: \(norms)")
     }
-    var norms: [Double] = []
-    for threads in [1, 2, 1] {
-      Threads.count = threads
-      var out = 0.0
-      try KernelError.check(grads[0].withUnsafeBufferPointer { pk_sum_squares(&out, $0.baseAddress, Int64(n)) }, "ssq")
-      norms.append(out)
-    }
-    #expect(Set(norms.map(\.bitPattern)).count == 1, "sum of squares varies: \(norms)")
   }
 
   @Test("Global norm equals the fp64 sum over tensors")

@@ -18,6 +18,7 @@ var timeout = 30.0
 var hangRank: Int? = nil
 var dieRank: Int? = nil
 var benchOnly = false
+var shardedOnly = false  // --sharded: the sharded-model equivalence check (ShardedCheck.swift)
 var exitRank: Int? = nil
 var completion = MPICommunicator.Completion.polled
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
@@ -27,6 +28,7 @@ while let argument = arguments.next() {
   case "--hang-rank": hangRank = Int(arguments.next() ?? "")
   case "--die-rank": dieRank = Int(arguments.next() ?? "")
   case "--bench": benchOnly = true
+  case "--sharded": shardedOnly = true
   case "--exit-rank": exitRank = Int(arguments.next() ?? "")
   case "--blocking": completion = .blocking
   default:
@@ -87,6 +89,8 @@ func printBench(_ results: [CollectiveBench.Result]) {
                  r.correct ? "yes" : "NO"))
   }
 }
+
+if shardedOnly { exit(runShardedCheck(world: world)) }
 
 if benchOnly {
   do {

@@ -114,6 +114,9 @@ func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads:
       let e = relativeError(g1[name]!, g)
       #expect(e <= 1e-6, "\(policy) \(name): relative difference \(e)")
     }
+    // Every policy ends up running the same kernels on the same values: bit-identical.
+    #expect(l0 == l1)
+    #expect(g0 == g1)
   }
 
   @Test(arguments: [RematPolicy.none, .full])
@@ -201,7 +204,7 @@ func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads:
     #expect(none.floats(.scratch) == 0)
     let sel = MemoryPlan(config: c, policy: .selective)
     #expect(sel.floats(.saved) == 3 * (n * d + n * cin + n * hq + lse))
-    #expect(sel.floats(.scratch) == 2 * n + n * d + n * 128)
+    #expect(sel.floats(.scratch) == 2 * n + n * d + n * cout)
     let full = MemoryPlan(config: c, policy: .full)
     #expect(full.floats(.saved) == 3 * n * d)
     #expect(full.floats(.scratch) == 2 * n + n * d + n * cin + n * cout + lse)

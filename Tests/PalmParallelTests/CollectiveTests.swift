@@ -527,4 +527,14 @@ struct MPIBackendTests {
     #expect(status != 0 && status != -2, "exit \(status):\n\(output)")
     #expect(output.contains("process rank 1") && output.contains("signal 9"), "\(output)")
   }
+
+  @Test("palm-mpi-check --sharded: the sharded model equals a single-device run under mpirun -np 2 and -np 4",
+        .enabled(if: mpirun != nil && mpiCheckBinary != nil, "needs mpirun and palm-mpi-check"),
+        arguments: [2, 4])
+  func mpirunSharded(np: Int) throws {
+    let (status, output) = try runMPI(np: np, ["--sharded"], deadline: 300)
+    #expect(status == 0, "mpirun -np \(np) palm-mpi-check --sharded exited \(status):\n\(output)")
+    #expect(output.contains("sharded checks passed on \(np) rank(s)"), "\(output)")
+    #expect(!output.contains("FAIL"), "\(output)")
+  }
 }

@@ -130,7 +130,7 @@ struct SafeTensorsTests {
 
   @Test("Hand-made defects are typed errors", arguments: [
     ("", [UInt8](), SafeTensorsError.Kind.truncated),
-    (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, [UInt8](repeating: 0, count: 16), .badJSON),
+    (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, [UInt8](repeating: 0, count: 16), .duplicateName),
     (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, [UInt8](repeating: 0, count: 12), .badOffsets),
     (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, [UInt8](repeating: 0, count: 8), .badOffsets),
     (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, [UInt8](repeating: 0, count: 8), .sizeMismatch),

@@ -1,0 +1,293 @@
+// Suite: `palm bench` with no subcommand, the README's main job. On synthetic tokens (no data
+// file) it measures the peak (PeakSource), the memory bandwidth (STREAM), a reduced GEMM set, the
+// kernel microbenchmarks with their roofline, a short training-step run per config × remat ×
+// threads, and prints PaLM's MFU table with the measured rows. Results go to a folder: one JSON
+// lines file per stage, report.md, mfu.svg and roofline.svg, each written atomically (AtomicFile).
+
+import CKernels
+import Foundation
+import PalmModel
+import PalmTensor
+
+/// The whole benchmark suite.
+///
+/// ```swift
+/// var o = Suite.Options.standard(outDir: "palm-bench", peak: .environment,
+///                                stepRunner: StepRuns.childProcess(executable: StepRuns.currentExecutable()))
+/// let outcome = try Suite.run(o)
+/// print(outcome.mfuMarkdown)
+/// ```
+public enum Suite {
+  /// What to run.
+  public struct Options: Sendable {
+    public var outDir: String
+    /// Configs for the GEMM shapes, kernels and step runs.
+    public var configs: [PalmConfig]
+    public var threads: [Int]
+    public var remats: [RematPolicy]
+    public var warmup: Int
+    public var steps: Int
+    public var kernelRepeats: Int
+    public var kernelMinSampleSeconds: Double
+    /// Floats per STREAM array (three arrays).
+    public var streamFloats: Int
+    public var gemmShapes: [GEMMStage.Shape]
+    public var gemmSamples: Int
+    public var peak: PeakSource
+    public var stepRunner: StepRuns.Runner
+    /// Shell commands that reproduce the run (for the report).
+    public var reproduce: [String]
+    /// Receives one line per stage (the CLI prints it on stderr with the elapsed time).
+    public var progress: @Sendable (String) -> Void
+    /// Seconds the whole run should take at most: step runs that would end later are skipped and
+    /// listed in the report (nil: no limit).
+    public var timeBudgetSeconds: Double?
+
+    public init(outDir: String, configs: [PalmConfig], threads: [Int], remats: [RematPolicy] = RematPolicy.allCases,
+                warmup: Int, steps: Int, kernelRepeats: Int, kernelMinSampleSeconds: Double, streamFloats: Int,
+                gemmShapes: [GEMMStage.Shape], gemmSamples: Int, peak: PeakSource, stepRunner: @escaping StepRuns.Runner,
+                reproduce: [String] = [], progress: @escaping @Sendable (String) -> Void = { _ in }) {
+      self.outDir = outDir; self.configs = configs; self.threads = threads; self.remats = remats
+      self.warmup = warmup; self.steps = steps; self.kernelRepeats = kernelRepeats
+      self.kernelMinSampleSeconds = kernelMinSampleSeconds; self.streamFloats = streamFloats
+      self.gemmShapes = gemmShapes; self.gemmSamples = gemmSamples; self.peak = peak
+      self.stepRunner = stepRunner; self.reproduce = reproduce; self.progress = progress
+    }
+
+    /// The suite's default time budget (the README promises at most 5 minutes on 2 cores).
+    public static let defaultTimeBudgetSeconds = 300.0
+
+    /// The default run: tiny and small, 1 and 2 threads (at most the cores), 1 warm-up + 3 steps,
+    /// 3 kernel samples, 64 MiB STREAM arrays, the forward GEMMs of both configs.
+    public static func standard(outDir: String, peak: PeakSource, stepRunner: @escaping StepRuns.Runner,
+                                threads: [Int]? = nil) -> Options {
+      let cores = ProcessInfo.processInfo.activeProcessorCount
+      let t = threads ?? (cores >= 2 ? [1, 2] : [1])
+      var o = Options(outDir: outDir, configs: [.tiny, .small], threads: t, warmup: 1, steps: 3, kernelRepeats: 3,
+                      kernelMinSampleSeconds: 0.005, streamFloats: 16 << 20,
+                      gemmShapes: GEMMStage.shapes(for: .tiny) + GEMMStage.shapes(for: .small)
+                        + [GEMMStage.Shape(name: "square 1024", m: 1024, n: 1024, k: 1024)],
+                      gemmSamples: 3, peak: peak, stepRunner: stepRunner)
+      o.timeBudgetSeconds = defaultTimeBudgetSeconds
+      return o
+    }
+
+    /// A seconds-long run on a micro config (tests, and `palm bench --smoke`): every stage, one sample.
+    public static func smoke(outDir: String, peak: PeakSource, stepRunner: @escaping StepRuns.Runner = StepRuns.inProcess) -> Options {
+      let micro = PalmConfig(name: "micro", dModel: 32, layers: 2, heads: 2, headDim: 16, dFF: 64, vocab: 61,
+                             seqLen: 24, batch: 2)
+      return Options(outDir: outDir, configs: [micro], threads: [1], warmup: 0, steps: 1, kernelRepeats: 1,
+                     kernelMinSampleSeconds: 0, streamFloats: 1 << 16, gemmShapes: GEMMStage.shapes(for: micro),
+                     gemmSamples: 1, peak: peak, stepRunner: stepRunner)
+    }
+  }
+
+  /// This machine and run, for the report.
+  public struct Machine: Codable, Sendable {
+    public var cpuModel: String
+    public var logicalCPUs: Int
+    public var isaDetected: String
+    public var isaActive: String
+    public var avx512BF16: Bool
+    public var gitCommit: String?
+    public var date: String
+    public var kmpBlocktime: String?
+
+    enum CodingKeys: String, CodingKey {
+      case cpuModel = "cpu_model", logicalCPUs = "logical_cpus", isaDetected = "isa_detected"
+      case isaActive = "isa_active", avx512BF16 = "avx512_bf16", gitCommit = "git_commit", date
+      case kmpBlocktime = "kmp_blocktime"
+    }
+
+    /// Reads /proc/cpuinfo, the ISA dispatch, PALM_GIT_COMMIT or `git rev-parse HEAD` (best effort).
+    public static func current() -> Machine {
+      var model = "unknown"
+      if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+         let line = info.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+         let colon = line.firstIndex(of: ":") {
+        model = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+      }
+      let env = ProcessInfo.processInfo.environment
+      let formatter = ISO8601DateFormatter()
+      return Machine(cpuModel: model, logicalCPUs: ProcessInfo.processInfo.activeProcessorCount,
+                     isaDetected: ISA.detected.description, isaActive: ISA.active.description,
+                     avx512BF16: pk_cpu_has_avx512_bf16() != 0,
+                     gitCommit: env["PALM_GIT_COMMIT"] ?? gitHead(), date: formatter.string(from: Date()),
+                     kmpBlocktime: env["KMP_BLOCKTIME"])
+    }
+
+    static func gitHead() -> String? {
+      for git in ["/usr/bin/git", "/usr/local/bin/git"] where FileManager.default.isExecutableFile(atPath: git) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: git)
+        p.arguments = ["rev-parse", "HEAD"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return nil }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { return nil }
+        let s = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return s.isEmpty ? nil : s
+      }
+      return nil
+    }
+  }
+
+  /// The peak and bandwidth of one thread count.
+  public struct Roofs: Codable, Sendable {
+    public var threads: Int
+    public var peakGFLOPs: Double?
+    public var peakSource: String
+    public var triadGBs: Double
+    public var copyGBs: Double
+    public var roofline: Roofline? { peakGFLOPs.map { Roofline(peakGFLOPs: $0, bandwidthGBs: triadGBs) } }
+
+    enum CodingKeys: String, CodingKey {
+      case threads, peakGFLOPs = "peak_gflops", peakSource = "peak_source", triadGBs = "triad_gbs", copyGBs = "copy_gbs"
+    }
+  }
+
+  /// What a run produced.
+  public struct Outcome: Sendable {
+    /// Paths written, in order.
+    public var files: [String]
+    /// The MFU table (paper rows + measured rows) as Markdown.
+    public var mfuMarkdown: String
+    public var roofs: [Roofs]
+    public var kernels: [KernelBench.Result]
+    public var steps: [StepRuns.Measured]
+  }
+
+  /// Runs every stage and writes the folder. Throws on a kernel, child-process or file error.
+  public static func run(_ o: Options) throws -> Outcome {
+    try FileManager.default.createDirectory(atPath: o.outDir, withIntermediateDirectories: true)
+    var files: [String] = []
+    func write(_ name: String, _ text: String) throws {
+      let path = o.outDir + "/" + name
+      try AtomicFile.write(to: path, bytes: Array(text.utf8))
+      files.append(path)
+    }
+    let start = Date()
+    func stage(_ text: String) { o.progress("[\(fixed(Date().timeIntervalSince(start), 1)) s] \(text)") }
+
+    let machine = Machine.current()
+    try write("machine.json", try JSONLines.encode([machine]))
+    stage("machine: \(machine.cpuModel), \(machine.logicalCPUs) CPUs, ISA \(machine.isaActive)")
+
+    // Peak and bandwidth per thread count.
+    var roofs: [Roofs] = []
+    for t in o.threads {
+      let peak = try o.peak.gflops(t)
+      let triad = try KernelBench.bandwidth(threads: t, kind: PK_STREAM_TRIAD, floats: o.streamFloats)
+      let copy = try KernelBench.bandwidth(threads: t, kind: PK_STREAM_COPY, floats: o.streamFloats)
+      roofs.append(Roofs(threads: t, peakGFLOPs: peak, peakSource: o.peak.name, triadGBs: triad, copyGBs: copy))
+      stage("peak \(t) thread(s): " + (peak.map { fixed($0, 1) + " GFLOP/s (\(o.peak.name))" } ?? "unknown (set \(PeakSource.variable))")
+            + "; STREAM triad \(fixed(triad, 1)) GB/s, copy \(fixed(copy, 1)) GB/s")
+    }
+    try write("roofs.jsonl", try JSONLines.encode(roofs))
+
+    var gemm: [GEMMStage.Result] = []
+    for r in roofs {
+      gemm += try GEMMStage.run(o.gemmShapes, threads: r.threads, samples: o.gemmSamples, peakGFLOPs: r.peakGFLOPs)
+    }
+    try write("gemm.jsonl", try JSONLines.encode(gemm))
+    stage("gemm: \(gemm.count) products, best \(fixed(gemm.map(\.gflops).max() ?? 0, 1)) GFLOP/s")
+
+    var kernels: [KernelBench.Result] = []
+    for c in o.configs {
+      for r in roofs {
+        kernels += try KernelBench.run(config: c, threads: r.threads, repeats: o.kernelRepeats,
+                                       minSampleSeconds: o.kernelMinSampleSeconds, roofline: r.roofline)
+      }
+    }
+    try write("kernels.jsonl", try JSONLines.encode(kernels))
+    stage("kernels: \(kernels.count) measurements")
+
+    let specs = o.configs.flatMap { c in
+      o.remats.flatMap { rm in o.threads.map { StepRuns.Spec(config: c, remat: rm, threads: $0, warmup: o.warmup, steps: o.steps) } }
+    }
+    let skippedRuns = SpecSink()
+    let steps = try StepRuns.measure(specs, runner: o.stepRunner, peak: o.peak,
+                                     deadline: o.timeBudgetSeconds.map { start.addingTimeInterval($0) },
+                                     skipped: { skippedRuns.append($0) }, progress: stage)
+    try write("steps.jsonl", try JSONLines.encode(steps))
+
+    let rows = MFUTable.rows(measured: steps.compactMap(\.row))
+    let mfuMarkdown = MFUTable.markdown(rows)
+    try write("mfu.json", try MFUTable.json(rows))
+    try write("mfu.svg", MFUTable.svg(rows))
+
+    // Roofline chart at the largest thread count with a known peak.
+    var rooflineNote = "roofline.svg not drawn: the peak is unknown (set \(PeakSource.variable) or run the peak probe)."
+    if let r = roofs.last(where: { $0.peakGFLOPs != nil }), let roof = r.roofline {
+      let points = kernels.filter { $0.threads == r.threads }.map {
+        Roofline.Point(label: "\($0.shape.name) \($0.kernel.rawValue)", intensity: $0.intensity, gflops: $0.gflops)
+      }
+      try write("roofline.svg", roof.svg(points, title: "Roofline, \(r.threads) thread(s): kernels of palm"))
+      rooflineNote = "roofline.svg: the kernels at \(r.threads) thread(s) under the STREAM-triad and peak roofs."
+    }
+
+    let report = Self.report(machine: machine, options: o, roofs: roofs, gemm: gemm, kernels: kernels, steps: steps,
+                             skipped: skippedRuns.all, mfuMarkdown: mfuMarkdown, rooflineNote: rooflineNote)
+    try write("report.md", report)
+    stage("report written to \(o.outDir)/report.md")
+    return Outcome(files: files, mfuMarkdown: mfuMarkdown, roofs: roofs, kernels: kernels, steps: steps)
+  }
+
+  /// The Markdown report of a run.
+  static func report(machine: Machine, options o: Options, roofs: [Roofs], gemm: [GEMMStage.Result],
+                     kernels: [KernelBench.Result], steps: [StepRuns.Measured], skipped: [StepRuns.Spec], mfuMarkdown: String,
+                     rooflineNote: String) -> String {
+    var s = "# palm bench report\n\n"
+    s += "- Date: \(machine.date)\n- CPU: \(machine.cpuModel), \(machine.logicalCPUs) logical CPUs\n"
+    s += "- ISA: detected \(machine.isaDetected), active \(machine.isaActive)"
+      + (machine.avx512BF16 ? " (AVX512-BF16 present)" : "") + "\n"
+    s += "- Commit: \(machine.gitCommit ?? "unknown")\n- KMP_BLOCKTIME: \(machine.kmpBlocktime ?? "unset")\n"
+    s += "- Configs: \(o.configs.map(\.name).joined(separator: ", ")); threads \(o.threads.map(String.init).joined(separator: ", ")); "
+      + "step runs: \(o.warmup) warm-up + \(o.steps) timed steps (median)\n\n"
+    if !o.reproduce.isEmpty {
+      s += "Reproduce:\n\n```sh\n" + o.reproduce.joined(separator: "\n") + "\n```\n\n"
+    }
+    s += "Timings on a shared machine are noisy: medians and minima over repeats are reported.\n\n"
+    s += "## Peak and memory bandwidth\n\n| Threads | Peak GFLOP/s | Source | STREAM triad GB/s | STREAM copy GB/s | Ridge (FLOP/byte) |\n"
+    s += "|---:|---:|---|---:|---:|---:|\n"
+    for r in roofs {
+      s += "| \(r.threads) | \(r.peakGFLOPs.map { fixed($0, 1) } ?? "unknown") | \(r.peakSource) | \(fixed(r.triadGBs, 1)) | "
+        + "\(fixed(r.copyGBs, 1)) | \(r.roofline.map { fixed($0.ridge, 1) } ?? "—") |\n"
+    }
+    s += "\n## GEMM (reduced set; `palm bench matmul` has the full one)\n\n" + GEMMStage.markdown(gemm)
+    s += "\n## Kernels and roofline\n\nBytes are the compulsory traffic (each operand once); the memory roof is the "
+      + "STREAM triad bandwidth, so a kernel whose operands stay in cache can exceed 100% of its bound. "
+      + rooflineNote + "\n\n" + KernelBench.markdown(kernels)
+    s += "\n## Training steps\n\nForward + backward on synthetic tokens; `palm bench` runs each in its own process (peak RSS per run; "
+      + "not with --smoke or --in-process). "
+      + "Other load: the share of all CPUs other processes used during the run (a disturbed figure when above a few %).\n\n"
+    s += "| Config | Remat | Threads | Median step s | Tokens/s | Model MFLOPs/token | Hardware MFLOPs/token | MFU | HFU | Planned activations MiB | Peak RSS MiB | Loss | Other load |\n"
+    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    for m in steps {
+      let r = m.result
+      s += "| \(r.config) | \(r.remat.rawValue) | \(r.threads) | \(fixed(r.medianSeconds, 3)) | \(fixed(r.tokensPerSecond, 0)) | "
+        + "\(fixed(r.modelFLOPsPerToken / 1e6, 2)) | \(fixed(r.hardwareFLOPsPerToken / 1e6, 2)) | "
+        + "\(m.row.map { pct($0.mfu, 1) } ?? "—") | \(m.row.map { pct($0.hfu, 1) } ?? "—") | "
+        + "\(fixed(Double(r.plannedActivationBytes) / 1_048_576, 1)) | "
+        + "\(r.peakRSSBytes.map { fixed(Double($0) / 1_048_576, 1) } ?? "—") | \(fixed(Double(r.lastLoss), 3)) | "
+        + "\(m.foreignCPU.map { pct($0, 0) } ?? "—") |\n"
+    }
+    if !skipped.isEmpty {
+      s += "\nSkipped to stay within the time budget of \(fixed(o.timeBudgetSeconds ?? 0, 0)) s (rerun them with "
+        + "`palm bench step`): " + skipped.map { "\($0.config.name) \($0.remat.rawValue) \($0.threads)T" }.joined(separator: ", ") + ".\n"
+    }
+    s += "\n" + mfuMarkdown.replacingOccurrences(of: "\n## ", with: "\n### ")
+    return s
+  }
+}
+
+/// Step runs the time budget skipped.
+private final class SpecSink: @unchecked Sendable {
+  private let lock = NSLock()
+  private var specs: [StepRuns.Spec] = []
+  func append(_ s: StepRuns.Spec) { lock.lock(); specs.append(s); lock.unlock() }
+  var all: [StepRuns.Spec] { lock.lock(); defer { lock.unlock() }; return specs }
+}

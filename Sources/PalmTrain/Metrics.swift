@@ -1,0 +1,109 @@
+// Metrics: one JSON object per line (metrics.jsonl), schema in docs/FORMATS.md "metrics.jsonl".
+// Records are "step" (an applied update, with validation fields when it evaluated), "spike" (an
+// update rejected by the loss-spike rule and rolled back) and "end". Non-finite numbers are written
+// as the strings "nan", "inf", "-inf".
+
+import Foundation
+
+/// One line of metrics.jsonl.
+public struct MetricsRecord: Codable, Equatable, Sendable {
+  /// "step", "spike" or "end".
+  public var type: String
+  /// Updates applied so far (for "spike": the update that was attempted).
+  public var step: Int
+  /// Training tokens consumed by the applied updates so far.
+  public var tokens: Int
+  /// Mean (cross-entropy + z-loss) of the update's tokens, nats.
+  public var loss: Double?
+  /// Mean cross-entropy alone, nats per byte.
+  public var crossEntropy: Double?
+  public var lr: Double?
+  /// Global gradient norm before clipping.
+  public var gradNorm: Double?
+  /// Wall-clock seconds since the run started (carried over a resume).
+  public var seconds: Double
+  /// Seconds of this update (forward, backward, optimizer; not evaluation or checkpointing).
+  public var stepSeconds: Double?
+  public var tokensPerS: Double?
+  /// Model FLOPs utilisation: FLOPs.modelPerToken · tokens/s ÷ peak (null without a peak).
+  public var mfu: Double?
+  /// Hardware FLOPs utilisation: FLOPs.hardwarePerToken(remat) · tokens/s ÷ peak.
+  public var hfu: Double?
+  /// Validation cross-entropy, nats per byte (only on evaluation steps).
+  public var valLoss: Double?
+  /// valLoss / ln 2.
+  public var valBitsPerByte: Double?
+  /// The sampler position the update's data came from.
+  public var dataPosition: Int?
+  /// Rollbacks so far.
+  public var rollbacks: Int
+  /// "spike": why; the step restored; the data position training continues from.
+  public var reason: String?
+  public var restoredStep: Int?
+  public var resumedDataPosition: Int?
+  /// Path of a checkpoint written after this update.
+  public var checkpoint: String?
+
+  enum CodingKeys: String, CodingKey {
+    case type, step, tokens, loss, lr, seconds, mfu, hfu, rollbacks, reason, checkpoint
+    case crossEntropy = "cross_entropy", gradNorm = "grad_norm", stepSeconds = "step_seconds"
+    case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb"
+    case dataPosition = "data_position", restoredStep = "restored_step", resumedDataPosition = "resumed_data_position"
+  }
+
+  public init(type: String, step: Int, tokens: Int, seconds: Double, rollbacks: Int) {
+    self.type = type
+    self.step = step
+    self.tokens = tokens
+    self.seconds = seconds
+    self.rollbacks = rollbacks
+  }
+
+  /// The record as one line of JSON (keys sorted, no trailing newline).
+  public func jsonLine() -> String {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return String(decoding: (try? e.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+  }
+
+  /// Parses one line written by `jsonLine()`.
+  public static func parse(_ line: String) throws -> MetricsRecord {
+    let d = JSONDecoder()
+    d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try d.decode(MetricsRecord.self, from: Data(line.utf8))
+  }
+}
+
+/// Appends records to a JSON-lines file (flushed per line, so a crash loses at most one line).
+public final class MetricsLog: @unchecked Sendable {
+  public let path: String
+  private let handle: FileHandle
+
+  /// Opens `path` for appending (`append: false` truncates it first).
+  /// - Throws: `TrainError.badOptions` when the file cannot be created.
+  public init(path: String, append: Bool) throws {
+    self.path = path
+    let fm = FileManager.default
+    if !append || !fm.fileExists(atPath: path) {
+      guard fm.createFile(atPath: path, contents: nil) else {
+        throw TrainError.badOptions("cannot create metrics log \(path)")
+      }
+    }
+    guard let h = FileHandle(forWritingAtPath: path) else { throw TrainError.badOptions("cannot open metrics log \(path)") }
+    handle = h
+    handle.seekToEndOfFile()
+  }
+
+  public func write(_ record: MetricsRecord) {
+    handle.write(Data((record.jsonLine() + "\n").utf8))
+  }
+
+  deinit { try? handle.close() }
+
+  /// Every record of a metrics file (lines that do not parse are skipped).
+  public static func read(path: String) -> [MetricsRecord] {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+    return text.split(separator: "\n").compactMap { try? MetricsRecord.parse(String($0)) }
+  }
+}

@@ -1,0 +1,115 @@
+// palm bench kernels: the model's non-GEMM kernels (attention, SwiGLU, LayerNorm, cross-entropy,
+// embedding, AdamW) timed at the tiny and small step shapes, with GFLOP/s, GB/s, arithmetic
+// intensity and the roofline bound (peak from BenchDefaults.peak, bandwidth from STREAM triad).
+// Reference: PalmBench/KernelBench.swift (byte and FLOP counts), PalmBench/Roofline.swift.
+
+import ArgumentParser
+import Foundation
+import PalmBench
+import PalmModel
+import PalmTensor
+
+struct BenchKernels: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "kernels",
+    abstract: "Time attention, SwiGLU, LayerNorm, cross-entropy, embedding and AdamW; place each on the roofline.",
+    discussion: """
+      Bytes are the compulsory traffic (each operand read or written once); the memory roof is the \
+      STREAM triad bandwidth measured first, the compute roof the peak (\(PeakSource.variable) until \
+      the peak probe is merged). Text output is a Markdown table; --format json prints JSON lines.
+      """)
+
+  @Option(help: "Model presets whose step shapes to use, comma-separated (tiny, small).")
+  var config = "tiny,small"
+
+  @Option(help: "Thread counts, comma-separated (default: 1 and 2, at most the cores).")
+  var threadList: String?
+
+  @Option(help: "Timed samples per kernel (median and min reported).")
+  var repeats = 5
+
+  @Option(help: "Only these kernels, comma-separated (e.g. attention.forward,adamw.update).")
+  var kernels: String?
+
+  @Option(help: "Write an SVG roofline chart (largest thread count) to this file.")
+  var svg: String?
+
+  @Option(help: "Output format: text or json.")
+  var format: OutputFormat = .text
+
+  func configs() throws -> [PalmConfig] {
+    try config.split(separator: ",").map {
+      guard let c = PalmConfig.presets[String($0)], c.parameterCount < 1 << 30 else {
+        throw ValidationError("--config must list tiny and/or small (got \($0))")
+      }
+      return c
+    }
+  }
+
+  func threads() throws -> [Int] {
+    guard let list = threadList else {
+      return ProcessInfo.processInfo.activeProcessorCount >= 2 ? [1, 2] : [1]
+    }
+    return try list.split(separator: ",").map {
+      guard let t = Int($0), t >= 1 else { throw ValidationError("--thread-list must be positive integers (got \($0))") }
+      return t
+    }
+  }
+
+  func selected() throws -> [KernelBench.Kernel] {
+    guard let kernels else { return KernelBench.Kernel.allCases }
+    return try kernels.split(separator: ",").map {
+      guard let k = KernelBench.Kernel(rawValue: String($0)) else {
+        throw ValidationError("unknown kernel \($0); known: "
+                              + KernelBench.Kernel.allCases.map(\.rawValue).joined(separator: ", "))
+      }
+      return k
+    }
+  }
+
+  func validate() throws {
+    _ = try configs()
+    _ = try threads()
+    _ = try selected()
+    if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
+    if let svg, svg.isEmpty { throw ValidationError("--svg must not be empty") }
+  }
+
+  func run() throws {
+    Threads.setBlocktime(milliseconds: 0)
+    let peak = BenchDefaults.peak
+    if svg != nil, try peak.gflops(try threads().max() ?? 1) == nil {
+      throw BenchError("--svg needs the peak: set \(PeakSource.variable) (GFLOP/s of 1 thread, or of 1,2,... threads)")
+    }
+    var all: [KernelBench.Result] = []
+    var lastRoof: Roofline?
+    var lastThreads = 0
+    for t in try threads() {
+      let bw = try KernelBench.bandwidth(threads: t)
+      let p = try peak.gflops(t)
+      let roof = p.map { Roofline(peakGFLOPs: $0, bandwidthGBs: bw) }
+      if format == .text {
+        print("\(t) thread(s): STREAM triad \(String(format: "%.1f", bw)) GB/s, peak "
+              + (p.map { String(format: "%.1f GFLOP/s (%@)", $0, peak.name) } ?? "unknown (set \(PeakSource.variable))"))
+      }
+      if roof != nil { lastRoof = roof; lastThreads = t }
+      for c in try configs() {
+        all += try KernelBench.run(config: c, threads: t, repeats: repeats, roofline: roof, kernels: try selected())
+      }
+    }
+    if format == .json {
+      print(try JSONLines.encode(all), terminator: "")
+    } else {
+      print(KernelBench.markdown(all), terminator: "")
+    }
+    if let svg {
+      guard let roof = lastRoof else {
+        throw BenchError("--svg needs the peak: set \(PeakSource.variable) (GFLOP/s of 1 thread, or of 1,2,... threads)")
+      }
+      let points = all.filter { $0.threads == lastThreads }.map {
+        Roofline.Point(label: "\($0.shape.name) \($0.kernel.rawValue)", intensity: $0.intensity, gflops: $0.gflops)
+      }
+      try AtomicFile.write(to: svg, bytes: Array(roof.svg(points, title: "Roofline, \(lastThreads) thread(s)").utf8))
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// palm bench (no subcommand): the whole suite, the README's main job. Peak, STREAM, a reduced GEMM
+// set, kernel microbenchmarks and roofline, a short training-step run per config × remat × threads
+// (each in a child process: `palm bench step ... --format json`), then PaLM's MFU table with the
+// measured rows. Results: a folder of JSON lines + report.md + mfu.svg + roofline.svg.
+// Reference: PalmBench/Suite.swift.
+
+import ArgumentParser
+import Foundation
+import PalmBench
+import PalmModel
+import PalmTensor
+
+/// Defaults the benchmark commands share.
+enum BenchDefaults {
+  /// The MFU denominator. MERGE POINT: when PalmBench/Peak.swift (`PeakProbe`) lands, replace this
+  /// line with a PeakSource that runs the probe, e.g.
+  /// `PeakSource(name: "palm peak") { try PeakProbe.measure(threads: $0).gflops }`.
+  static let peak: PeakSource = .environment
+}
+
+struct BenchSuite: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "suite",
+    abstract: "The whole suite (what `palm bench` runs): peak, bandwidth, GEMM, kernels, steps, MFU table.",
+    discussion: """
+      Synthetic tokens, no data file. About 5 minutes on 2 cores. Progress goes to standard error, \
+      one line per stage; the MFU table goes to standard output; everything is written to --out.
+      """)
+
+  @Option(help: "Output folder (default: ./palm-bench-<UTC date and time>).")
+  var out: String?
+
+  @Option(help: "Thread counts, comma-separated (default: 1 and 2, at most the cores).")
+  var threadList: String?
+
+  @Option(help: "Timed training steps per run (after one warm-up).")
+  var steps = 3
+
+  @Option(help: "Seconds the run may take: step runs that would end later are skipped and listed (0: no limit).")
+  var timeBudget = Suite.Options.defaultTimeBudgetSeconds
+
+  @Flag(help: "A seconds-long run on a micro config (checks the pipeline, measures nothing useful).")
+  var smoke = false
+
+  @Flag(help: "Run the step benchmarks in this process (peak RSS is then the maximum so far).")
+  var inProcess = false
+
+  func threads() throws -> [Int]? {
+    guard let threadList else { return nil }
+    return try threadList.split(separator: ",").map {
+      guard let t = Int($0), t >= 1 else { throw ValidationError("--thread-list must be positive integers (got \($0))") }
+      return t
+    }
+  }
+
+  func validate() throws {
+    _ = try threads()
+    if steps < 1 { throw ValidationError("--steps must be at least 1") }
+    if timeBudget < 0 || !timeBudget.isFinite { throw ValidationError("--time-budget must be >= 0 seconds") }
+    if let out, out.isEmpty { throw ValidationError("--out must not be empty") }
+  }
+
+  func run() throws {
+    Threads.setBlocktime(milliseconds: 0)
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyyMMdd-HHmmss"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    let dir = out ?? "palm-bench-" + formatter.string(from: Date())
+    let runner = inProcess ? StepRuns.inProcess : StepRuns.childProcess(executable: StepRuns.currentExecutable())
+    var options = smoke
+      ? Suite.Options.smoke(outDir: dir, peak: BenchDefaults.peak, stepRunner: StepRuns.inProcess)
+      : Suite.Options.standard(outDir: dir, peak: BenchDefaults.peak, stepRunner: runner, threads: try threads())
+    if !smoke {
+      options.steps = steps
+      options.timeBudgetSeconds = timeBudget > 0 ? timeBudget : nil
+    }
+    options.reproduce = [
+      "swift build -c release",
+      "KMP_BLOCKTIME=0 "
+        + (ProcessInfo.processInfo.environment[PeakSource.variable].map { "\(PeakSource.variable)=\($0) " } ?? "")
+        + ".build/release/palm bench " + CommandLine.arguments.dropFirst(2).joined(separator: " "),
+    ]
+    options.progress = { line in
+      FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+    let outcome = try Suite.run(options)
+    print(outcome.mfuMarkdown, terminator: "")
+    FileHandle.standardError.write(Data("wrote \(outcome.files.count) files to \(dir)\n".utf8))
+  }
+}
+
+/// A benchmark command that cannot run as asked (printed as "Error: <message>", exit status 1).
+struct BenchError: Error, CustomStringConvertible {
+  let description: String
+  init(_ message: String) { description = message }
+}

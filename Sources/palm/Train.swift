@@ -1,0 +1,243 @@
+// palm train: train a model on a file of bytes (PalmTrain/Trainer.swift), with a live progress line,
+// metrics.jsonl, checkpoints, --resume and a loss-curve SVG at the end.
+import ArgumentParser
+import Foundation
+import PalmBench
+import PalmModel
+import PalmTensor
+import PalmTrain
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train a PaLM-style model on a text (or any byte) file.",
+    discussion: """
+      Tokens are bytes (vocab 256); the last 10% of the file is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per byte (cross-entropy; the training loss also includes PaLM's z-loss). With the cosine schedule, resume with the same --steps (the schedule spans them).
+
+      MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else --probe-peak (a 1-second pk_sgemm probe: an achieved GEMM rate, not the FMA peak); with none, they are not reported.
+
+      Dropout is not available (the model has none, as PaLM). A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
+
+      Examples:
+        palm train --config shakespeare --data tinyshakespeare.txt --time-budget 600
+        palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --log m.jsonl --plot loss.svg
+        palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --resume
+      """)
+
+  @Option(help: "Preset: \(PalmConfig.presets.keys.sorted().joined(separator: ", ")).")
+  var config: String?
+  @Option(help: "A JSON PalmConfig file (keys name, dModel, layers, heads, headDim, dFF, vocab, seqLen, batch).")
+  var configFile: String?
+  @Option(help: "Training data file (default: $PALM_DATA).")
+  var data: String?
+  @Option(help: "Updates to run (total, counting those before a resume).")
+  var steps: Int?
+  @Option(help: "Wall-clock seconds of training for this process.")
+  var timeBudget: Double?
+  @Option(help: "Activation recomputation: none, selective or full.")
+  var remat: String = "selective"
+  @OptionGroup var compute: ComputeOptions
+  @Option(help: "Sequences per micro-batch (default: the preset's).")
+  var batch: Int?
+  @Option(help: "Micro-batches accumulated per update (the update sees micro-batches × batch sequences).")
+  var microBatches: Int = 1
+  @Option(help: "Tokens per sequence (default: the preset's).")
+  var seqLen: Int?
+  @Option(help: "Peak learning rate (default: 2e-3 AdamW, 1e-2 Adafactor).")
+  var lr: Float?
+  @Option(help: "adamw or adafactor (PaLM's).")
+  var optimizer: String = "adamw"
+  @Option(help: "Schedule: cosine (linear warm-up, cosine to 10% over --steps or --time-budget), palm (constant for --constant-steps, then 1/sqrt(k)) or constant. Default: cosine for adamw, palm for adafactor.")
+  var schedule: String?
+  @Option(help: "Warm-up updates for the cosine schedule.")
+  var warmup: Int = 100
+  @Option(help: "Constant updates before the 1/sqrt(k) decay of the palm schedule.")
+  var constantSteps: Int = 1000
+  @Option(help: "AdamW decoupled weight decay.")
+  var weightDecay: Float = 0.1
+  @Option(help: "Validate every N updates (0: only at the end).")
+  var evalEvery: Int = 50
+  @Option(help: "Validation windows of seq-len bytes per evaluation (fixed, from the start of the split).")
+  var evalWindows: Int = 64
+  @Option(help: "Checkpoint directory (step_XXXXXXXX/ with model.safetensors, optimizer.safetensors, manifest.json).")
+  var checkpointDir: String?
+  @Option(help: "Checkpoint every N updates (0: only at the end).")
+  var checkpointEvery: Int = 100
+  @Option(help: "Complete checkpoints kept.")
+  var keep: Int = 3
+  @Flag(help: "Continue from the newest complete checkpoint in --checkpoint-dir (bit-exact at the same --threads).")
+  var resume = false
+  @Option(help: "Seed of the initialization and of the data order.")
+  var seed: UInt64 = 0
+  @Option(help: "Append per-update metrics as JSON lines to this file (schema: docs/FORMATS.md).")
+  var log: String?
+  @Option(help: "Write the loss curves (SVG) here at the end.")
+  var plot: String?
+  @Option(help: "Loss-spike rule: a loss above FACTOR x the median of the last 50 accepted losses rolls back.")
+  var spikeFactor: Double = 1.5
+  @Option(help: "Batches skipped past the restored checkpoint's data position after a spike.")
+  var spikeSkip: Int = 20
+  @Option(help: "MFU/HFU denominator: peak GFLOP/s of all threads together (default: $PALM_PEAK_GFLOPS, per thread or a list as `palm peak` prints).")
+  var peakGflops: Double?
+  @Flag(help: "Without --peak-gflops or PALM_PEAK_GFLOPS: measure the MFU denominator with a 1-second pk_sgemm probe (an achieved GEMM rate; meaningless while pk_sgemm is the reference loop).")
+  var probePeak = false
+  @Option(help: "Without a terminal: print a line every N updates (and at each evaluation).")
+  var printEvery: Int = 10
+
+  func validate() throws {
+    if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
+    if steps == nil && timeBudget == nil { throw ValidationError("give --steps N or --time-budget SECONDS") }
+    if RematPolicy(rawValue: remat) == nil { throw ValidationError("--remat must be none, selective or full") }
+    if !["adamw", "adafactor"].contains(optimizer) { throw ValidationError("--optimizer must be adamw or adafactor") }
+    if let s = schedule, !["cosine", "palm", "constant"].contains(s) {
+      throw ValidationError("--schedule must be cosine, palm or constant")
+    }
+    if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+  }
+
+  func run() throws {
+    try compute.apply()
+    var cfg: PalmConfig
+    if let f = configFile {
+      guard let bytes = FileManager.default.contents(atPath: f) else { throw CLIError("cannot read config file \(f)") }
+      do { cfg = try JSONDecoder().decode(PalmConfig.self, from: bytes) } catch {
+        throw CLIError("config file \(f) is not a PalmConfig JSON: \(error)")
+      }
+    } else {
+      let name = config ?? "shakespeare"
+      guard let p = PalmConfig.presets[name] else {
+        throw CLIError("unknown config \(name); presets: \(PalmConfig.presets.keys.sorted().joined(separator: ", "))")
+      }
+      cfg = p
+    }
+    if let b = batch { cfg.batch = b }
+    if let t = seqLen { cfg.seqLen = t }
+    do { try cfg.validate() } catch { throw CLIError("\(error)") }
+    guard let dataPath = data ?? ProcessInfo.processInfo.environment["PALM_DATA"], !dataPath.isEmpty else {
+      throw CLIError("no data: give --data PATH or set PALM_DATA")
+    }
+    let dataset: TokenDataset
+    do { dataset = try TokenDataset(path: dataPath, sequenceLength: cfg.seqLen) } catch { throw CLIError("\(error)") }
+
+    var o = TrainOptions(config: cfg)
+    o.remat = RematPolicy(rawValue: remat)!
+    o.microBatches = microBatches
+    o.maxSteps = steps
+    o.timeBudget = timeBudget
+    o.seed = seed
+    o.evalEvery = evalEvery
+    o.evalWindows = evalWindows
+    o.checkpointDirectory = checkpointDir
+    o.checkpointEvery = checkpointEvery
+    o.keepLast = keep
+    o.spikes.factor = spikeFactor
+    o.spikes.skipBatches = spikeSkip
+    let peak = optimizer == "adafactor" ? (lr ?? 1e-2) : (lr ?? 2e-3)
+    o.optimizer = optimizer == "adafactor" ? .adafactor(AdafactorSettings())
+                                            : .adamW(AdamWSettings(weightDecay: weightDecay))
+    switch schedule ?? (optimizer == "adafactor" ? "palm" : "cosine") {
+    case "palm": o.learningRate = .steps(.palm(peak: peak, constantSteps: constantSteps))
+    case "constant": o.learningRate = .steps(.constant(peak))
+    default:
+      if let s = steps {
+        o.learningRate = .steps(.warmupCosine(peak: peak, warmupSteps: min(warmup, max(s - 1, 0)),
+                                              totalSteps: max(s, 1), floor: peak / 10))
+      } else {
+        o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup, floor: peak / 10, budget: timeBudget!)
+      }
+    }
+    let (peakFLOPS, peakSource) = Train.resolvePeak(peakGflops, probe: probePeak)
+    o.peakFLOPS = peakFLOPS
+
+    let trainer: Trainer
+    do { trainer = try Trainer(options: o, dataset: dataset) } catch { throw CLIError("\(error)") }
+    if resume {
+      do {
+        if let s = try trainer.resume() { FileHandle.standardError.write(Data("resumed from step \(s) in \(checkpointDir!)\n".utf8)) }
+        else { FileHandle.standardError.write(Data("no checkpoint in \(checkpointDir!): starting at step 0\n".utf8)) }
+      } catch { throw CLIError("\(error)") }
+    }
+    let metrics: MetricsLog?
+    do { metrics = try log.map { try MetricsLog(path: $0, append: resume) } } catch { throw CLIError("\(error)") }
+
+    let tty = isatty(STDOUT_FILENO) != 0
+    Train.say("palm train: \(cfg.name) d\(cfg.dModel) L\(cfg.layers) H\(cfg.heads)x\(cfg.headDim) F\(cfg.dFF) T\(cfg.seqLen) "
+          + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, \(Threads.count) threads, "
+          + "\(o.optimizer.kind), remat \(remat); data \(dataset.trainCount) train / \(dataset.validationCount) val bytes; "
+          + "peak \(peakFLOPS.map { String(format: "%.1f GFLOP/s", $0 / 1e9) } ?? "-") (\(peakSource))")
+    let budgetStart = Date()
+    let stepsAtStart = trainer.step
+    trainer.onRecord = { r in
+      metrics?.write(r)
+      let line = Train.progressLine(r, trainer: trainer, options: o, stepsAtStart: stepsAtStart, since: budgetStart)
+      if tty {
+        let text = "\r" + line + "\u{1B}[K" + (r.type == "step" && r.valLoss == nil ? "" : "\n")
+        FileHandle.standardOutput.write(Data(text.utf8))
+      } else if r.type != "step" || r.valLoss != nil || r.step % max(printEvery, 1) == 0 {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+      }
+    }
+    let end: MetricsRecord
+    do { end = try trainer.run() } catch { throw CLIError("\(error)") }
+    if let plot {
+      let all = log.map { MetricsLog.read(path: $0) } ?? trainer.history
+      let svg = LossPlot.svg(all.isEmpty ? trainer.history : all,
+                             title: "palm train \(cfg.name): loss (nats/byte) — \(end.step) updates")
+      do { try AtomicFile.write(to: plot, bytes: Array(svg.utf8)) } catch { throw CLIError("cannot write \(plot): \(error)") }
+      Train.say("loss plot: \(plot)")
+    }
+    if let c = end.checkpoint { Train.say("checkpoint: \(c)") }
+  }
+
+  /// A line on stdout, unbuffered (so it interleaves with the progress line).
+  static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+  static func progressLine(_ r: MetricsRecord, trainer: Trainer, options o: TrainOptions, stepsAtStart: Int,
+                           since start: Date) -> String {
+    func f(_ x: Double?, _ d: Int = 3) -> String { x.map { String(format: "%.\(d)f", $0) } ?? "-" }
+    switch r.type {
+    case "spike":
+      return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-"), data from batch \(r.resumedDataPosition.map(String.init) ?? "-") (rollbacks \(r.rollbacks))"
+    case "end":
+      return "done: step \(r.step), \(r.tokens) tokens, \(f(r.seconds, 1)) s, val \(f(r.valLoss)) nats/byte (\(f(r.valBitsPerByte)) bits/byte), rollbacks \(r.rollbacks)"
+    default:
+      let elapsed = Date().timeIntervalSince(start)
+      var eta: Double?
+      if let b = o.timeBudget { eta = max(0, b - elapsed) }
+      if let n = o.maxSteps, r.step > stepsAtStart {
+        let e = elapsed / Double(r.step - stepsAtStart) * Double(n - r.step)
+        eta = min(eta ?? e, e)
+      }
+      return "step \(r.step) loss \(f(r.crossEntropy)) val \(f(r.valLoss ?? trainer.lastValidationLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
+        + "MFU \(f(r.mfu.map { $0 * 100 }, 1))% HFU \(f(r.hfu.map { $0 * 100 }, 1))% | lr \(String(format: "%.2e", r.lr ?? 0)) "
+        + "| ETA \(Int(eta ?? 0)) s"
+    }
+  }
+
+  /// The MFU denominator: the flag, then $PALM_PEAK_GFLOPS, then (opt-in) a 1-second SGEMM probe; else nil.
+  static func resolvePeak(_ flag: Double?, probe: Bool) -> (Double?, String) {
+    if let g = flag, g > 0 { return (g * 1e9, "--peak-gflops") }
+    // PALM_PEAK_GFLOPS as PalmBench reads it: one number = per thread, or a list for 1, 2, ... threads.
+    if let g = try? PeakSource.environment.gflops(Threads.count), g > 0 {
+      return (g * 1e9, "\(PeakSource.variable) at \(Threads.count) threads")
+    }
+    if probe { return (sgemmProbe(seconds: 1), "sgemm-probe: achieved 768^3 pk_sgemm rate, not the FMA peak") }
+    return (nil, "unknown: give --peak-gflops, set PALM_PEAK_GFLOPS or add --probe-peak; MFU/HFU not reported")
+  }
+
+  /// Best achieved FLOP/s of 768³ pk_sgemm calls over about `seconds` (a stand-in until the
+  /// palm peak probe lands; swap it for that when it does).
+  static func sgemmProbe(seconds: Double) -> Double {
+    let n = 768
+    let a = Tensor(shape: [n, n]), b = Tensor(shape: [n, n]), c = Tensor(shape: [n, n])
+    a.fill(0.5); b.fill(0.25)
+    var best = 0.0
+    let start = Date()
+    repeat {
+      let t0 = Date()
+      try? Kernels.sgemm(.nn, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
+      let dt = Date().timeIntervalSince(t0)
+      if dt > 0 { best = max(best, 2 * Double(n * n * n) / dt) }
+    } while Date().timeIntervalSince(start) < seconds
+    return best
+  }
+}

@@ -1,0 +1,169 @@
+// SuiteTests: `palm bench` end to end in smoke mode (micro config, one sample): every file is
+// written, atomically, and decodes; the step JSON line; GEMM figures; the CLI rejects bad input.
+
+import Foundation
+import Testing
+import PalmBench
+import PalmModel
+import _PalmTestSupport
+
+@Suite struct SuiteTests {
+  static let expectedFiles = ["machine.json", "roofs.jsonl", "gemm.jsonl", "kernels.jsonl", "steps.jsonl",
+                              "mfu.json", "mfu.svg", "roofline.svg", "report.md"]
+
+  func temporaryDirectory() throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-suite-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+  }
+
+  @Test func smokeSuiteWritesEveryFileAtomicallyAndTheyDecode() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let out = dir + "/run"
+    let lines = LineSink()
+    var o = Suite.Options.smoke(outDir: out, peak: .fixed(perThreadGFLOPs: 100))
+    o.progress = { lines.append($0) }
+    let t0 = Date()
+    let outcome = try withKernelLock { try Suite.run(o) }
+    #expect(Date().timeIntervalSince(t0) < 60)
+    #expect(Set(outcome.files.map { ($0 as NSString).lastPathComponent }) == Set(Self.expectedFiles))
+    // Written atomically: only the final names are left, no temporary files.
+    let listing = try FileManager.default.contentsOfDirectory(atPath: out)
+    #expect(Set(listing) == Set(Self.expectedFiles), "\(listing)")
+    #expect(lines.count >= 6)
+    #expect(lines.all.allSatisfy { $0.hasPrefix("[") })
+
+    func read(_ name: String) throws -> String { try String(contentsOfFile: out + "/" + name, encoding: .utf8) }
+    let roofs = try JSONLines.decode(Suite.Roofs.self, from: try read("roofs.jsonl"))
+    #expect(roofs.count == 1 && roofs[0].peakGFLOPs == 100 && roofs[0].triadGBs > 0)
+    let kernels = try JSONLines.decode(KernelBench.Result.self, from: try read("kernels.jsonl"))
+    #expect(kernels.count == KernelBench.Kernel.allCases.count)
+    #expect(kernels.allSatisfy { $0.roofline != nil })
+    let gemm = try JSONLines.decode(GEMMStage.Result.self, from: try read("gemm.jsonl"))
+    #expect(gemm.count == 3 && gemm.allSatisfy { $0.gflops > 0 && $0.fractionOfPeak != nil })
+    let steps = try JSONLines.decode(StepRuns.Measured.self, from: try read("steps.jsonl"))
+    #expect(steps.map(\.result.remat) == RematPolicy.allCases)
+    for s in steps {
+      #expect(s.foreignCPU == nil)  // runs of milliseconds: too short for /proc/stat's 10 ms ticks
+      let row = try #require(s.row)
+      #expect(abs(row.mfu - s.result.tokensPerSecond * s.result.modelFLOPsPerToken / 100e9) <= 1e-12)
+      #expect(row.hfu >= row.mfu * 0.9)
+    }
+    let rows = try JSONDecoder().decode([MFUTable.Row].self, from: Data(try read("mfu.json").utf8))
+    #expect(rows.filter { if case .measured = $0 { true } else { false } }.count == 3)
+    _ = try JSONLines.decode(Suite.Machine.self, from: try read("machine.json"))
+    let report = try read("report.md")
+    for heading in ["## Peak and memory bandwidth", "## GEMM", "## Kernels and roofline", "## Training steps",
+                    "### Part one", "### Part two", "| micro | full |"] {
+      #expect(report.contains(heading), "\(heading)")
+    }
+    #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
+
+    // A second run replaces the files in place, still without leftovers.
+    _ = try withKernelLock { try Suite.run(o) }
+    #expect(Set(try FileManager.default.contentsOfDirectory(atPath: out)) == Set(Self.expectedFiles))
+  }
+
+  @Test func unknownPeakSkipsMFUAndTheRooflineChart() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let o = Suite.Options.smoke(outDir: dir, peak: PeakSource(name: "none") { _ in nil })
+    let outcome = try withKernelLock { try Suite.run(o) }
+    #expect(!outcome.files.contains { $0.hasSuffix("roofline.svg") })
+    #expect(outcome.steps.allSatisfy { $0.row == nil })
+    #expect(outcome.kernels.allSatisfy { $0.roofline == nil })
+    #expect(outcome.mfuMarkdown.contains("No measured rows"))
+  }
+
+  @Test func theTimeBudgetSkipsRunsThatWouldNotFitAndSaysSo() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var o = Suite.Options.smoke(outDir: dir, peak: .fixed(perThreadGFLOPs: 100))
+    o.timeBudgetSeconds = 0  // already over: only the first run of each config × threads starts
+    let outcome = try withKernelLock { try Suite.run(o) }
+    #expect(outcome.steps.map(\.result.remat) == [.none])
+    let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+    #expect(report.contains("Skipped to stay within the time budget") && report.contains("micro selective 1T, micro full 1T"))
+  }
+
+  @Test func anOutputPathThatIsAFileFails() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let file = dir + "/plain"
+    FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+    #expect(throws: (any Error).self) { try withKernelLock { try Suite.run(Suite.Options.smoke(outDir: file + "/sub", peak: .fixed(perThreadGFLOPs: 1))) } }
+  }
+
+  @Test func stepJSONLineDecodesAndCarriesMFU() throws {
+    let c = PalmConfig(name: "micro", dModel: 16, layers: 1, heads: 2, headDim: 8, dFF: 24, vocab: 11, seqLen: 5, batch: 2)
+    let r = try StepBench.run(config: c, remat: .full, warmup: 0, steps: 1)
+    let line = try StepRuns.jsonLine(r, config: c, peakGFLOPs: 50)
+    #expect(!line.contains("\n"))
+    let back = try JSONDecoder().decode(StepBench.Result.self, from: Data(line.utf8))
+    #expect(back.tokensPerSecond == r.tokensPerSecond && back.remat == .full)
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    let row = try #require(StepRuns.row(r, config: c, peakGFLOPs: 50))
+    // JSONSerialization prints the shortest round-trip form; allow its last-ulp difference.
+    #expect(abs((object["mfu"] as? Double ?? 0) - row.mfu) <= 1e-15 * row.mfu)
+    #expect(abs((object["hfu"] as? Double ?? 0) - row.hfu) <= 1e-15 * row.hfu)
+    #expect(row.hfu > row.mfu * 0.99)
+    let unknown = try StepRuns.jsonLine(r, config: c, peakGFLOPs: nil)
+    #expect(unknown.contains("\"mfu\":null"))
+  }
+
+  // MARK: - The command line (the built `palm` next to the test bundle)
+
+  func palm(_ args: [String]) throws -> (status: Int32, stderr: String) {
+    let exe = URL(fileURLWithPath: StepRuns.currentExecutable()).deletingLastPathComponent().appendingPathComponent("palm").path
+    #expect(FileManager.default.isExecutableFile(atPath: exe), "palm not built at \(exe)")
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    let data = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+  }
+
+  @Test(arguments: [
+    (["bench", "kernels", "--repeats", "0"], "--repeats"),
+    (["bench", "kernels", "--config", "palm-540b"], "--config"),
+    (["bench", "kernels", "--kernels", "matmul"], "unknown kernel"),
+    (["bench", "kernels", "--thread-list", "1,zero"], "--thread-list"),
+    (["bench", "step", "--remat", "sometimes"], "--remat"),
+    (["bench", "suite", "--steps", "0"], "--steps"),
+    (["bench", "suite", "--time-budget", "-1"], "--time-budget"),
+    (["bench", "--out", ""], "--out"),
+    (["bench", "step", "--config", "micro"], "--config"),
+  ])
+  func badCommandLinesFailWithAMessage(args: [String], mentions: String) throws {
+    let (status, stderr) = try palm(args)
+    #expect(status != 0, "\(args)")
+    #expect(stderr.contains(mentions), "\(args): \(stderr)")
+  }
+
+  @Test func aFailingChildRunIsReportedWithItsCommand() throws {
+    let exe = URL(fileURLWithPath: StepRuns.currentExecutable()).deletingLastPathComponent().appendingPathComponent("palm").path
+    let micro = PalmConfig(name: "micro", dModel: 16, layers: 1, heads: 2, headDim: 8, dFF: 24, vocab: 11, seqLen: 5, batch: 2)
+    let runner = StepRuns.childProcess(executable: exe)
+    do {
+      _ = try runner(.init(config: micro, remat: .none, threads: 1, warmup: 0, steps: 1))
+      Issue.record("a non-preset config must fail in the child")
+    } catch let e as StepRuns.ChildFailure {
+      #expect(e.status != 0 && e.command.contains("--config micro") && e.stderr.contains("--config"))
+    }
+  }
+}
+
+/// Collects progress lines from the suite.
+final class LineSink: @unchecked Sendable {
+  private let lock = NSLock()
+  private var lines: [String] = []
+  func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
+  var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+  var count: Int { all.count }
+}
