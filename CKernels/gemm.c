@@ -1,8 +1,204 @@
-/* gemm.c: the fast SGEMM driver (placeholder: calls the reference until the blocked driver lands). */
+/* gemm.c: the fast SGEMM driver, built the GotoBLAS/BLIS way.
+ *
+ * Five loops around a register-blocked micro-kernel (gemm_ukernel_<isa>_<MR>x<NR>.c):
+ *   JC (NC columns of C and B) -> PC (KC of the shared dimension; B panel packed, L3)
+ *   -> IC (MC rows; A block packed, L2) -> JR (NR columns; B micro-panel, L1) -> IR (MR rows).
+ * Packing reads A and B in any of the three layouts (NN, NT, TN) straight from the caller's
+ * buffers, so no transpose is ever materialised. Threads (OpenMP, static) pack the B panel
+ * together, then split the (MC block x part of the NC panel) macro tiles evenly. Reference:
+ * Goto & van de Geijn (2008); BLIS sandbox/gemmlike/bls_gemm_bp_var1.c. */
+#include "gemm_internal.h"
 #include "pk_gemm.h"
+#include "pk_omp.h"
+#include <string.h>
+
+/* ---- Block sizes: one table per ISA ------------------------------------------------------ */
+typedef void (*pk_gemm_pack_fn)(float *dst, const float *src, int64_t ld, int trans, int64_t mn,
+                                int64_t kc);
+typedef struct {
+  int mr, nr;              /* micro-tile */
+  int64_t mc, kc, nc;      /* cache blocks: A block mc x kc (L2), B panel kc x nc (L3) */
+  pk_gemm_ukernel_fn ukernel;
+  pk_gemm_pack_fn pack_a, pack_b;
+} pk_gemm_config;
+
+/* ---- Packing ------------------------------------------------------------------------------
+ * pack_a: dst = ceil(mc/MR) micro-panels, each (kc, MR): dst[ir*kc + p*MR + i] = A(ir+i, p),
+ *         A(i, p) = src[i*ld + p] (NN, NT) or src[p*ld + i] (TN, trans = 1); rows past mc are 0.
+ * pack_b: the same with NR columns: B(p, j) = src[p*ld + j] (NN, TN) or src[j*ld + p] (NT). */
+static inline __attribute__((always_inline)) void pack_panels(float *restrict dst,
+                                                              const float *restrict src, int64_t ld,
+                                                              int contiguous, int64_t mn, int64_t kc,
+                                                              const int R) {
+  for (int64_t r0 = 0; r0 < mn; r0 += R) {
+    int64_t rr = mn - r0 < R ? mn - r0 : R;
+    float *d = dst + r0 * kc;
+    if (contiguous) { /* element (p, r) at src[p*ld + r]: copy rows of R */
+      const float *s = src + r0;
+      if (rr == R)
+        for (int64_t p = 0; p < kc; p++)
+          for (int r = 0; r < R; r++) d[p * R + r] = s[p * ld + r];
+      else
+        for (int64_t p = 0; p < kc; p++)
+          for (int r = 0; r < R; r++) d[p * R + r] = r < rr ? s[p * ld + r] : 0.0f;
+    } else { /* element (p, r) at src[r*ld + p]: transpose R rows */
+      const float *s = src + r0 * ld;
+      if (rr == R)
+        for (int64_t p = 0; p < kc; p++)
+          for (int r = 0; r < R; r++) d[p * R + r] = s[r * ld + p];
+      else
+        for (int64_t p = 0; p < kc; p++)
+          for (int r = 0; r < R; r++) d[p * R + r] = r < rr ? s[r * ld + p] : 0.0f;
+    }
+  }
+}
+
+#define PK_DEFINE_PACK(name, target, R, contiguous_when)                                           \
+  target static void name(float *dst, const float *src, int64_t ld, int trans, int64_t mn,      \
+                          int64_t kc) {                                                         \
+    if (contiguous_when) pack_panels(dst, src, ld, 1, mn, kc, R);                               \
+    else pack_panels(dst, src, ld, 0, mn, kc, R);                                               \
+  }
+#define PK_TARGET_NONE
+#define PK_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+/* A is contiguous along MR when transposed (TN); B is contiguous along NR unless NT. */
+PK_DEFINE_PACK(pack_a_scalar, PK_TARGET_NONE, 4, trans)
+PK_DEFINE_PACK(pack_b_scalar, PK_TARGET_NONE, 8, !trans)
+PK_DEFINE_PACK(pack_a_avx2, PK_TARGET_AVX2, 6, trans)
+PK_DEFINE_PACK(pack_b_avx2, PK_TARGET_AVX2, 16, !trans)
+PK_DEFINE_PACK(pack_a_avx512, PK_TARGET_AVX512, 14, trans)
+PK_DEFINE_PACK(pack_b_avx512, PK_TARGET_AVX512, 32, !trans)
+
+/* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3): the B micro-panel
+ * (KC x 32) stays in L1, the A block (MC x KC) in L2; -D overrides are for tuning runs only. */
+#ifndef PK_GEMM_AVX512_MC
+#define PK_GEMM_AVX512_MC 168
+#endif
+#ifndef PK_GEMM_AVX512_KC
+#define PK_GEMM_AVX512_KC 256
+#endif
+#ifndef PK_GEMM_AVX512_NC
+#define PK_GEMM_AVX512_NC 4096
+#endif
+static const pk_gemm_config CONFIGS[3] = {
+    [PK_ISA_SCALAR] = {4, 8, 128, 256, 2048, pk_gemm_ukernel_scalar_4x8, pack_a_scalar, pack_b_scalar},
+    [PK_ISA_AVX2] = {6, 16, 144, 256, 4096, pk_gemm_ukernel_avx2_6x16, pack_a_avx2, pack_b_avx2},
+    [PK_ISA_AVX512] = {14, 32, PK_GEMM_AVX512_MC, PK_GEMM_AVX512_KC, PK_GEMM_AVX512_NC, pk_gemm_ukernel_avx512_14x32, pack_a_avx512,
+                       pack_b_avx512},
+};
+
+/* ---- Pack buffers: grow-only, one pair per thread (no malloc in steady state) -------------- */
+typedef struct { float *p; size_t cap; } pk_buffer;
+static _Thread_local pk_buffer tl_pack_a, tl_pack_b;
+
+static float *buffer_reserve(pk_buffer *b, size_t floats) {
+  if (b->cap < floats) {
+    float *p = pk_aligned_alloc(floats * sizeof(float));
+    if (!p) return NULL;
+    pk_aligned_free(b->p);
+    b->p = p;
+    b->cap = floats;
+  }
+  return b->p;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* C = beta * C (k == 0 or alpha == 0); beta == 0 writes zeros without reading C. */
+static void scale_c(int64_t m, int64_t n, float beta, float *c, int64_t ldc) {
+  for (int64_t i = 0; i < m; i++) {
+    float *ci = c + i * ldc;
+    if (beta == 0.0f) memset(ci, 0, (size_t)n * sizeof(float));
+    else if (beta != 1.0f)
+      for (int64_t j = 0; j < n; j++) ci[j] *= beta;
+  }
+}
 
 pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha,
                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                    float *c, int64_t ldc) {
-  return pk_sgemm_reference(layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  pk_status st = pk_sgemm_check(layout, m, n, k, a, lda, b, ldb, c, ldc);
+  if (st != PK_STATUS_OK) return st;
+  if (m == 0 || n == 0) return PK_STATUS_OK;
+  if (k == 0 || alpha == 0.0f) {
+    scale_c(m, n, beta, c, ldc);
+    return PK_STATUS_OK;
+  }
+  const pk_gemm_config *cfg = &CONFIGS[pk_isa_active()];
+  const int MR = cfg->mr, NR = cfg->nr;
+  const int trans_a = layout == PK_LAYOUT_TN, trans_b = layout == PK_LAYOUT_NT;
+  const int64_t KC = cfg->kc, NC = min64(cfg->nc, ceil_div(n, NR) * NR);
+
+  int nth = pk_threads_get();
+  if ((double)m * (double)n * (double)k < 32.0 * 32 * 32) nth = 1;  /* not worth a team */
+
+  /* IC partition: mblocks equal blocks of MR multiples; when they do not split evenly over the
+   * threads (few rows), each MC block is also split along the NC panel into nth parts. */
+  int64_t mblocks = ceil_div(m, cfg->mc);
+  if (nth > 1 && mblocks % nth != 0 && m >= (int64_t)nth * MR * 4)
+    mblocks = ceil_div(mblocks, nth) * nth;
+  const int64_t MC = ceil_div(ceil_div(m, mblocks), MR) * MR;
+  mblocks = ceil_div(m, MC);
+  const int64_t jparts = nth > 1 && mblocks % nth != 0 ? nth : 1;
+
+  /* The shared B panel lives in the calling thread's buffer; each thread packs its own A. */
+  float *bpack = buffer_reserve(&tl_pack_b, (size_t)(KC * ceil_div(NC, NR) * NR));
+  if (!bpack) return PK_STATUS_NO_MEMORY;
+  int failed[64] = {0};
+  if (nth > 64) nth = 64;
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    float *apack = buffer_reserve(&tl_pack_a, (size_t)(MC * KC));
+    failed[tid] = apack == NULL;
+#pragma omp barrier
+    int any_failed = 0;
+    for (int t = 0; t < nt; t++) any_failed |= failed[t];
+    if (!any_failed) {
+      for (int64_t jc = 0; jc < n; jc += NC) { /* JC loop: NC columns of B and C */
+        const int64_t nc = min64(NC, n - jc), npanels = ceil_div(nc, NR);
+        for (int64_t pc = 0; pc < k; pc += KC) { /* PC loop: KC of the shared dimension */
+          const int64_t kc = min64(KC, k - pc);
+          const float beta_pc = pc == 0 ? beta : 1.0f;
+          { /* pack B(pc:pc+kc, jc:jc+nc) together: thread tid packs its share of micro-panels */
+            const int64_t p0 = tid * npanels / nt, p1 = (tid + 1) * npanels / nt;
+            const int64_t j0 = p0 * NR, j1 = min64(p1 * NR, nc);
+            const float *src = trans_b ? b + (jc + j0) * ldb + pc : b + pc * ldb + jc + j0;
+            if (j1 > j0) cfg->pack_b(bpack + j0 * kc, src, ldb, trans_b, j1 - j0, kc);
+          }
+#pragma omp barrier
+          /* IC loop over this thread's macro tiles (MC block ic, part jp of the NC panel). */
+          const int64_t tiles = mblocks * jparts;
+          const int64_t t0 = tid * tiles / nt, t1 = (tid + 1) * tiles / nt;
+          int64_t packed_ic = -1;
+          for (int64_t t = t0; t < t1; t++) {
+            const int64_t ic = (t / jparts) * MC, jp = t % jparts;
+            const int64_t mc = min64(MC, m - ic);
+            if (ic != packed_ic) { /* pack A(ic:ic+mc, pc:pc+kc) into MR micro-panels */
+              const float *src = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
+              cfg->pack_a(apack, src, lda, trans_a, mc, kc);
+              packed_ic = ic;
+            }
+            const int64_t q0 = jp * npanels / jparts, q1 = (jp + 1) * npanels / jparts;
+            for (int64_t jr = q0 * NR; jr < min64(q1 * NR, nc); jr += NR) { /* JR loop */
+              const int nr = (int)min64(NR, nc - jr);
+              for (int64_t ir = 0; ir < mc; ir += MR) { /* IR loop */
+                const int mr = (int)min64(MR, mc - ir);
+                cfg->ukernel(kc, apack + ir * kc, bpack + jr * kc, c + (ic + ir) * ldc + jc + jr,
+                             ldc, alpha, beta_pc, mr, nr);
+              }
+            }
+          }
+#pragma omp barrier /* the B panel is overwritten next */
+        }
+      }
+    }
+  }
+  for (int t = 0; t < nth; t++)
+    if (failed[t]) return PK_STATUS_NO_MEMORY;
+  return PK_STATUS_OK;
 }
