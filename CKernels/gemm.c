@@ -133,7 +133,8 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   const int64_t KC = cfg->kc, NC = min64(cfg->nc, ceil_div(n, NR) * NR);
 
   int nth = pk_threads_get();
-  if ((double)m * (double)n * (double)k < 32.0 * 32 * 32) nth = 1;  /* not worth a team */
+  /* Below ~2M multiply-adds (~10 us on one core) waking a second thread costs more than it saves. */
+  if ((double)m * (double)n * (double)k < (double)(1 << 21)) nth = 1;
 
   /* IC partition: mblocks equal blocks of MR multiples; when they do not split evenly over the
    * threads (few rows), each MC block is also split along the NC panel into nth parts. */

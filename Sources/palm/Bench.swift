@@ -4,5 +4,5 @@ import ArgumentParser
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run benchmarks: matmul, kernels, step, exchange; with no subcommand, the whole suite.",
-    subcommands: [])
+    subcommands: [BenchMatmul.self])
 }
