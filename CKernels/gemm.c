@@ -10,6 +10,7 @@
 #include "gemm_internal.h"
 #include "pk_gemm.h"
 #include "pk_omp.h"
+#include <immintrin.h>
 #include <string.h>
 
 /* ---- Block sizes: one table per ISA ------------------------------------------------------ */
@@ -68,8 +69,71 @@ PK_DEFINE_PACK(pack_a_scalar, PK_TARGET_NONE, 4, trans)
 PK_DEFINE_PACK(pack_b_scalar, PK_TARGET_NONE, 8, !trans)
 PK_DEFINE_PACK(pack_a_avx2, PK_TARGET_AVX2, 6, trans)
 PK_DEFINE_PACK(pack_b_avx2, PK_TARGET_AVX2, 16, !trans)
-PK_DEFINE_PACK(pack_a_avx512, PK_TARGET_AVX512, 14, trans)
-PK_DEFINE_PACK(pack_b_avx512, PK_TARGET_AVX512, 32, !trans)
+
+/* AVX-512 transposing packs (A in NN/NT, B in NT): 16 k at a time, rows loaded as zmm and
+ * transposed in registers (unpack ps, unpack pd, two rounds of 128-bit lane shuffles). */
+PK_TARGET_AVX512 static inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; g++) {
+    __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  /* r[4g + j], 128-bit lane L, now holds rows 4g..4g+3 of column 4L + j. */
+  __m512 out[16];
+  for (int j = 0; j < 4; j++) {
+    __m512 x0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), x1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    __m512 y0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    __m512 y1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    out[j] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+    out[8 + j] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+    out[4 + j] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+    out[12 + j] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+  }
+  for (int i = 0; i < 16; i++) r[i] = out[i];
+}
+
+/* Full panels of R = 14 (A) or 32 (B) rows, element (p, r) at src[r*ld + p]. */
+PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_transposed_avx512(
+    float *restrict d, const float *restrict s, int64_t ld, int64_t kc, const int R) {
+  int64_t p = 0;
+  for (; p + 16 <= kc; p += 16) {
+    for (int h = 0; h < R; h += 16) {
+      const int rows = R - h < 16 ? R - h : 16;
+      __m512 r[16];
+      for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_loadu_ps(s + (h + i) * ld + p) : _mm512_setzero_ps();
+      transpose16x16(r);
+      const __mmask16 mk = (__mmask16)((1u << rows) - 1);
+      for (int c = 0; c < 16; c++) _mm512_mask_storeu_ps(d + (p + c) * R + h, mk, r[c]);
+    }
+  }
+  for (; p < kc; p++)
+    for (int r = 0; r < R; r++) d[p * R + r] = s[r * ld + p];
+}
+
+PK_TARGET_AVX512 static void pack_a_avx512(float *dst, const float *src, int64_t ld, int trans,
+                                           int64_t mn, int64_t kc) {
+  if (trans) { pack_panels(dst, src, ld, 1, mn, kc, 14); return; }
+  const int64_t full = mn / 14 * 14;
+  for (int64_t r0 = 0; r0 < full; r0 += 14) pack_transposed_avx512(dst + r0 * kc, src + r0 * ld, ld, kc, 14);
+  if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 14);
+}
+
+PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t ld, int trans,
+                                           int64_t mn, int64_t kc) {
+  if (!trans) { pack_panels(dst, src, ld, 1, mn, kc, 32); return; }
+  const int64_t full = mn / 32 * 32;
+  for (int64_t r0 = 0; r0 < full; r0 += 32) pack_transposed_avx512(dst + r0 * kc, src + r0 * ld, ld, kc, 32);
+  if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 32);
+}
 
 /* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3): the B micro-panel
  * (KC x 32) stays in L1, the A block (MC x KC) in L2; -D overrides are for tuning runs only. */
@@ -105,6 +169,16 @@ static float *buffer_reserve(pk_buffer *b, size_t floats) {
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* A rows x row_bytes region of memory (ld_bytes apart), prefetched into L2 in `parts` slices
+ * while the previous A block is being multiplied (the next A block's first read is from DRAM). */
+typedef struct { const char *base; int64_t rows, lines_per_row, ld_bytes; } pk_region;
+
+static void prefetch_slice(const pk_region *r, int64_t part, int64_t parts) {
+  const int64_t total = r->rows * r->lines_per_row;
+  for (int64_t l = total * part / parts, end = total * (part + 1) / parts; l < end; l++)
+    __builtin_prefetch(r->base + (l / r->lines_per_row) * r->ld_bytes + (l % r->lines_per_row) * 64, 0, 2);
+}
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* C = beta * C (k == 0 or alpha == 0); beta == 0 writes zeros without reading C. */
@@ -185,7 +259,15 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
               packed_ic = ic;
             }
             const int64_t q0 = jp * npanels / jparts, q1 = (jp + 1) * npanels / jparts;
+            pk_region next = {0};
+            if (t + 1 < t1 && (t + 1) / jparts * MC != ic) {
+              const int64_t nic = (t + 1) / jparts * MC, nmc = min64(MC, m - nic);
+              next = trans_a
+                  ? (pk_region){(const char *)(a + pc * lda + nic), kc, ceil_div(nmc * 4, 64), lda * 4}
+                  : (pk_region){(const char *)(a + nic * lda + pc), nmc, ceil_div(kc * 4, 64), lda * 4};
+            }
             for (int64_t jr = q0 * NR; jr < min64(q1 * NR, nc); jr += NR) { /* JR loop */
+              if (next.base) prefetch_slice(&next, jr / NR - q0, q1 - q0);
               const int nr = (int)min64(NR, nc - jr);
               for (int64_t ir = 0; ir < mc; ir += MR) { /* IR loop */
                 const int mr = (int)min64(MR, mc - ir);

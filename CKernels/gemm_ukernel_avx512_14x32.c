@@ -50,6 +50,8 @@ enum { MR = 14, NR = 32 };
   "addq $56, %[a]\n\t"                                                     \
   "addq $128, %[b]\n\t"
 #define PK_PREFETCH_A "prefetcht0 512(%[a])\n\t"
+/* One row of the C tile (2 lines), then the next row. */
+#define PK_PREFETCH_C "prefetcht0 (%[c])\n\t" "prefetcht0 124(%[c])\n\t" "addq %[ldc], %[c]\n\t"
 
 PK_AVX512 static inline void store16(float *c, __m512 acc, __m512 va, __m512 vb, float beta,
                                      __mmask16 mk) {
@@ -66,12 +68,12 @@ PK_AVX512 static inline void store16(float *c, __m512 acc, __m512 va, __m512 vb,
 PK_AVX512 void pk_gemm_ukernel_avx512_14x32(int64_t k, const float *a, const float *b, float *c,
                                             int64_t ldc, float alpha, float beta, int m, int n) {
   _Alignas(64) float acc[MR][NR];
-  if (beta != 0.0f)
-    for (int i = 0; i < m; i++) {
-      _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-      _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
-    }
-  int64_t k4 = k / 4, k1 = k % 4;
+  /* Main loop: 4 k steps per trip, all but the last >= 8 steps; then the C tile is prefetched
+   * (late, so that its 28 lines, which alias in L1 when ldc is a power of two, are not evicted
+   * before the store), then the remaining steps one by one. */
+  int64_t k4 = k > 8 ? (k - 8) / 4 : 0, k1 = k - 4 * k4;
+  const int64_t ldc_bytes = ldc * 4;
+  const float *cp = c;
   __asm__ volatile(
       "vxorps %%zmm0, %%zmm0, %%zmm0\n\t"
       "vxorps %%zmm1, %%zmm1, %%zmm1\n\t"
@@ -105,10 +107,12 @@ PK_AVX512 void pk_gemm_ukernel_avx512_14x32(int64_t k, const float *a, const flo
       "jz 2f\n\t"
       ".p2align 5\n\t"
       "1:\n\t"
-      PK_KSTEP(PK_PREFETCH_A) PK_KSTEP("") PK_KSTEP(PK_PREFETCH_A) PK_KSTEP("")
+      PK_KSTEP(PK_PREFETCH_A) PK_KSTEP(PK_PREFETCH_A) PK_KSTEP(PK_PREFETCH_A) PK_KSTEP(PK_PREFETCH_A)
       "decq %[k4]\n\t"
       "jnz 1b\n\t"
       "2:\n\t"
+      PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C
+      PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C PK_PREFETCH_C
       "testq %[k1], %[k1]\n\t"
       "jz 4f\n\t"
       "3:\n\t"
@@ -144,8 +148,8 @@ PK_AVX512 void pk_gemm_ukernel_avx512_14x32(int64_t k, const float *a, const flo
       "vmovaps %%zmm25, 1600(%[acc])\n\t"
       "vmovaps %%zmm26, 1664(%[acc])\n\t"
       "vmovaps %%zmm27, 1728(%[acc])\n\t"
-      : [a] "+r"(a), [b] "+r"(b), [k4] "+r"(k4), [k1] "+r"(k1)
-      : [acc] "r"(&acc[0][0])
+      : [a] "+r"(a), [b] "+r"(b), [k4] "+r"(k4), [k1] "+r"(k1), [c] "+r"(cp)
+      : [acc] "r"(&acc[0][0]), [ldc] "r"(ldc_bytes)
       : "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10", "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm18", "zmm19", "zmm20", "zmm21", "zmm22", "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm28", "zmm29", "zmm30", "zmm31", "memory", "cc");
   __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
