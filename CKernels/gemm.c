@@ -210,14 +210,11 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   /* Below ~2M multiply-adds (~10 us on one core) waking a second thread costs more than it saves. */
   if ((double)m * (double)n * (double)k < (double)(1 << 21)) nth = 1;
 
-  /* IC partition: mblocks equal blocks of MR multiples; when they do not split evenly over the
-   * threads (few rows), each MC block is also split along the NC panel into nth parts. */
-  int64_t mblocks = ceil_div(m, cfg->mc);
-  if (nth > 1 && mblocks % nth != 0 && m >= (int64_t)nth * MR * 4)
-    mblocks = ceil_div(mblocks, nth) * nth;
-  const int64_t MC = ceil_div(ceil_div(m, mblocks), MR) * MR;
-  mblocks = ceil_div(m, MC);
-  const int64_t jparts = nth > 1 && mblocks % nth != 0 ? nth : 1;
+  /* Work split over the team: with enough rows each thread owns a contiguous range of MR row
+   * panels (shares differ by at most one panel) and cuts it into equal MC blocks; with few rows
+   * (< 4 panels per thread) every thread runs all rows on its share of the NR column panels. */
+  const int64_t rpanels = ceil_div(m, MR), MCmax = ceil_div(cfg->mc, MR) * MR;
+  const int split_n = nth > 1 && rpanels < 4 * (int64_t)nth;
 
   /* The shared B panel lives in the calling thread's buffer; each thread packs its own A. */
   float *bpack = buffer_reserve(&tl_pack_b, (size_t)(KC * ceil_div(NC, NR) * NR));
@@ -228,14 +225,21 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    float *apack = buffer_reserve(&tl_pack_a, (size_t)(MC * KC));
+    float *apack = buffer_reserve(&tl_pack_a, (size_t)(MCmax * KC));
     failed[tid] = apack == NULL;
+    /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
+    const int64_t r0 = split_n ? 0 : min64(m, tid * rpanels / nt * MR);
+    const int64_t r1 = split_n ? m : min64(m, (tid + 1) * rpanels / nt * MR);
+    const int64_t nblocks = ceil_div(r1 - r0, cfg->mc);
+    const int64_t MC = nblocks > 0 ? ceil_div(ceil_div(r1 - r0, nblocks), MR) * MR : MR;
 #pragma omp barrier
     int any_failed = 0;
     for (int t = 0; t < nt; t++) any_failed |= failed[t];
     if (!any_failed) {
       for (int64_t jc = 0; jc < n; jc += NC) { /* JC loop: NC columns of B and C */
         const int64_t nc = min64(NC, n - jc), npanels = ceil_div(nc, NR);
+        const int64_t q0 = split_n ? tid * npanels / nt : 0;
+        const int64_t q1 = split_n ? (tid + 1) * npanels / nt : npanels;
         for (int64_t pc = 0; pc < k; pc += KC) { /* PC loop: KC of the shared dimension */
           const int64_t kc = min64(KC, k - pc);
           const float beta_pc = pc == 0 ? beta : 1.0f;
@@ -246,22 +250,15 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
             if (j1 > j0) cfg->pack_b(bpack + j0 * kc, src, ldb, trans_b, j1 - j0, kc);
           }
 #pragma omp barrier
-          /* IC loop over this thread's macro tiles (MC block ic, part jp of the NC panel). */
-          const int64_t tiles = mblocks * jparts;
-          const int64_t t0 = tid * tiles / nt, t1 = (tid + 1) * tiles / nt;
-          int64_t packed_ic = -1;
-          for (int64_t t = t0; t < t1; t++) {
-            const int64_t ic = (t / jparts) * MC, jp = t % jparts;
-            const int64_t mc = min64(MC, m - ic);
-            if (ic != packed_ic) { /* pack A(ic:ic+mc, pc:pc+kc) into MR micro-panels */
+          for (int64_t ic = r0; ic < r1; ic += MC) { /* IC loop over this thread's rows */
+            const int64_t mc = min64(MC, r1 - ic);
+            { /* pack A(ic:ic+mc, pc:pc+kc) into MR micro-panels */
               const float *src = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
               cfg->pack_a(apack, src, lda, trans_a, mc, kc);
-              packed_ic = ic;
             }
-            const int64_t q0 = jp * npanels / jparts, q1 = (jp + 1) * npanels / jparts;
             pk_region next = {0};
-            if (t + 1 < t1 && (t + 1) / jparts * MC != ic) {
-              const int64_t nic = (t + 1) / jparts * MC, nmc = min64(MC, m - nic);
+            if (ic + MC < r1) {
+              const int64_t nic = ic + MC, nmc = min64(MC, r1 - nic);
               next = trans_a
                   ? (pk_region){(const char *)(a + pc * lda + nic), kc, ceil_div(nmc * 4, 64), lda * 4}
                   : (pk_region){(const char *)(a + nic * lda + pc), nmc, ceil_div(kc * 4, 64), lda * 4};
