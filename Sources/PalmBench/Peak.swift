@@ -28,24 +28,43 @@ public enum PeakProbe {
   ///   - threads: OpenMP team size (>= 1).
   ///   - isa: which vectors to use (default: the level the kernels use now).
   ///   - iterations: loop trips per thread and run.
-  ///   - repeats: runs; the best one counts (a shared machine only ever makes a run slower).
+  ///   - repeats: runs; the best one counts (a shared machine only ever makes a run slower), and
+  ///     runs while other processes used more than 5% of the machine are retaken (up to 10x).
   /// - Throws: `KernelError` for bad arguments or an ISA the CPU lacks.
   public static func fp32(
     threads: Int, isa: ISA = .active, iterations: Int = defaultIterations, repeats: Int = 3
   ) throws -> Double {
-    var g = 0.0
     let level = pk_isa(rawValue: UInt32(isa.rawValue))
     let trips = isa == .scalar ? max(1, iterations / 8) : iterations
-    try KernelError.check(pk_peak_fp32(&g, level, Int32(clamping: threads), Int64(trips), Int32(clamping: repeats)), "peak_fp32")
-    return g
+    return try bestClean(repeats: repeats) { g in
+      try KernelError.check(pk_peak_fp32(&g, level, Int32(clamping: threads), Int64(trips), 1), "peak_fp32")
+    }
+  }
+
+  /// Best of `repeats` runs during which other processes used <= 5% of the machine (a shared
+  /// machine only ever slows a run down); after 10 x repeats tries, the best run of all.
+  static func bestClean(repeats: Int, _ run: (inout Double) throws -> Void) throws -> Double {
+    guard repeats >= 1 else { throw KernelError(status: PK_STATUS_BAD_SIZE, kernel: "peak") }
+    var clean = 0, bestClean = 0.0, bestAny = 0.0
+    for _ in 0..<(10 * repeats) where clean < repeats {
+      let probe = ForeignCPU()
+      var g = 0.0
+      try run(&g)
+      bestAny = max(bestAny, g)
+      if probe.fraction() <= 0.05 {
+        clean += 1
+        bestClean = max(bestClean, g)
+      }
+    }
+    return clean > 0 ? bestClean : bestAny
   }
 
   /// The bf16 dot-product peak (`_mm512_dpbf16_ps`) in GFLOP/s, or nil if the CPU lacks AVX512-BF16.
   public static func bf16(threads: Int, iterations: Int = defaultIterations, repeats: Int = 3) throws -> Double? {
     guard pk_cpu_has_avx512_bf16() != 0 else { return nil }
-    var g = 0.0
-    try KernelError.check(pk_peak_bf16(&g, Int32(clamping: threads), Int64(iterations), Int32(clamping: repeats)), "peak_bf16")
-    return g
+    return try bestClean(repeats: repeats) { g in
+      try KernelError.check(pk_peak_bf16(&g, Int32(clamping: threads), Int64(iterations), 1), "peak_bf16")
+    }
   }
 
   /// One row of `palm peak`: the peaks at one thread count.
