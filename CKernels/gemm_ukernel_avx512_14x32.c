@@ -4,10 +4,11 @@
  * 512-bit FMA pipes (latency 4) busy with 14 independent chains each. Measured on Zen 5: this form
  * runs at ~98% of the FMA peak on L1-resident panels, the embedded-broadcast form ({1to16} memory
  * operands) at ~92%. The k loop is inline assembly (clang spills an accumulator when it allocates
- * the 32 zmm registers itself). The packed A micro-panel streams from L2 (prefetched ahead), the B
- * micro-panel stays in L1. Full tiles with alpha == 1 and beta 0 or 1 (every call the driver makes
- * for C = A·B) are stored straight from the registers; edge tiles (m < 14, n < 32) and other
- * alpha/beta go through a stack copy and masked stores. Reference: BLIS skx sgemm kernel. */
+ * the 32 zmm registers itself). The packed A micro-panel streams from L2 (prefetched ahead), the
+ * B micro-panel is reused from L1/L2 by the whole IR loop. Full tiles with alpha == 1 and beta 0
+ * or 1 (every call the driver makes for C = A·B) are stored straight from the registers; edge tiles
+ * (m < 14, n < 32) and other alpha/beta go through a stack copy and masked stores.
+ * Reference: BLIS skx sgemm kernel. */
 #include "gemm_internal.h"
 #include <immintrin.h>
 
