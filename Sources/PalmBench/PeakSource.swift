@@ -1,11 +1,11 @@
 // PeakSource: where the MFU/HFU denominator and the roofline's compute roof come from, as a value
-// the benchmarks receive instead of a global, so the peak probe (PalmBench/Peak.swift `PeakProbe`,
-// merged later) plugs in by changing one line (`BenchDefaults.peak` in Sources/palm/BenchSuite.swift).
+// the benchmarks receive instead of a global (`BenchDefaults.peak` in Sources/palm/BenchSuite.swift).
 //
-// Until the probe lands, `PeakSource.environment` reads PALM_PEAK_GFLOPS (see its doc comment);
-// when it is unset the peak is unknown and MFU/HFU and the compute roof are reported as missing.
+// `measured` (the default) runs the FMA peak probe (Peak.swift, `PeakProbe`) once per thread count;
+// PALM_PEAK_GFLOPS overrides it (`environment`), e.g. to compare runs against one fixed figure.
 
 import Foundation
+import Synchronization
 
 /// A way to obtain the peak FP32 GFLOP/s of `threads` cores: the MFU denominator.
 ///
@@ -35,6 +35,20 @@ public struct PeakSource: Sendable {
     guard let text = ProcessInfo.processInfo.environment[variable], !text.isEmpty else { return nil }
     return try parse(text, threads: threads)
   }
+
+  /// PALM_PEAK_GFLOPS when set, else this machine's fp32 FMA peak at `threads` threads measured by
+  /// `PeakProbe.fp32` (best of 3 clean runs, ~0.2 s) the first time a thread count is asked for.
+  public static let measured: PeakSource = {
+    let fromEnvironment = !(ProcessInfo.processInfo.environment[variable] ?? "").isEmpty
+    let cache = Mutex<[Int: Double]>([:])
+    return PeakSource(name: fromEnvironment ? variable : "measured FMA peak (palm peak)") { threads in
+      if fromEnvironment { return try environment.gflops(threads) }
+      if let g = cache.withLock({ $0[threads] }) { return g }
+      let g = try PeakProbe.fp32(threads: max(1, threads))
+      cache.withLock { $0[threads] = g }
+      return g
+    }
+  }()
 
   /// A fixed per-thread peak (tests, or a figure measured elsewhere).
   public static func fixed(perThreadGFLOPs: Double, name: String = "fixed") -> PeakSource {

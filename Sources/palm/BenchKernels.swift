@@ -15,8 +15,8 @@ struct BenchKernels: ParsableCommand {
     abstract: "Time attention, SwiGLU, LayerNorm, cross-entropy, embedding and AdamW; place each on the roofline.",
     discussion: """
       Bytes are the compulsory traffic (each operand read or written once); the memory roof is the \
-      STREAM triad bandwidth measured first, the compute roof the peak (\(PeakSource.variable) until \
-      the peak probe is merged). Text output is a Markdown table; --format json prints JSON lines.
+      STREAM triad bandwidth measured first, the compute roof the FMA peak measured by the \
+      peak probe (or $PALM_PEAK_GFLOPS). Text output is a Markdown table; --format json prints JSON lines.
       """)
 
   @Option(help: "Model presets whose step shapes to use, comma-separated (tiny, small).")

@@ -12,10 +12,8 @@ import PalmTensor
 
 /// Defaults the benchmark commands share.
 enum BenchDefaults {
-  /// The MFU denominator. MERGE POINT: when PalmBench/Peak.swift (`PeakProbe`) lands, replace this
-  /// line with a PeakSource that runs the probe, e.g.
-  /// `PeakSource(name: "palm peak") { try PeakProbe.measure(threads: $0).gflops }`.
-  static let peak: PeakSource = .environment
+  /// The MFU denominator: the FMA peak measured by the probe, unless PALM_PEAK_GFLOPS overrides it.
+  static let peak: PeakSource = .measured
 }
 
 struct BenchSuite: ParsableCommand {

@@ -1,8 +1,44 @@
-// palm peak: placeholder until the peak probe lands (CKernels/peak.c).
+// palm peak: measures this machine's fp32 FMA peak at 1...N threads and the bf16 dot-product peak
+// (the MFU denominator), with CKernels/peak.c through PalmBench.PeakProbe.
 import ArgumentParser
+import Foundation
+import PalmBench
+import PalmTensor
 
 struct Peak: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Measure this machine's FMA peak (the MFU denominator).")
+  static let configuration = CommandConfiguration(
+    abstract: "Measure this machine's FMA peak (the MFU denominator).",
+    discussion: """
+      Prints the fp32 FMA peak (vector width of the active ISA) at 1, 2, ... --threads threads, and
+      the AVX512-BF16 dot-product peak where the CPU has it. Best of --repeat runs of ~40 ms each.
+      """)
   @OptionGroup var compute: ComputeOptions
-  func run() throws { try compute.apply() }
+
+  @Option(help: "Output format: text or json (one object per thread count).")
+  var format: OutputFormat = .text
+
+  @Option(help: "Runs per figure; the best counts.")
+  var `repeat`: Int = 3
+
+  func validate() throws {
+    if `repeat` < 1 { throw ValidationError("--repeat must be at least 1 (got \(`repeat`))") }
+  }
+
+  func run() throws {
+    try compute.apply()
+    let results = try PeakProbe.measure(maxThreads: compute.threads ?? Threads.count, repeats: `repeat`)
+    switch format {
+    case .json:
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      for r in results { print(String(decoding: try encoder.encode(r), as: UTF8.self)) }
+    case .text:
+      print("threads  isa      fp32 GFLOP/s  per thread   bf16 GFLOP/s")
+      for r in results {
+        let bf16 = r.bf16Gflops.map { String(format: "%12.1f", $0) } ?? "           -"
+        print(String(format: "%7d  %-7@ %13.1f %11.1f", r.threads, r.isa as NSString, r.fp32Gflops,
+                     r.fp32Gflops / Double(r.threads)) + "   " + bf16)
+      }
+    }
+  }
 }

@@ -13,7 +13,7 @@ struct Train: ParsableCommand {
     discussion: """
       Tokens are bytes (vocab 256); the last 10% of the file is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per byte (cross-entropy; the training loss also includes PaLM's z-loss). With the cosine schedule, resume with the same --steps (the schedule spans them).
 
-      MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else --probe-peak (a 1-second pk_sgemm probe: an achieved GEMM rate, not the FMA peak); with none, they are not reported.
+      MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else this machine's FMA peak measured at start-up by the `palm peak` probe (about 0.2 s).
 
       Dropout is not available (the model has none, as PaLM). A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
 
@@ -78,8 +78,6 @@ struct Train: ParsableCommand {
   var spikeSkip: Int = 20
   @Option(help: "MFU/HFU denominator: peak GFLOP/s of all threads together (default: $PALM_PEAK_GFLOPS, per thread or a list as `palm peak` prints).")
   var peakGflops: Double?
-  @Flag(help: "Without --peak-gflops or PALM_PEAK_GFLOPS: measure the MFU denominator with a 1-second pk_sgemm probe (an achieved GEMM rate; meaningless while pk_sgemm is the reference loop).")
-  var probePeak = false
   @Option(help: "Without a terminal: print a line every N updates (and at each evaluation).")
   var printEvery: Int = 10
 
@@ -145,7 +143,7 @@ struct Train: ParsableCommand {
         o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup, floor: peak / 10, budget: timeBudget!)
       }
     }
-    let (peakFLOPS, peakSource) = Train.resolvePeak(peakGflops, probe: probePeak)
+    let (peakFLOPS, peakSource) = Train.resolvePeak(peakGflops)
     o.peakFLOPS = peakFLOPS
 
     let trainer: Trainer
@@ -213,31 +211,16 @@ struct Train: ParsableCommand {
     }
   }
 
-  /// The MFU denominator: the flag, then $PALM_PEAK_GFLOPS, then (opt-in) a 1-second SGEMM probe; else nil.
-  static func resolvePeak(_ flag: Double?, probe: Bool) -> (Double?, String) {
+  /// The MFU denominator: the flag, then $PALM_PEAK_GFLOPS, then the FMA peak measured now.
+  static func resolvePeak(_ flag: Double?) -> (Double?, String) {
     if let g = flag, g > 0 { return (g * 1e9, "--peak-gflops") }
-    // PALM_PEAK_GFLOPS as PalmBench reads it: one number = per thread, or a list for 1, 2, ... threads.
-    if let g = try? PeakSource.environment.gflops(Threads.count), g > 0 {
-      return (g * 1e9, "\(PeakSource.variable) at \(Threads.count) threads")
+    do {
+      if let g = try PeakSource.measured.gflops(Threads.count), g > 0 {
+        return (g * 1e9, "\(PeakSource.measured.name) at \(Threads.count) threads")
+      }
+    } catch {
+      return (nil, "unknown (\(error)); MFU/HFU not reported")
     }
-    if probe { return (sgemmProbe(seconds: 1), "sgemm-probe: achieved 768^3 pk_sgemm rate, not the FMA peak") }
-    return (nil, "unknown: give --peak-gflops, set PALM_PEAK_GFLOPS or add --probe-peak; MFU/HFU not reported")
-  }
-
-  /// Best achieved FLOP/s of 768³ pk_sgemm calls over about `seconds` (a stand-in until the
-  /// palm peak probe lands; swap it for that when it does).
-  static func sgemmProbe(seconds: Double) -> Double {
-    let n = 768
-    let a = Tensor(shape: [n, n]), b = Tensor(shape: [n, n]), c = Tensor(shape: [n, n])
-    a.fill(0.5); b.fill(0.25)
-    var best = 0.0
-    let start = Date()
-    repeat {
-      let t0 = Date()
-      try? Kernels.sgemm(.nn, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
-      let dt = Date().timeIntervalSince(t0)
-      if dt > 0 { best = max(best, 2 * Double(n * n * n) / dt) }
-    } while Date().timeIntervalSince(start) < seconds
-    return best
+    return (nil, "unknown; MFU/HFU not reported")
   }
 }
