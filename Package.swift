@@ -4,7 +4,7 @@
 import PackageDescription
 
 // The C kernels are compiled for a portable x86-64 baseline; AVX2+FMA and AVX-512 code paths are
-// marked with __attribute__((target(...))) and chosen at run time (CKernels/dispatch.c), so the
+// marked with __attribute__((target(...))) and chosen at run time (pk_isa_active in CKernels/core.c), so the
 // binary never depends on the CPU it was built on. OpenMP comes from Debian's libomp-dev (LLVM 14):
 // clang's -fopenmp emits the calls, and we link libomp5 ourselves because swiftc does not.
 #if arch(x86_64)
