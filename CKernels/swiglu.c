@@ -12,10 +12,12 @@ static void fwd_row_scalar(float *o, const float *g, const float *u, int64_t F) 
 static void bwd_row_scalar(float *dg, float *du, const float *dy, const float *g, const float *u,
                            int64_t F) {
   for (int64_t j = 0; j < F; j++) {
-    float sig = 1.0f / (1.0f + expf(-g[j]));
-    float sw = g[j] * sig;
+    /* Read g and u before writing: the backward may run in place (dg == g, du == u). */
+    float gj = g[j], uj = u[j];
+    float sig = 1.0f / (1.0f + expf(-gj));
+    float sw = gj * sig;
     du[j] = dy[j] * sw;
-    dg[j] = dy[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
+    dg[j] = dy[j] * uj * sig * (1.0f + gj * (1.0f - sig));
   }
 }
 

@@ -27,7 +27,8 @@ pk_status pk_swiglu_forward(float *out, int64_t ldo, const float *h, int64_t ldh
  *   dh[:, 0:F]  = dout ⊙ up ⊙ sigmoid(gate) · (1 + gate · (1 − sigmoid(gate)))
  *   dh[:, F:2F] = dout ⊙ swish(gate)
  * dout (N, F) row stride lddout >= F; h (N, 2·F) row stride ldh >= 2·F (the forward's input).
- * dh must not overlap dout or h. */
+ * dh must not overlap dout; it may be h itself (dh == h, lddh == ldh: in place, how the model
+ * runs it, turning its saved pre-activations into their gradient), but not partly overlap h. */
 pk_status pk_swiglu_backward(float *dh, int64_t lddh, const float *dout, int64_t lddout,
                              const float *h, int64_t ldh, int64_t N, int64_t F);
 

@@ -89,15 +89,16 @@ extension MFUTable {
       return out
     }
     out += "Peak = the measured FMA peak of the threads used. Hardware FLOPs count this package's "
-      + "matmuls under the row's remat policy, attention keys charged as the kernel executes them (column Attention span); MFU counts PaLM's full T.\n\n"
+      + "matmuls under the row's remat policy, attention keys charged as the kernel executes them (column Attention span); MFU counts PaLM's full T. "
+      + "HFU full T charges attention over the full T as PaLM's HFU does: compare that one with PaLM's 57.8%.\n\n"
     out += "| Config | Remat | Threads | Tokens/s | Peak (GFLOP/s) | Model MFLOPs/token | Hardware MFLOPs/token "
-      + "| Attention span | MFU | HFU | Planned activations (MiB) | Peak RSS (MiB) |\n"
-    out += "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n"
+      + "| Attention span | MFU | HFU | HFU full T | Planned activations (MiB) | Peak RSS (MiB) |\n"
+    out += "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n"
     for r in measured {
       let cells = [
         r.config, r.remat.rawValue, "\(r.threads)", rate(r.tokensPerSecond), fixed(r.peakFLOPs / 1e9, 1),
         fixed(r.modelFLOPsPerToken / 1e6, 2), fixed(r.hardwareFLOPsPerToken / 1e6, 2), r.attention,
-        pct(r.mfu, 1), pct(r.hfu, 1), mib(r.plannedActivationBytes), mib(r.peakRSSBytes),
+        pct(r.mfu, 1), pct(r.hfu, 1), pct(r.hfuFullT, 1), mib(r.plannedActivationBytes), mib(r.peakRSSBytes),
       ]
       out += "| " + cells.joined(separator: " | ") + " |\n"
     }

@@ -280,6 +280,10 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
   public let attention: String
   public let mfu: Double
   public let hfu: Double
+  /// HFU with attention charged over the full T, as PaLM counts it (Appendix B): the figure to
+  /// set beside PaLM's 57.8% HFU. Our causal kernel skips most masked tiles, so `hfu` (what it
+  /// really executes) is lower.
+  public let hfuFullT: Double
   /// Activation bytes the memory plan reserves for this policy.
   public let plannedActivationBytes: Int
   /// Peak resident set size of the process (getrusage ru_maxrss), bytes.
@@ -310,6 +314,9 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
     hardwareFLOPsPerToken = FLOPs.hardwarePerToken(config, remat: remat, attention: span)
     mfu = MFUTable.mfu(tokensPerSecond: tokensPerSecond, flopsPerToken: modelFLOPsPerToken, peakFLOPs: peakFLOPs)
     hfu = MFUTable.mfu(tokensPerSecond: tokensPerSecond, flopsPerToken: hardwareFLOPsPerToken, peakFLOPs: peakFLOPs)
+    hfuFullT = MFUTable.mfu(tokensPerSecond: tokensPerSecond,
+                            flopsPerToken: FLOPs.hardwarePerToken(config, remat: remat, attention: .full),
+                            peakFLOPs: peakFLOPs)
     self.plannedActivationBytes = plannedActivationBytes
     self.peakRSSBytes = peakRSSBytes
   }
@@ -322,6 +329,7 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
     case hardwareFLOPsPerToken = "hardware_flops_per_token"
     case attention = "hardware_attention_span"
     case mfu, hfu
+    case hfuFullT = "hfu_full_t"
     case plannedActivationBytes = "planned_activation_bytes"
     case peakRSSBytes = "peak_rss_bytes"
   }

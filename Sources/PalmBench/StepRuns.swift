@@ -135,7 +135,7 @@ public enum StepRuns {
       let (r, foreign) = try Contention.measure { try runner(spec) }
       let p = try peak.gflops(spec.threads)
       let row = Self.row(r, config: spec.config, peakGFLOPs: p)
-      let mfu = (row.map { " MFU " + pct($0.mfu, 1) + " HFU " + pct($0.hfu, 1) } ?? " (peak unknown: no MFU)")
+      let mfu = (row.map { " MFU " + pct($0.mfu, 1) + " HFU " + pct($0.hfu, 1) + " (full T " + pct($0.hfuFullT, 1) + ")" } ?? " (peak unknown: no MFU)")
         + (foreign.map { $0 > 0.05 ? "; other processes used \(pct($0, 0)) of the CPUs" : "" } ?? "")
       progress("step \(spec.config.name) remat=\(spec.remat.rawValue) threads=\(spec.threads): "
                + "\(fixed(r.tokensPerSecond, 0)) tokens/s\(mfu) (\(fixed(Date().timeIntervalSince(t0), 1)) s)")
@@ -184,6 +184,7 @@ extension StepRuns {
     object["peakGFLOPs"] = peakGFLOPs ?? NSNull()
     object["mfu"] = row?.mfu ?? NSNull()
     object["hfu"] = row?.hfu ?? NSNull()
+    object["hfuFullT"] = row?.hfuFullT ?? NSNull()
     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     return String(decoding: data, as: UTF8.self)
   }
@@ -193,6 +194,6 @@ extension StepRuns {
     guard let row = Self.row(r, config: config, peakGFLOPs: peakGFLOPs) else {
       return "MFU/HFU — (peak unknown: pass --peak or set \(PeakSource.variable))"
     }
-    return "MFU \(pct(row.mfu, 1)), HFU \(pct(row.hfu, 1)) (peak \(fixed(row.peakFLOPs / 1e9, 1)) GFLOP/s)"
+    return "MFU \(pct(row.mfu, 1)), HFU \(pct(row.hfu, 1)), HFU full T \(pct(row.hfuFullT, 1)) (peak \(fixed(row.peakFLOPs / 1e9, 1)) GFLOP/s)"
   }
 }

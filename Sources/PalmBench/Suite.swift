@@ -264,13 +264,13 @@ public enum Suite {
     s += "\n## Training steps\n\nForward + backward on synthetic tokens; `palm bench` runs each in its own process (peak RSS per run; "
       + "not with --smoke or --in-process). "
       + "Other load: the share of all CPUs other processes used during the run (a disturbed figure when above a few %).\n\n"
-    s += "| Config | Remat | Threads | Median step s | Tokens/s | Model MFLOPs/token | Hardware MFLOPs/token | MFU | HFU | Planned activations MiB | Peak RSS MiB | Loss | Other load |\n"
-    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    s += "| Config | Remat | Threads | Median step s | Tokens/s | Model MFLOPs/token | Hardware MFLOPs/token | MFU | HFU | HFU full T | Planned activations MiB | Peak RSS MiB | Loss | Other load |\n"
+    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     for m in steps {
       let r = m.result
       s += "| \(r.config) | \(r.remat.rawValue) | \(r.threads) | \(fixed(r.medianSeconds, 3)) | \(fixed(r.tokensPerSecond, 0)) | "
         + "\(fixed(r.modelFLOPsPerToken / 1e6, 2)) | \(fixed(r.hardwareFLOPsPerToken / 1e6, 2)) | "
-        + "\(m.row.map { pct($0.mfu, 1) } ?? "—") | \(m.row.map { pct($0.hfu, 1) } ?? "—") | "
+        + "\(m.row.map { pct($0.mfu, 1) } ?? "—") | \(m.row.map { pct($0.hfu, 1) } ?? "—") | \(m.row.map { pct($0.hfuFullT, 1) } ?? "—") | "
         + "\(fixed(Double(r.plannedActivationBytes) / 1_048_576, 1)) | "
         + "\(r.peakRSSBytes.map { fixed(Double($0) / 1_048_576, 1) } ?? "—") | \(fixed(Double(r.lastLoss), 3)) | "
         + "\(m.foreignCPU.map { pct($0, 0) } ?? "—") |\n"

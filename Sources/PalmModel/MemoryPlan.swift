@@ -29,7 +29,9 @@ import PalmTensor
 /// the forward copies the context out to the layer's saved `context`, the backward copies it back
 /// (N·H·Q floats each way) and recomputes the SwiGLU half. The head (`head.*`: final residual,
 /// final LayerNorm, logits, per-row loss and lse) is always kept; the backward adds
-/// `grad.dx` (N, d), `grad.dcg` (N, C_out), `grad.dproj` (N, C_in), `grad.dh` (N, d).
+/// `grad.dx` (N, d), `grad.dcg` (N, C_out) and `grad.dqkv` (N, H·Q + 2Q); the gradient of the
+/// fused projection is built in the layer's proj buffer and dh in its h buffer (both dead by then,
+/// see Model+Backward.swift), so no (N, C_in) gradient buffer exists.
 /// Every buffer is rounded up to 16 floats (64 bytes), as `Arena` does.
 public struct MemoryPlan: Sendable, Equatable {
   /// How long a buffer lives.
@@ -106,8 +108,7 @@ public struct MemoryPlan: Sendable, Equatable {
     let grads: [Buffer] = [
       Buffer(name: "grad.dx", shape: [n, d], lifetime: .gradient),
       Buffer(name: "grad.dcg", shape: [n, cout], lifetime: .gradient),
-      Buffer(name: "grad.dproj", shape: [n, cin], lifetime: .gradient),
-      Buffer(name: "grad.dh", shape: [n, d], lifetime: .gradient),
+      Buffer(name: "grad.dqkv", shape: [n, hq + 2 * config.headDim], lifetime: .gradient),
     ]
     buffers = saved + head + scratch + grads
   }

@@ -6,9 +6,9 @@
 //            same kernels on the same values (the gradients are bit-identical across policies)
 //   dcg     = dx · w_outᵀ                      (NT)      d[ctx | g]
 //   dw_out += [ctx | g]ᵀ · dx                  (TN, beta 1)
-//   dproj   = [Attn_bwd(dctx) | SwiGLU_bwd(dg)]
+//   dproj   = [Attn_bwd(dctx) | SwiGLU_bwd(dg)]  (in the proj buffer: SwiGLU in place, dqkv copied)
 //   dw_in  += hᵀ · dproj                       (TN, beta 1)
-//   dh      = dproj · w_inᵀ                    (NT)
+//   dh      = dproj · w_inᵀ                    (NT, into the h buffer)
 //   dx     += LN_bwd(dh);  dscale += ...       (the parallel block's single LayerNorm)
 // Gradients of parameters are ACCUMULATED into `gradients` (the caller zeroes them).
 
@@ -24,6 +24,7 @@ extension Model {
     let dEmbed = gradients.embed.pointer
     // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
     try gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, dEmbed, d)
+    let dh = headH  // d h_f overwrites h_f, dead once d embed has it
     try gemm(.nn, n, d, v, scale, logits.pointer, v, parameters.embed.pointer, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
@@ -48,18 +49,24 @@ extension Model {
     try gemm(.nt, n, cout, d, 1, dx.pointer, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
     // d w_out += [ctx | g]ᵀ · dx
     try gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, dx.pointer, d, 1, G.wOut.pointer, d)
-    // dproj = [dqkv | dgate_up]
+    // dproj = [dqkv | dgate_up] is built IN the proj buffer, which is dead after this layer's
+    // backward (saves an (N, C_in) buffer, the plan's largest): the SwiGLU backward runs in place
+    // on the gate_up columns, the attention backward (which reads q, k, v across rows) writes a
+    // separate (N, H·Q + 2Q) buffer that is then copied over the qkv columns.
     try KernelError.check(
-      pk_attention_backward(dproj.pointer, Int64(cin), dcg.pointer, Int64(cout), L.proj.pointer,
+      pk_attention_backward(dqkv.pointer, Int64(pqkv), dcg.pointer, Int64(cout), L.proj.pointer,
                             Int64(cin), L.cg.pointer, Int64(cout), L.lse.pointer, Int64(batch),
                             Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
       "attention_backward")
     try KernelError.check(
-      pk_swiglu_backward(dproj.pointer + pqkv, Int64(cin), dcg.pointer + hq, Int64(cout),
+      pk_swiglu_backward(L.proj.pointer + pqkv, Int64(cin), dcg.pointer + hq, Int64(cout),
                          L.proj.pointer + pqkv, Int64(cin), Int64(n), Int64(config.dFF)),
       "swiglu_backward")
-    // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ
+    copyRows(L.proj.pointer, cin, dqkv.pointer, pqkv, cols: pqkv)
+    let dproj = L.proj
+    // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ, written over h (dead once d w_in has it)
     try gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
+    let dh = L.h
     try gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
     // dx += LN_bwd(dh) (dx already holds the residual path's gradient)
     try KernelError.check(

@@ -72,7 +72,7 @@ public final class Model: @unchecked Sendable {
   let headX: Tensor, headMean: Tensor, headRstd: Tensor, headH: Tensor  // (N, d), (N), (N), (N, d)
   let logits: Tensor                  // (N, V)
   let lossRows: Tensor, lseRows: Tensor  // (N)
-  let dx: Tensor, dcg: Tensor, dproj: Tensor, dh: Tensor  // (N, d), (N, C_out), (N, C_in), (N, d)
+  let dx: Tensor, dcg: Tensor, dqkv: Tensor  // (N, d), (N, C_out), (N, H·Q + 2Q)
 
   /// Builds a model with PaLM-initialized parameters (`Parameters.initialize(seed:)`), zero
   /// gradients and an arena for `batch` × `seqLen` tokens (the config's by default).
@@ -99,7 +99,7 @@ public final class Model: @unchecked Sendable {
     }
     headX = t["head.x"]!; headMean = t["head.mean"]!; headRstd = t["head.rstd"]!; headH = t["head.h"]!
     logits = t["head.logits"]!; lossRows = t["head.loss"]!; lseRows = t["head.lse"]!
-    dx = t["grad.dx"]!; dcg = t["grad.dcg"]!; dproj = t["grad.dproj"]!; dh = t["grad.dh"]!
+    dx = t["grad.dx"]!; dcg = t["grad.dcg"]!; dqkv = t["grad.dqkv"]!
     for i in 0..<c.layers {
       let xNext = i + 1 < c.layers ? buf(i + 1, "x") : headX
       layerBuffers.append(LayerBuffers(

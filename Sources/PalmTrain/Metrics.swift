@@ -33,6 +33,9 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   public var valLoss: Double?
   /// valLoss / ln 2.
   public var valBitsPerByte: Double?
+  /// "end" records: validation cross-entropy over the WHOLE validation split (every full batch of
+  /// non-overlapping windows), the figure to quote; `valLoss` uses the fixed `--eval-windows` subset.
+  public var valLossFull: Double?
   /// The sampler position the update's data came from.
   public var dataPosition: Int?
   /// Rollbacks so far.
@@ -47,7 +50,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   enum CodingKeys: String, CodingKey {
     case type, step, tokens, loss, lr, seconds, mfu, hfu, rollbacks, reason, checkpoint
     case crossEntropy = "cross_entropy", gradNorm = "grad_norm", stepSeconds = "step_seconds"
-    case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb"
+    case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb", valLossFull = "val_loss_full"
     case dataPosition = "data_position", restoredStep = "restored_step", resumedDataPosition = "resumed_data_position"
   }
 

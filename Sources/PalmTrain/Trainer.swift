@@ -178,11 +178,25 @@ public final class Trainer: @unchecked Sendable {
   /// Mean validation cross-entropy (nats per byte) over the fixed validation windows; nil without
   /// a validation part.
   public func evaluate() throws -> Double? {
-    guard let evalModel, !evalBatches.isEmpty else { return nil }
+    try evaluate(evalBatches)
+  }
+
+  /// Mean validation cross-entropy over the whole validation split: every full batch of
+  /// non-overlapping windows (at most batch − 1 windows at the end are left out). Run once, at the
+  /// end of `run()`.
+  public func evaluateFullSplit() throws -> Double? {
+    guard let evalModel else { return nil }
+    let eb = evalModel.batch
+    let windows = dataset.validationWindowCount / eb * eb
+    return try evaluate(BatchSampler(dataset: dataset, batchSize: eb, seed: 0).validationBatches(maxWindows: windows))
+  }
+
+  private func evaluate(_ batches: [Batch]) throws -> Double? {
+    guard let evalModel, !batches.isEmpty else { return nil }
     evalModel.parameters.flat.copy(from: model.parameters.flat)
     var sum = 0.0
-    for b in evalBatches { sum += Double(try evalModel.forward(tokens: b.inputs, targets: b.targets).crossEntropy) }
-    return sum / Double(evalBatches.count)
+    for b in batches { sum += Double(try evalModel.forward(tokens: b.inputs, targets: b.targets).crossEntropy) }
+    return sum / Double(batches.count)
   }
 
   // MARK: - Steps
@@ -206,6 +220,7 @@ public final class Trainer: @unchecked Sendable {
     var end = MetricsRecord(type: "end", step: step, tokens: tokens, seconds: seconds, rollbacks: rollbacks)
     end.valLoss = lastValidationLoss
     end.valBitsPerByte = lastValidationLoss.map { $0 / M_LN2 }
+    end.valLossFull = try evaluateFullSplit()
     end.loss = recentLosses.last
     if lastCheckpointStep != step { try saveCheckpoint() }
     if !privateStore { end.checkpoint = "\(store.directory)/\(CheckpointStore.directoryName(step: step))" }

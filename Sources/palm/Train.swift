@@ -196,7 +196,7 @@ struct Train: ParsableCommand {
     case "spike":
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-"), data from batch \(r.resumedDataPosition.map(String.init) ?? "-") (rollbacks \(r.rollbacks))"
     case "end":
-      return "done: step \(r.step), \(r.tokens) tokens, \(f(r.seconds, 1)) s, val \(f(r.valLoss)) nats/byte (\(f(r.valBitsPerByte)) bits/byte), rollbacks \(r.rollbacks)"
+      return "done: step \(r.step), \(r.tokens) tokens, \(f(r.seconds, 1)) s, val \(f(r.valLoss)) nats/byte (\(f(r.valBitsPerByte)) bits/byte), whole validation split \(f(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
     default:
       let elapsed = Date().timeIntervalSince(start)
       var eta: Double?

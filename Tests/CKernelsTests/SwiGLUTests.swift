@@ -44,6 +44,29 @@ struct SwiGLUTests {
     }
   }
 
+  /// The model runs the backward in place (dh == h: the saved pre-activations become their
+  /// gradient); every ISA must give exactly the out-of-place result, tails included.
+  @Test("in place (dh == h) equals out of place", arguments: shapes + [(3, 37)])
+  func inPlace(_ shape: (Int, Int)) throws {
+    let (N, F) = shape
+    var r = TestRandom(seed: UInt64(7 * N + F))
+    let ld = 2 * F + 3
+    let h = strided(r.floats(N * 2 * F, -4, 4), rows: N, cols: 2 * F, ld: ld)
+    let dout = r.floats(N * F)
+    for isa in ISA.supported {
+      var separate = [Float](repeating: 0, count: N * ld)
+      var inPlace = h
+      try withISA(isa) {
+        try KernelError.check(pk_swiglu_backward(&separate, Int64(ld), dout, Int64(F), h, Int64(ld), Int64(N), Int64(F)), "swiglu_backward")
+        try inPlace.withUnsafeMutableBufferPointer { p in
+          try KernelError.check(pk_swiglu_backward(p.baseAddress, Int64(ld), dout, Int64(F), p.baseAddress, Int64(ld), Int64(N), Int64(F)),
+                                "swiglu_backward")
+        }
+      }
+      #expect(bitwiseEqual(dense(separate, rows: N, cols: 2 * F, ld: ld), dense(inPlace, rows: N, cols: 2 * F, ld: ld)), "N\(N) F\(F) \(isa)")
+    }
+  }
+
   @Test("bit-identical across runs")
   func reproducible() throws {
     var r = TestRandom(seed: 5)

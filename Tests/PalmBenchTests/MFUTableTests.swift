@@ -27,6 +27,21 @@ private func measured(name: String = "tiny", remat: RematPolicy = .none) -> Meas
 }
 
 @Suite struct MFUTableTests {
+  /// "HFU full T" charges attention over the full T (PaLM's count): with no remat it is the model
+  /// FLOPs less the LayerNorm scales plus the flash backward's recomputed Q·Kᵀ; the executed HFU
+  /// charges the causal tiles only, so it is lower; full remat adds the forward of the blocks.
+  @Test func hfuFullTCountsAttentionAsPaLMDoes() {
+    let c = PalmConfig.tiny
+    let none = measured(remat: .none), full = measured(remat: .full)
+    let tps = 6347.0, peak = 522.7e9
+    let expected = tps * (6 * Double(c.parameterCount - (c.layers + 1) * c.dModel)
+                          + 14 * Double(c.layers * c.heads * c.headDim * c.seqLen)) / peak
+    #expect(abs(none.hfuFullT - expected) < 1e-12)
+    #expect(none.hfu < none.hfuFullT)
+    #expect(none.mfu < none.hfuFullT)
+    #expect(full.hfuFullT > none.hfuFullT)
+  }
+
   @Test func mfuIsAchievedOverPeak() {
     #expect(MFUTable.mfu(tokensPerSecond: 2, flopsPerToken: 3, peakFLOPs: 12) == 0.5)
     #expect(MFUTable.mfu(tokensPerSecond: 0, flopsPerToken: 3, peakFLOPs: 12) == 0)
