@@ -268,6 +268,31 @@ public struct BatchSampler: Sendable {
     return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
   }
 
+  /// `windows` validation windows spread evenly over the whole split (window i·count/windows for
+  /// i in 0..<windows), in batches of `batchSize` (the last may be shorter): the same every time.
+  /// A periodic evaluation on a sample of the split should not see only its first part, whose
+  /// text may be easier or harder than the rest.
+  public func spreadValidationBatches(windows: Int) -> [Batch] {
+    let count = dataset.validationWindowCount, w = min(max(windows, 0), count)
+    guard w > 0 else { return [] }
+    let t = dataset.sequenceLength
+    let picks = (0..<w).map { $0 * count / w }
+    return stride(from: 0, to: w, by: batchSize).map { first in
+      let rows = min(batchSize, w - first)
+      var inputs = [Int32](repeating: 0, count: rows * t)
+      var targets = [Int32](repeating: 0, count: rows * t)
+      inputs.withUnsafeMutableBufferPointer { inp in
+        targets.withUnsafeMutableBufferPointer { tgt in
+          for r in 0..<rows {
+            dataset.copyWindow(start: dataset.trainCount + picks[first + r] * t,
+                               inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
+          }
+        }
+      }
+      return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
+    }
+  }
+
   /// All validation batches (up to `maxWindows` windows), in order: the same every time.
   public func validationBatches(maxWindows: Int = Int.max) -> [Batch] {
     let windows = min(dataset.validationWindowCount, maxWindows)

@@ -81,7 +81,7 @@ public final class Trainer: @unchecked Sendable {
     if windows > 0 {
       let eb = min(c.batch, windows)
       evalModel = try Model(config: c, remat: .full, batch: eb, seed: options.seed)
-      evalBatches = BatchSampler(dataset: dataset, batchSize: eb, seed: 0).validationBatches(maxWindows: windows / eb * eb)
+      evalBatches = BatchSampler(dataset: dataset, batchSize: eb, seed: 0).spreadValidationBatches(windows: windows / eb * eb)
     } else {
       evalModel = nil
       evalBatches = []
@@ -175,8 +175,8 @@ public final class Trainer: @unchecked Sendable {
 
   // MARK: - Evaluation
 
-  /// Mean validation cross-entropy (nats per byte) over the fixed validation windows; nil without
-  /// a validation part.
+  /// Mean validation cross-entropy (nats per byte) over the fixed validation windows (spread evenly
+  /// over the split); nil without a validation part.
   public func evaluate() throws -> Double? {
     try evaluate(evalBatches)
   }

@@ -56,7 +56,7 @@ struct Train: ParsableCommand {
   var weightDecay: Float = 0.1
   @Option(help: "Validate every N updates (0: only at the end).")
   var evalEvery: Int = 50
-  @Option(help: "Validation windows of seq-len bytes per evaluation (fixed, from the start of the split).")
+  @Option(help: "Validation windows of seq-len bytes per evaluation (fixed, spread evenly over the split; the end of the run also evaluates the whole split).")
   var evalWindows: Int = 64
   @Option(help: "Checkpoint directory (step_XXXXXXXX/ with model.safetensors, optimizer.safetensors, manifest.json).")
   var checkpointDir: String?

@@ -143,6 +143,15 @@ struct TokenDatasetTests {
     #expect(batches[1].targets.last == Int32(bytes[900 + 6 * 16]))
     #expect(s.validationBatches(maxWindows: 5).map(\.batchSize) == [4, 1])
     #expect(s.validationBatch(firstWindow: 6) == nil)
+    // Spread: 3 of the 6 windows are 0, 2, 4; all 6 are the split in order; more than 6 caps at 6.
+    let spread = s.spreadValidationBatches(windows: 3)
+    #expect(spread.map(\.batchSize) == [3])
+    let firstTokens: [Int32] = (0..<3).map { spread[0].inputs[$0 * 16] }
+    let expected: [Int32] = [0, 2, 4].map { (w: Int) -> Int32 in Int32(bytes[900 + w * 16]) }
+    #expect(firstTokens == expected)
+    #expect(s.spreadValidationBatches(windows: 6) == batches)
+    #expect(s.spreadValidationBatches(windows: 99) == batches)
+    #expect(s.spreadValidationBatches(windows: 0).isEmpty)
   }
 
   @Test("The shared corpus loads (when present)", .enabled(if: TestData.tinyShakespeare != nil))
