@@ -99,8 +99,10 @@ double pk_now_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int g_count_flops = 0;
-static double g_flops = 0.0;
+/* Thread-local: a count covers the kernel calls made from the thread that enabled it, so tests
+ * and tools running kernels on other threads at the same time never add to it. */
+static _Thread_local int g_count_flops = 0;
+static _Thread_local double g_flops = 0.0;
 void pk_flops_count_enable(int enabled) { g_count_flops = enabled != 0; }
 int pk_flops_count_enabled(void) { return g_count_flops; }
 void pk_flops_add(double flops) { if (g_count_flops) g_flops += flops; }

@@ -54,8 +54,10 @@ void pk_aligned_free(void *p);
 
 /* FLOP counting mode (for checking the analytic hardware-FLOPs accounting): while enabled, every
  * kernel adds the floating-point operations it really executes (a multiply-add counts 2; only
- * matmul-class work and attention products, the terms of PaLM's formula, are counted). The counter
- * is per thread-team-safe: kernels add once per call from the calling thread, never inside loops. */
+ * matmul-class work and attention products, the terms of PaLM's formula, are counted). Switch,
+ * counter and reset are per calling thread: kernels add once per call from the thread that called
+ * them (never inside their OpenMP loops), so a count covers exactly the calls made from the thread
+ * that enabled it, whatever other threads run meanwhile. */
 void pk_flops_count_enable(int enabled);
 int pk_flops_count_enabled(void);
 void pk_flops_add(double flops);

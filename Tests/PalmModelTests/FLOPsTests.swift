@@ -121,9 +121,9 @@ private func significant(_ x: Double, _ digits: Int = 3) -> Double {
   }
 
   /// The judge of the attention terms: pk_attention_forward/backward count the products they
-  /// execute (pk_flops); the analytic count must equal it exactly. The counter is process-global
-  /// and other suites may run kernels meanwhile (that only adds), so each shape is tried up to five
-  /// times and must match exactly at least once.
+  /// execute (pk_flops); the analytic count must equal it exactly. (The counter is per thread, so
+  /// suites running kernels meanwhile cannot add to it; the loop only guards against a regression
+  /// to a process-global counter making this test flaky instead of failing clearly.)
   @Test(arguments: [(1, 1, 1, 2), (2, 37, 3, 8), (1, 130, 4, 8), (1, 50, 200, 2), (3, 65, 5, 4)])
   func attentionCountMatchesTheKernelCounter(b: Int, t: Int, h: Int, q: Int) throws {
     let c = PalmConfig(dModel: h * q, layers: 1, heads: h, headDim: q, dFF: 1, vocab: 1, seqLen: t, batch: b)
@@ -165,9 +165,8 @@ private func significant(_ x: Double, _ digits: Int = 3) -> Double {
   /// The bar of issue 6: the FLOPs the kernels execute in one whole training step (pk_sgemm and
   /// the attention kernel count what they run when pk_flops counting is on) agree with the
   /// analytic hardware count within 2%, for tiny and small under every remat policy. One sequence
-  /// per step keeps it fast; per-token counts do not depend on the batch. Other suites may run
-  /// kernels meanwhile (that only adds to the global counter), so the smallest of up to three
-  /// counts is judged.
+  /// per step keeps it fast; per-token counts do not depend on the batch. The counter is per
+  /// thread: kernels other suites run meanwhile on other threads do not reach it.
   @Test(arguments: [PalmConfig.tiny, .small])
   func wholeStepCountMatchesTheAnalyticHardwareFLOPs(config: PalmConfig) throws {
     for remat in RematPolicy.allCases {
@@ -176,18 +175,13 @@ private func significant(_ x: Double, _ digits: Int = 3) -> Double {
       let tokens = (0..<t).map { Int32(($0 * 37) % config.vocab) }
       let targets = (0..<t).map { Int32(($0 * 53 + 1) % config.vocab) }
       let analytic = FLOPs.hardwarePerToken(config, remat: remat) * Double(t)
-      var smallest = Double.infinity
-      for _ in 0..<3 {
-        m.gradients.zero()
-        pk_flops_reset()
-        pk_flops_count_enable(1)
-        _ = try m.forwardBackward(tokens: tokens, targets: targets)
-        pk_flops_count_enable(0)
-        smallest = min(smallest, pk_flops_counted())
-        if abs(smallest / analytic - 1) <= 0.02 { break }
-      }
-      #expect(abs(smallest / analytic - 1) <= 0.02,
-              "\(config.name) \(remat): counted \(smallest), analytic \(analytic)")
+      m.gradients.zero()
+      pk_flops_reset()
+      pk_flops_count_enable(1)
+      _ = try m.forwardBackward(tokens: tokens, targets: targets)
+      pk_flops_count_enable(0)
+      let counted = pk_flops_counted()
+      #expect(abs(counted / analytic - 1) <= 0.02, "\(config.name) \(remat): counted \(counted), analytic \(analytic)")
     }
   }
 }
