@@ -4,8 +4,11 @@
 //   (remat)  full: h, mean, rstd, proj, ctx, lse, g recomputed;  selective: h, mean, rstd, g
 //            recomputed and the saved context copied back beside g, so every policy then runs the
 //            same kernels on the same values (the gradients are bit-identical across policies)
-//   dcg     = dx · w_outᵀ                      (NT)      d[ctx | g]
-//   dw_out += [ctx | g]ᵀ · dx                  (TN, beta 1)
+//   (dropout p > 0)  db = mask ⊙ dx / (1 − p), into the block's output buffer x_{i+1} (dead:
+//            block i+1's backward is done); the mask is regenerated from the step's key, never
+//            stored; else db = dx
+//   dcg     = db · w_outᵀ                      (NT)      d[ctx | g]
+//   dw_out += [ctx | g]ᵀ · db                  (TN, beta 1)
 //   dproj   = [Attn_bwd(dctx) | SwiGLU_bwd(dg)]  (in the proj buffer: SwiGLU in place, dqkv copied)
 //   dw_in  += hᵀ · dproj                       (TN, beta 1)
 //   dh      = dproj · w_inᵀ                    (NT, into the h buffer)
@@ -18,7 +21,7 @@ import PalmTensor
 extension Model {
   /// Backward of the head already ran (`head(backward: true)` left dlogits in `logits`); this does
   /// the output projection, the final LayerNorm, the blocks and the embedding.
-  func backwardLayers(tokens: UnsafePointer<Int32>) throws {
+  func backwardLayers(tokens: UnsafePointer<Int32>, dropout key: DropoutKey?) throws {
     let v = config.vocab
     let scale = 1 / Float(d).squareRoot()
     let dEmbed = gradients.embed.pointer
@@ -32,23 +35,38 @@ extension Model {
                             headX.pointer, Int64(d), headMean.pointer, headRstd.pointer,
                             parameters.lnFinalScale.pointer, Int64(n), Int64(d)), "layernorm_backward")
     for i in stride(from: config.layers - 1, through: 0, by: -1) {
-      try blockBackward(layerBuffers[i], parameters.layers[i], gradients.layers[i])
+      try blockBackward(i, layerBuffers[i], parameters.layers[i], gradients.layers[i], dropout: key)
+    }
+    if let key, dropout.embedding > 0 {
+      try KernelError.check(
+        pk_dropout_backward(dx.pointer, dx.pointer, Int64(n * d), dropout.embedding, key.seed,
+                            DropoutKey.embeddingStream, Int64(key.tokenOffset * d)), "dropout_backward")
     }
     try KernelError.check(
       pk_embedding_backward(dEmbed, dx.pointer, Int64(d), tokens, 1, Int64(n), Int64(v), Int64(d)),
       "embedding_backward")
   }
 
-  func blockBackward(_ L: LayerBuffers, _ W: LayerParameters, _ G: LayerParameters) throws {
+  func blockBackward(_ i: Int, _ L: LayerBuffers, _ W: LayerParameters, _ G: LayerParameters,
+                     dropout key: DropoutKey?) throws {
     switch remat {
     case .none: break
     case .selective: try blockForward(L, W, attention: false)
     case .full: try blockForward(L, W, attention: true)
     }
-    // d[ctx | g] = dx · w_outᵀ
-    try gemm(.nt, n, cout, d, 1, dx.pointer, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
-    // d w_out += [ctx | g]ᵀ · dx
-    try gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, dx.pointer, d, 1, G.wOut.pointer, d)
+    // The branch's gradient: dx, or dx through the layer's dropout mask, written into x_{i+1}
+    // (the next block's saved input, or the head's: read by backward passes that already ran).
+    var db = UnsafePointer(dx.pointer)
+    if let key, dropout.residual > 0 {
+      try KernelError.check(
+        pk_dropout_backward(L.xNext.pointer, dx.pointer, Int64(n * d), dropout.residual, key.seed,
+                            DropoutKey.residualStream(layer: i), Int64(key.tokenOffset * d)), "dropout_backward")
+      db = UnsafePointer(L.xNext.pointer)
+    }
+    // d[ctx | g] = db · w_outᵀ
+    try gemm(.nt, n, cout, d, 1, db, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
+    // d w_out += [ctx | g]ᵀ · db
+    try gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, db, d, 1, G.wOut.pointer, d)
     // dproj = [dqkv | dgate_up] is built IN the proj buffer, which is dead after this layer's
     // backward (saves an (N, C_in) buffer, the plan's largest): the SwiGLU backward runs in place
     // on the gate_up columns, the attention backward (which reads q, k, v across rows) writes a

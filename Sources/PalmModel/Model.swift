@@ -4,6 +4,8 @@
 // Per layer (PaLM §2, the parallel formulation with ONE LayerNorm):
 //   h = LN(x);  [qkv | gate_up] = h · w_in;  ctx = Attn(qkv);  g = SwiGLU(gate_up)
 //   x ← x + [ctx | g] · w_out            (one GEMM with beta = 1 into the residual)
+//   with dropout p > 0 (Dropout.swift):   x ← x + mask ⊙ ([ctx | g] · w_out) / (1 − p)
+//                                         (the GEMM with beta = 0, then pk_dropout_add)
 // then logits = LN_f(x) · embedᵀ / √d and softmax cross-entropy + z-loss (1e-4 · lse²), mean over
 // tokens. The backward is in Model+Backward.swift; what it recomputes depends on RematPolicy.
 // Reference: llm.c train_gpt2.c (explicit forward/backward, malloc_and_point).
@@ -53,6 +55,9 @@ public final class Model: @unchecked Sendable {
   public let plan: MemoryPlan
   /// The activation arena, exactly `plan.totalFloats` floats, carved once at init.
   public let arena: Arena
+  /// Dropout of `forwardBackward` (never of `forward`); `.off` by default. Needs no memory: the
+  /// backward regenerates the masks (Dropout.swift).
+  public private(set) var dropout: Dropout
 
   /// z-loss coefficient (PaLM §5).
   public static let zLossCoefficient: Float = PK_XENT_ZLOSS
@@ -76,13 +81,16 @@ public final class Model: @unchecked Sendable {
 
   /// Builds a model with PaLM-initialized parameters (`Parameters.initialize(seed:)`), zero
   /// gradients and an arena for `batch` × `seqLen` tokens (the config's by default).
-  /// - Throws: `PalmConfig.Invalid` for a bad config or batch/sequence size.
+  /// - Throws: `PalmConfig.Invalid` for a bad config or batch/sequence size, `Dropout.Invalid`
+  ///   for a rate outside [0, 1).
   public init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
-              seed: UInt64 = 0) throws {
+              seed: UInt64 = 0, dropout: Dropout = .off) throws {
     var c = config
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
     try c.validate()
+    try dropout.validate()
+    self.dropout = dropout
     self.config = c
     self.remat = remat
     self.batch = c.batch
@@ -109,6 +117,12 @@ public final class Model: @unchecked Sendable {
     }
   }
 
+  /// Changes the dropout rates of later steps. - Throws: `Dropout.Invalid` (nothing changed).
+  public func setDropout(_ dropout: Dropout) throws {
+    try dropout.validate()
+    self.dropout = dropout
+  }
+
   // MARK: - Sizes
 
   var n: Int { batch * seqLen }
@@ -123,26 +137,32 @@ public final class Model: @unchecked Sendable {
 
   /// Forward and backward over `tokens` and `targets` (each B·T ids in [0, V), row-major (B, T));
   /// ADDS the gradient of the mean (cross-entropy + z-loss) to `gradients`.
+  /// - Parameter dropoutKey: which masks `dropout` draws (ignored when dropout is off); the same key
+  ///   gives the same masks, so a training loop passes a new one each update
+  ///   (`DropoutKey.training(runSeed:update:microBatch:tokensPerMicroBatch:)`).
   /// - Returns: the step's losses (means over tokens).
   /// - Throws: `Model.InputError` for wrong counts or ids, `KernelError` from a kernel.
-  public func forwardBackward(tokens: [Int32], targets: [Int32]) throws -> StepLoss {
+  public func forwardBackward(tokens: [Int32], targets: [Int32],
+                              dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
     try check(tokens: tokens, targets: targets)
+    let key: DropoutKey? = dropout.isOff ? nil : dropoutKey
     return try tokens.withUnsafeBufferPointer { tok in
       try targets.withUnsafeBufferPointer { tgt in
-        try forwardLayers(tokens: tok.baseAddress!)
+        try forwardLayers(tokens: tok.baseAddress!, dropout: key)
         let loss = try head(targets: tgt.baseAddress!, backward: true)
-        try backwardLayers(tokens: tok.baseAddress!)
+        try backwardLayers(tokens: tok.baseAddress!, dropout: key)
         return loss
       }
     }
   }
 
-  /// The forward pass only (evaluation): losses, no gradients. The logits stay in the arena.
+  /// The forward pass only (evaluation): losses, no gradients, never dropout. The logits stay in
+  /// the arena.
   public func forward(tokens: [Int32], targets: [Int32]) throws -> StepLoss {
     try check(tokens: tokens, targets: targets)
     return try tokens.withUnsafeBufferPointer { tok in
       try targets.withUnsafeBufferPointer { tgt in
-        try forwardLayers(tokens: tok.baseAddress!)
+        try forwardLayers(tokens: tok.baseAddress!, dropout: nil)
         return try head(targets: tgt.baseAddress!, backward: false)
       }
     }
@@ -165,16 +185,31 @@ public final class Model: @unchecked Sendable {
 
   // MARK: - Forward
 
-  func forwardLayers(tokens: UnsafePointer<Int32>) throws {
+  /// The embedding and every block; with a `dropout` key, the active rates of `self.dropout`.
+  func forwardLayers(tokens: UnsafePointer<Int32>, dropout key: DropoutKey?) throws {
     try KernelError.check(
       pk_embedding_forward(layerBuffers[0].x.pointer, Int64(d), tokens, parameters.embed.pointer, 1,
                            Int64(n), Int64(config.vocab), Int64(d)), "embedding_forward")
+    if let key, dropout.embedding > 0 {
+      let x0 = layerBuffers[0].x.pointer
+      try KernelError.check(
+        pk_dropout_forward(x0, x0, Int64(n * d), dropout.embedding, key.seed, DropoutKey.embeddingStream,
+                           Int64(key.tokenOffset * d)), "dropout_forward")
+    }
     for i in 0..<config.layers {
       let L = layerBuffers[i], W = parameters.layers[i]
       try blockForward(L, W, attention: true)
-      // x_next = x + [ctx | g] · w_out
-      L.xNext.copy(from: L.x)
-      try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
+      if let key, dropout.residual > 0 {
+        // x_next = x + mask ⊙ ([ctx | g] · w_out) / (1 − p)
+        try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 0, L.xNext.pointer, d)
+        try KernelError.check(
+          pk_dropout_add(L.xNext.pointer, L.x.pointer, L.xNext.pointer, Int64(n * d), dropout.residual, key.seed,
+                         DropoutKey.residualStream(layer: i), Int64(key.tokenOffset * d)), "dropout_add")
+      } else {
+        // x_next = x + [ctx | g] · w_out
+        L.xNext.copy(from: L.x)
+        try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
+      }
     }
   }
 

@@ -106,11 +106,14 @@ public final class ShardedTrainer: @unchecked Sendable {
   var n: Int { localBatch * seqLen }
   var d: Int { layout.d }
 
-  /// Checks everything (mesh divides heads, d_ff, d_model and the batch; AdamW) BEFORE any
-  /// allocation or communication, then allocates this rank's shards, buffers and optimizer state.
+  /// Checks everything (mesh divides heads, d_ff, d_model and the batch; AdamW; no dropout) BEFORE
+  /// any allocation or communication, then allocates this rank's shards, buffers and optimizer state.
   /// - Throws: `MeshError`, `PalmConfig.Invalid`, `OptimizerError`.
   public init(config: PalmConfig, mesh: Mesh, batch: Int, seqLen: Int? = nil,
-              optimizer settings: OptimizerSettings, clipNorm: Double? = 1.0) throws {
+              optimizer settings: OptimizerSettings, clipNorm: Double? = 1.0, dropout: Dropout = .off) throws {
+    if !dropout.isOff {
+      throw MeshError("the sharded trainer does not support dropout (got \(dropout)); train without --dropout or on one process")
+    }
     var c = config
     c.batch = batch
     if let seqLen { c.seqLen = seqLen }

@@ -35,8 +35,10 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   public var schedule: LearningRateSchedule?
   /// Data position: the sampler's seed and next step.
   public var sampler: SamplerState?
-  /// Any other generator seed the run uses (initialization, dropout-free sampling...).
+  /// Any other generator seed the run uses (initialization, data order, dropout masks).
   public var rngSeed: UInt64?
+  /// Dropout rates of the run (absent in older manifests: none).
+  public var dropout: Dropout?
   /// A summary such as {"loss": 1.91, "val_loss": 1.95, "tokens": 4.1e6}.
   public var metrics: [String: Double]
   /// ISO 8601, UTC.
@@ -56,11 +58,12 @@ public struct CheckpointContents {
   public var schedule: LearningRateSchedule?
   public var sampler: SamplerState?
   public var rngSeed: UInt64?
+  public var dropout: Dropout?
   public var metrics: [String: Double]
 
   public init(step: Int, config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil,
               schedule: LearningRateSchedule? = nil, sampler: SamplerState? = nil, rngSeed: UInt64? = nil,
-              metrics: [String: Double] = [:]) {
+              dropout: Dropout? = nil, metrics: [String: Double] = [:]) {
     self.step = step
     self.config = config
     self.parameters = parameters
@@ -68,6 +71,7 @@ public struct CheckpointContents {
     self.schedule = schedule
     self.sampler = sampler
     self.rngSeed = rngSeed
+    self.dropout = dropout
     self.metrics = metrics
   }
 }
@@ -202,7 +206,7 @@ public struct CheckpointStore: Sendable {
       let manifest = CheckpointManifest(
         formatVersion: CheckpointManifest.currentFormatVersion, step: contents.step, config: contents.config,
         optimizer: contents.optimizer?.settings, optimizerStep: contents.optimizer?.step, schedule: contents.schedule,
-        sampler: contents.sampler, rngSeed: contents.rngSeed, metrics: contents.metrics,
+        sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, metrics: contents.metrics,
         createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
       try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))
       try AtomicFile.syncDirectory(tmp)

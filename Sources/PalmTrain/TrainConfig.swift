@@ -88,8 +88,11 @@ public struct TrainOptions: Sendable {
   public var learningRate: LearningRateDriver = .steps(.constant(2e-3))
   /// Global gradient-norm clip (PaLM: 1.0); <= 0 disables.
   public var clipNorm: Double = 1.0
-  /// Parameter initialization and data-order seed.
+  /// Parameter initialization and data-order seed (and, with the update number, the dropout masks').
   public var seed: UInt64 = 0
+  /// Inverted-dropout rates (Model.swift, Dropout.swift). nil: none on a new run, and on `resume()`
+  /// the rates recorded in the checkpoint; given: a resume from a checkpoint with other rates fails.
+  public var dropout: Dropout?
   /// Validation every N updates (0: only at the end).
   public var evalEvery: Int = 50
   /// At most this many fixed validation windows of T tokens per evaluation.
@@ -117,6 +120,9 @@ public struct TrainOptions: Sendable {
     if maxSteps == nil && timeBudget == nil { throw TrainError.badOptions("give a step count or a time budget") }
     if evalEvery < 0 || checkpointEvery < 0 { throw TrainError.badOptions("--eval-every and --checkpoint-every must be >= 0") }
     if evalWindows < 1 { throw TrainError.badOptions("eval windows must be at least 1") }
+    if let d = dropout {
+      do { try d.validate() } catch let e as Dropout.Invalid { throw TrainError.badOptions(e.message) }
+    }
     if case .steps(let s) = learningRate {
       do { try s.validate() } catch let e as OptimizerError { throw TrainError.badOptions(e.message) }
     }

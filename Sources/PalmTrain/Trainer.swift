@@ -4,7 +4,10 @@
 // end; PaLM's loss-spike remedy (§5.1; rule in TrainConfig.swift SpikePolicy); metrics records
 // (Metrics.swift, docs/FORMATS.md). Bit-exact on resume at a fixed thread count and ISA: every
 // input of an update (parameters, moments, optimizer step, sampler position) is in the checkpoint.
-// Dropout is NOT available: the model (PalmModel/Model.swift) has no dropout, as PaLM trained.
+// Optional dropout (off by default, as PaLM trained): the masks of update k, micro-batch j come from
+// DropoutKey.training(runSeed: seed, update: k, microBatch: j, ...) (PalmModel/Dropout.swift), so
+// they depend only on checkpointed state; the rates are recorded in the manifest; evaluation never
+// drops out.
 // Reference: llm.c train_gpt2.c main loop; nanoGPT train.py (accumulation, eval, checkpoints).
 
 import CKernels
@@ -24,6 +27,8 @@ import PalmTensor
 public final class Trainer: @unchecked Sendable {
   public let options: TrainOptions
   public let model: Model
+  /// The dropout rates of the updates: `options.dropout`, or after `resume()` the checkpoint's.
+  public var dropout: Dropout { model.dropout }
   public let dataset: TokenDataset
   public let optimizer: Optimizer
   /// Draws microBatches · batch rows per update (split into micro-batches in order).
@@ -66,7 +71,7 @@ public final class Trainer: @unchecked Sendable {
     self.options = options
     self.dataset = dataset
     let c = options.config
-    model = try Model(config: c, remat: options.remat, seed: options.seed)
+    model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off)
     optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
     sampler = BatchSampler(dataset: dataset, batchSize: options.microBatches * c.batch, seed: options.seed)
     if let dir = options.checkpointDirectory {
@@ -124,6 +129,12 @@ public final class Trainer: @unchecked Sendable {
   }
 
   private func restore(_ ck: LoadedCheckpoint, resetClock: Bool) throws {
+    // Dropout rates: the checkpoint's, unless the options ask for others (then nothing is changed).
+    let saved = ck.manifest.dropout ?? .off
+    if let wanted = options.dropout, wanted != saved {
+      throw TrainError.checkpoint("checkpoint \(ck.path) was trained with dropout \(saved), this run asks for \(wanted) (omit --dropout to continue with the checkpoint's)")
+    }
+    do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
     do {
       try ck.restore(config: model.config, parameters: model.parameters.named, optimizer: optimizer)
     } catch let e as CheckpointError {
@@ -136,6 +147,7 @@ public final class Trainer: @unchecked Sendable {
     guard let s = ck.manifest.sampler else {
       throw TrainError.checkpoint("checkpoint \(ck.path) has no data position (sampler state)")
     }
+    if saved != model.dropout { try model.setDropout(saved) }  // validated above
     let m = ck.manifest.metrics
     sampler.state = s
     step = ck.manifest.step
@@ -165,7 +177,7 @@ public final class Trainer: @unchecked Sendable {
     do {
       let path = try store.save(CheckpointContents(
         step: step, config: model.config, parameters: model.parameters.named, optimizer: optimizer,
-        schedule: schedule, sampler: sampler.state, rngSeed: options.seed, metrics: m))
+        schedule: schedule, sampler: sampler.state, rngSeed: options.seed, dropout: model.dropout, metrics: m))
       lastCheckpointStep = step
       return path
     } catch let e as CheckpointError {
@@ -240,11 +252,13 @@ public final class Trainer: @unchecked Sendable {
     var lossSum = 0.0, ceSum = 0.0
     for j in 0..<k {
       let l: StepLoss
+      let key = DropoutKey.training(runSeed: options.seed, update: step + 1, microBatch: j,
+                                    tokensPerMicroBatch: rowTokens)
       if k == 1 {
-        l = try model.forwardBackward(tokens: batch.inputs, targets: batch.targets)
+        l = try model.forwardBackward(tokens: batch.inputs, targets: batch.targets, dropoutKey: key)
       } else {
         let r = j * rowTokens..<(j + 1) * rowTokens
-        l = try model.forwardBackward(tokens: Array(batch.inputs[r]), targets: Array(batch.targets[r]))
+        l = try model.forwardBackward(tokens: Array(batch.inputs[r]), targets: Array(batch.targets[r]), dropoutKey: key)
       }
       lossSum += Double(l.total)
       ceSum += Double(l.crossEntropy)

@@ -124,13 +124,18 @@ public struct ReferenceModel {
   }
 
   /// Loss and (with `gradients`) every parameter gradient for `tokens`/`targets` (B·T each).
+  /// Dropout, when given, as fixed multipliers (0 or 1/(1 − p), (B·T·d) each, e.g. from
+  /// `DropoutReference.multipliers`): `embeddingMask` on the embedding output, `residualMasks[l]`
+  /// on layer l's branch output [ctx | g] · w_out before the residual add.
   public func run(tokens: [Int32], targets: [Int32], batch B: Int, seqLen T: Int,
-                  gradients wantGrads: Bool = true) -> Output {
+                  gradients wantGrads: Bool = true, embeddingMask: [Double]? = nil,
+                  residualMasks: [[Double]]? = nil) -> Output {
     let c = config, d = c.dModel, H = c.heads, Q = c.headDim, F = c.dFF, V = c.vocab
     let N = B * T, HQ = H * Q, P = HQ + 2 * Q, Cin = P + 2 * F, Cout = HQ + F
     let E = weights["embed"]!
     var x = [Double](repeating: 0, count: N * d)
     for i in 0..<N { for j in 0..<d { x[i * d + j] = E[Int(tokens[i]) * d + j] } }
+    if let m = embeddingMask { for e in 0..<(N * d) { x[e] *= m[e] } }
     var caches: [LayerCache] = []
     let sq = 1 / Double(Q).squareRoot()
     for l in 0..<c.layers {
@@ -175,7 +180,11 @@ public struct ReferenceModel {
       } }
       caches.append(LayerCache(x: x, h: h, xhat: xhat, rstd: rstd, proj: proj, qr: qr, kr: kr, p: probs, cg: cg))
       let y = ReferenceModel.matmul(cg, wOut, N, Cout, d)
-      for e in 0..<(N * d) { x[e] += y[e] }
+      if let m = residualMasks?[l] {
+        for e in 0..<(N * d) { x[e] += y[e] * m[e] }
+      } else {
+        for e in 0..<(N * d) { x[e] += y[e] }
+      }
     }
     let lnf = weights["ln_f.scale"]!
     let (hf, xhatf, rstdf) = layerNorm(x, lnf, rows: N, dim: d)
@@ -216,8 +225,10 @@ public struct ReferenceModel {
       let C = caches[l]
       let scale = weights["layers.\(l).ln.scale"]!, wIn = weights["layers.\(l).w_in"]!
       let wOut = weights["layers.\(l).w_out"]!
-      let dcg = ReferenceModel.matmulNT(dx, wOut, N, d, Cout)
-      grads["layers.\(l).w_out"] = ReferenceModel.matmulTN(C.cg, dx, N, Cout, d)
+      var dy = dx  // the branch output's gradient: dx through the layer's dropout multipliers
+      if let m = residualMasks?[l] { for e in 0..<(N * d) { dy[e] *= m[e] } }
+      let dcg = ReferenceModel.matmulNT(dy, wOut, N, d, Cout)
+      grads["layers.\(l).w_out"] = ReferenceModel.matmulTN(C.cg, dy, N, Cout, d)
       var dproj = [Double](repeating: 0, count: N * Cin)
       // SwiGLU
       for i in 0..<N { for f in 0..<F {
@@ -269,6 +280,7 @@ public struct ReferenceModel {
       grads["layers.\(l).ln.scale"] = dscale
       for e in 0..<(N * d) { dx[e] += dxl[e] }
     }
+    if let m = embeddingMask { for e in 0..<(N * d) { dx[e] *= m[e] } }
     for i in 0..<N { for j in 0..<d { dE[Int(tokens[i]) * d + j] += dx[i * d + j] } }
     grads["embed"] = dE
     out.gradients = grads

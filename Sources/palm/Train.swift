@@ -15,7 +15,7 @@ struct Train: ParsableCommand {
 
       MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else this machine's FMA peak measured at start-up by the `palm peak` probe (about 0.2 s).
 
-      Dropout is not available (the model has none, as PaLM). A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
+      --dropout P (default 0, as PaLM) drops out each block's residual branch and the embedding output during training (never in validation or sampling); masks are recomputed from the seed and update number, so --resume stays bit-exact and uses the checkpoint's rate. A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
 
       Examples:
         palm train --config shakespeare --data tinyshakespeare.txt --time-budget 600
@@ -54,6 +54,10 @@ struct Train: ParsableCommand {
   var constantSteps: Int = 1000
   @Option(help: "AdamW decoupled weight decay.")
   var weightDecay: Float = 0.1
+  @Option(help: "Dropout rate in [0, 1) on each block's residual branch and the embedding output (default 0; with --resume: the checkpoint's).")
+  var dropout: Float?
+  @Option(help: "Dropout rate on the embedding output alone (default: --dropout).")
+  var embeddingDropout: Float?
   @Option(help: "Validate every N updates (0: only at the end).")
   var evalEvery: Int = 50
   @Option(help: "Validation windows of seq-len bytes per evaluation (fixed, spread evenly over the split; the end of the run also evaluates the whole split).")
@@ -122,6 +126,9 @@ struct Train: ParsableCommand {
     o.maxSteps = steps
     o.timeBudget = timeBudget
     o.seed = seed
+    if dropout != nil || embeddingDropout != nil {
+      o.dropout = Dropout(residual: dropout ?? 0, embedding: embeddingDropout ?? dropout ?? 0)
+    }
     o.evalEvery = evalEvery
     o.evalWindows = evalWindows
     o.checkpointDirectory = checkpointDir
@@ -162,6 +169,7 @@ struct Train: ParsableCommand {
           + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, \(Threads.count) threads, "
           + "\(o.optimizer.kind), remat \(remat); data \(dataset.trainCount) train / \(dataset.validationCount) val bytes; "
           + "peak \(peakFLOPS.map { String(format: "%.1f GFLOP/s", $0 / 1e9) } ?? "-") (\(peakSource))")
+    if !trainer.dropout.isOff { Train.say("dropout: \(trainer.dropout)") }
     let budgetStart = Date()
     let stepsAtStart = trainer.step
     trainer.onRecord = { r in

@@ -299,3 +299,95 @@ struct TrainerTests {
     }
   }
 }
+
+@Suite("Trainer dropout")
+struct TrainerDropoutTests {
+  static let rates = Dropout(residual: 0.2, embedding: 0.1)
+
+  @Test("dropout: N steps == k steps + resume + N-k steps, bit for bit; resume uses the checkpoint's rates")
+  func resumeIsBitExactWithDropout() throws {
+    try withThreads(2) {
+      let data = try dataset()
+      let n = 6, k = 3
+      var o = options(steps: n)
+      o.dropout = TrainerDropoutTests.rates
+      let full = try Trainer(options: o, dataset: data)
+      _ = try full.run()
+      // Not vacuous: dropout changes the losses.
+      let plain = try Trainer(options: options(steps: n), dataset: data)
+      _ = try plain.run()
+      #expect(stepLosses(plain) != stepLosses(full))
+
+      let dir = try tempDir("resume-dropout")
+      defer { try? FileManager.default.removeItem(atPath: dir) }
+      o.checkpointDirectory = dir
+      o.maxSteps = k
+      let firstRun = try Trainer(options: o, dataset: data)
+      _ = try firstRun.run()
+      let first = stepLosses(firstRun)
+      // The manifest records the rates.
+      let ck = try #require(CheckpointStore(directory: dir, warn: { _ in }).latest())
+      #expect(ck.manifest.dropout == TrainerDropoutTests.rates)
+      // Resume WITHOUT --dropout: the checkpoint's rates are used.
+      var resumed = o
+      resumed.maxSteps = n
+      resumed.dropout = nil
+      let second = try Trainer(options: resumed, dataset: data)
+      #expect(second.dropout == .off)
+      #expect(try second.resume() == k)
+      #expect(second.dropout == TrainerDropoutTests.rates)
+      _ = try second.run()
+      let want = stepLosses(full), got = first + stepLosses(second)
+      #expect(want.count == n && got.count == n)
+      #expect(want.map(\.bitPattern) == got.map(\.bitPattern), "losses \(want) vs \(got)")
+      #expect(full.model.parameters.flat.array.map(\.bitPattern) == second.model.parameters.flat.array.map(\.bitPattern))
+      // Resume asking for other rates: one clear line, nothing changed on disk.
+      let before = snapshot(dir)
+      var other = resumed
+      other.dropout = Dropout(residual: 0.5, embedding: 0.5)
+      #expect { try Trainer(options: other, dataset: data).resume() } throws: { e in
+        let s = "\(e)"
+        return s.contains("was trained with dropout") && !s.contains("\n")
+      }
+      #expect(snapshot(dir) == before)
+    }
+  }
+
+  @Test("dropout: k micro-batches of b give the update of one batch of k·b (the same masks)")
+  func gradientAccumulationWithDropout() throws {
+    try withThreads(2) {
+      let data = try dataset()
+      var o1 = options(steps: 1, batch: 4, micro: 1), o2 = options(steps: 1, batch: 2, micro: 2)
+      o1.clipNorm = 0; o2.clipNorm = 0
+      o1.dropout = Dropout(residual: 0.3, embedding: 0.3); o2.dropout = o1.dropout
+      let a = try Trainer(options: o1, dataset: data), b = try Trainer(options: o2, dataset: data)
+      try a.trainStep()
+      try b.trainStep()
+      let ga = a.model.gradients.flat.array, gb = b.model.gradients.flat.array
+      var maxErr: Float = 0, maxAbs: Float = 0
+      for (x, y) in zip(ga, gb) { maxErr = max(maxErr, abs(x - y)); maxAbs = max(maxAbs, abs(x)) }
+      #expect(maxErr <= 1e-5 * max(maxAbs, 1), "gradient max error \(maxErr) (max |g| \(maxAbs))")
+      #expect(abs(stepLosses(a)[0] - stepLosses(b)[0]) < 1e-5)
+    }
+  }
+
+  @Test("dropout: validation is unaffected; a bad rate is one clear error")
+  func evaluationAndBadRates() throws {
+    try withThreads(2) {
+      let data = try dataset()
+      var o = options(steps: 1)
+      o.dropout = Dropout(residual: 0.5, embedding: 0.5)
+      let dropped = try Trainer(options: o, dataset: data), plain = try Trainer(options: options(steps: 1), dataset: data)
+      let a = try #require(try dropped.evaluate()), b = try #require(try plain.evaluate())
+      #expect(a.bitPattern == b.bitPattern, "validation \(a) with dropout vs \(b) without")
+      for bad: Float in [1, -0.5, .nan] {
+        var ob = options(steps: 1)
+        ob.dropout = Dropout(residual: bad)
+        #expect { try Trainer(options: ob, dataset: data) } throws: { e in
+          let s = "\(e)"
+          return (e as? TrainError) != nil && s.contains("dropout must be in [0, 1)") && !s.contains("\n")
+        }
+      }
+    }
+  }
+}
