@@ -25,6 +25,14 @@ enum MeshCLI {
     return CLIError("\(error)")
   }
 
+  /// Fault drill for tests: PALM_FAULT_HANG=RANK:STEP makes that rank stop (sleep, no more MPI
+  /// calls) after that update, so the others must time out naming it (Tests/PalmParallelTests/MeshTrainTests.swift).
+  static var hangDrill: (rank: Int, step: Int)? {
+    guard let v = ProcessInfo.processInfo.environment["PALM_FAULT_HANG"] else { return nil }
+    let parts = v.split(separator: ":").compactMap { Int($0) }
+    return parts.count == 2 ? (parts[0], parts[1]) : nil
+  }
+
   /// True on the rank that prints results: rank 0 of an mpirun job, or the local process.
   static func isReporter(_ devices: DeviceBackend) -> Bool { devices == .local || (MPILaunch.worldRank ?? 0) == 0 }
 }

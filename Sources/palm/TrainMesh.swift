@@ -50,10 +50,15 @@ extension Train {
         var metrics: MetricsLog?
         if comm.rank == 0, let log { metrics = try MetricsLog(path: log, append: resume) }
         let rankMetrics = metrics
+        let hang = MeshCLI.hangDrill
         trainer.onRecord = { r in
           rankMetrics?.write(r)
           if r.type != "step" || r.valLoss != nil || r.checkpoint != nil || r.step % printEvery == 0 {
             Train.say(prefix + Train.meshLine(r))
+          }
+          if let hang, hang.rank == comm.rank, hang.step == r.step, r.type == "step" {
+            Train.say(prefix + "fault drill: hanging after step \(r.step)")
+            while true { sleep(3600) }
           }
         }
         let end = try trainer.run()

@@ -196,7 +196,8 @@ private let mpirunPath: String? = {
 
 /// Runs a program with a clean MPI environment and a deadline; returns (exit code, stdout + stderr).
 /// Polls for exit (Process.waitUntilExit can hang inside the test runner).
-private func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120) throws -> (Int32, String) {
+private func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120,
+                        environment extra: [String: String] = [:]) throws -> (Int32, String) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments
@@ -204,6 +205,7 @@ private func runProgram(_ executable: String, _ arguments: [String], deadline: D
     !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("OPAL_")
   }
   env["KMP_BLOCKTIME"] = "0"
+  env.merge(extra) { $1 }
   process.environment = env
   let log = FileManager.default.temporaryDirectory.appendingPathComponent("palm-cli-\(UUID().uuidString).log")
   _ = FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -311,5 +313,25 @@ struct MeshCLITests {
     let (bad, badOutput) = try runProgram(mpirunPath!, base + ["--mesh", "pod=4"], deadline: 60)
     #expect(bad != 0, "\(badOutput)")
     #expect(badOutput.components(separatedBy: "Error: mesh pod=4,data=1,model=1 has 4 devices").count == 2, "\(badOutput)")
+  }
+
+  @Test("mpirun -np 2: a rank that hangs after update 1 stops the job within the timeout, naming it; the checkpoint stays loadable",
+        .enabled(if: mpirunPath != nil, "needs mpirun"))
+  func mpirunHungTrainRank() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("mpi-hang")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let start = Date()
+    let (status, output) = try runProgram(
+      mpirunPath!, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!, "train",
+                    "--data", data, "--steps", "5", "--checkpoint-dir", dir, "--checkpoint-every", "1",
+                    "--mesh", "pod=2", "--comm-timeout", "3"] + tinyArguments,
+      deadline: 90, environment: ["PALM_FAULT_HANG": "1:1"])
+    #expect(status != 0 && status != -2, "exit \(status):\n\(output)")
+    #expect(output.contains("palm train [rank 0]: error:") && output.contains("rank 1"), "\(output)")
+    #expect(Date().timeIntervalSince(start) < 60)
+    let latest = CheckpointStore.latest(in: dir, warn: { _ in })
+    let ck = try #require(latest, "no loadable checkpoint:\n\(output)")
+    #expect(ck.manifest.step == 1)
   }
 }
