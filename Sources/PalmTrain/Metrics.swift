@@ -46,12 +46,18 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   public var resumedDataPosition: Int?
   /// Path of a checkpoint written after this update.
   public var checkpoint: String?
+  /// Mesh runs (`palm train --mesh`): bytes of gradient this rank put into the pod exchange, the
+  /// exchange's transfer time (seconds) and the fraction of it hidden behind the backward pass.
+  public var exchangeBytes: Int?
+  public var exchangeSeconds: Double?
+  public var exchangeHidden: Double?
 
   enum CodingKeys: String, CodingKey {
     case type, step, tokens, loss, lr, seconds, mfu, hfu, rollbacks, reason, checkpoint
     case crossEntropy = "cross_entropy", gradNorm = "grad_norm", stepSeconds = "step_seconds"
     case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb", valLossFull = "val_loss_full"
     case dataPosition = "data_position", restoredStep = "restored_step", resumedDataPosition = "resumed_data_position"
+    case exchangeBytes = "exchange_bytes", exchangeSeconds = "exchange_seconds", exchangeHidden = "exchange_hidden"
   }
 
   public init(type: String, step: Int, tokens: Int, seconds: Double, rollbacks: Int) {

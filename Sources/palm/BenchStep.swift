@@ -1,13 +1,20 @@
-// palm bench step: time the training step (forward + backward, no optimizer) of a preset.
+// palm bench step: time the training step (forward + backward, no optimizer) of a preset; with
+// --mesh, the sharded training step on a mesh (BenchStepMesh.swift).
 import ArgumentParser
 import Foundation
 import PalmBench
 import PalmModel
+import PalmParallel
 
 struct BenchStep: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "step",
-    abstract: "Time the training step (forward + backward, no optimizer) and report tokens/s and MFU.")
+    abstract: "Time the training step (forward + backward, no optimizer) and report tokens/s and MFU.",
+    discussion: """
+      With --mesh pod=P,data=D,model=M: times the sharded training step (forward, backward, pod exchange, AdamW update) on that mesh, on threads of this process (--devices local) or as the ranks of mpirun (--devices mpi, the default under mpirun; only rank 0 prints), with --threads-per-rank OpenMP threads per rank. Prints tokens/s and, per step, the bytes exchanged between pods, the exchange time and the fraction of it hidden behind the backward pass (rank 0's). --batch is the global batch.
+        palm bench step --config tiny --mesh pod=2 --devices local --threads-per-rank 1
+        mpirun --oversubscribe --bind-to none -np 2 palm bench step --config small --mesh pod=2 --threads-per-rank 1 --format json
+      """)
 
   @OptionGroup var compute: ComputeOptions
 
@@ -32,6 +39,21 @@ struct BenchStep: ParsableCommand {
   @Option(help: "Output format: text or json.")
   var format: OutputFormat = .text
 
+  @Option(help: "Tokens per sequence (default: the preset's).")
+  var seqLen: Int?
+
+  @Option(help: "Time the sharded step on a mesh pod=P,data=D,model=M (see below).")
+  var mesh: String?
+
+  @Option(help: "With --mesh: local (threads of this process) or mpi (the ranks of mpirun). Default: mpi under mpirun, else local.")
+  var devices: DeviceBackend?
+
+  @Option(help: "With --mesh: OpenMP threads per rank (default: --threads, else cores / ranks on this machine).")
+  var threadsPerRank: Int?
+
+  @Option(help: "With --mesh: seconds a collective may wait for the other ranks.")
+  var commTimeout: Double = 300
+
   func validate() throws {
     guard let c = PalmConfig.presets[config], c.parameterCount < 1 << 30 else {
       throw ValidationError("--config must be tiny or small (got \(config))")
@@ -41,12 +63,20 @@ struct BenchStep: ParsableCommand {
     }
     if steps < 1 || warmup < 0 { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
+    if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
+    if let t = threadsPerRank, t < 1 { throw ValidationError("--threads-per-rank must be at least 1") }
+    if mesh == nil && (devices != nil || threadsPerRank != nil) {
+      throw ValidationError("--devices and --threads-per-rank need --mesh")
+    }
+    if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
 
   func run() throws {
     try compute.apply()
+    if let mesh { return try runMesh(mesh) }
     var c = PalmConfig.presets[config]!
     if let batch { c.batch = batch }
+    if let seqLen { c.seqLen = seqLen }
     let r = try StepBench.run(config: c, remat: RematPolicy(rawValue: remat)!, warmup: warmup, steps: steps)
     if format == .json {
       print(try StepRuns.jsonLine(r, config: c, peakGFLOPs: try peak ?? BenchDefaults.peak.gflops(r.threads)))

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import PalmBench
 import PalmModel
+import PalmParallel
 import PalmTensor
 import PalmTrain
 
@@ -21,6 +22,10 @@ struct Train: ParsableCommand {
         palm train --config shakespeare --data tinyshakespeare.txt --time-budget 600
         palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --log m.jsonl --plot loss.svg
         palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --resume
+
+      Mesh (--mesh pod=P,data=D,model=M; docs/ARCHITECTURE-mesh.md): the model is sharded over model (heads and d_ff), its parameters and AdamW moments over data (FSDP), and pods exchange gradients once per update, overlapped with the backward pass. --batch is the GLOBAL batch (pod·data must divide it; model must divide heads, d_ff and d_model). --devices local runs the P·D·M devices as threads of this process; --devices mpi (the default under mpirun) makes every mpirun rank one device, and the mesh size must equal the number of ranks. --threads is then the OpenMP threads per device (default: cores / devices on this machine). Every rank prints its own lines, prefixed [rank r/N] (losses are global; step time and exchange are the rank's own); --log, --plot and checkpoints are written by rank 0 alone. Checkpoints are gathered to the single-device layout (parameters, AdamW moments, step, data position), so --resume, `palm sample` and a mesh of another shape all read them; the data file and --checkpoint-dir must be visible to every rank. With --mesh: AdamW only, no --micro-batches, no activation recomputation (--remat is ignored), no loss-spike rollback (a non-finite loss stops the run with an error; resume from the last checkpoint).
+        palm train --config tiny --data f.txt --steps 200 --mesh pod=1,data=2,model=2 --devices local --checkpoint-dir ck
+        mpirun --oversubscribe --bind-to none -np 2 palm train --config tiny --data f.txt --steps 200 --mesh pod=2,data=1,model=1 --threads 1
       """)
 
   @Option(help: "Preset: \(PalmConfig.presets.keys.sorted().joined(separator: ", ")).")
@@ -84,6 +89,12 @@ struct Train: ParsableCommand {
   var peakGflops: Double?
   @Option(help: "Without a terminal: print a line every N updates (and at each evaluation).")
   var printEvery: Int = 10
+  @Option(help: "Train on a device mesh pod=P,data=D,model=M (axes in any order, missing = 1); see below.")
+  var mesh: String?
+  @Option(help: "With --mesh: local (threads of this process) or mpi (the ranks of mpirun). Default: mpi under mpirun, else local.")
+  var devices: DeviceBackend?
+  @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them.")
+  var commTimeout: Double = 300
 
   func validate() throws {
     if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
@@ -94,62 +105,16 @@ struct Train: ParsableCommand {
       throw ValidationError("--schedule must be cosine, palm or constant")
     }
     if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+    if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
+    if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
 
   func run() throws {
     try compute.apply()
-    var cfg: PalmConfig
-    if let f = configFile {
-      guard let bytes = FileManager.default.contents(atPath: f) else { throw CLIError("cannot read config file \(f)") }
-      do { cfg = try JSONDecoder().decode(PalmConfig.self, from: bytes) } catch {
-        throw CLIError("config file \(f) is not a PalmConfig JSON: \(error)")
-      }
-    } else {
-      let name = config ?? "shakespeare"
-      guard let p = PalmConfig.presets[name] else {
-        throw CLIError("unknown config \(name); presets: \(PalmConfig.presets.keys.sorted().joined(separator: ", "))")
-      }
-      cfg = p
-    }
-    if let b = batch { cfg.batch = b }
-    if let t = seqLen { cfg.seqLen = t }
-    do { try cfg.validate() } catch { throw CLIError("\(error)") }
-    guard let dataPath = data ?? ProcessInfo.processInfo.environment["PALM_DATA"], !dataPath.isEmpty else {
-      throw CLIError("no data: give --data PATH or set PALM_DATA")
-    }
-    let dataset: TokenDataset
-    do { dataset = try TokenDataset(path: dataPath, sequenceLength: cfg.seqLen) } catch { throw CLIError("\(error)") }
-
-    var o = TrainOptions(config: cfg)
-    o.remat = RematPolicy(rawValue: remat)!
-    o.microBatches = microBatches
-    o.maxSteps = steps
-    o.timeBudget = timeBudget
-    o.seed = seed
-    if dropout != nil || embeddingDropout != nil {
-      o.dropout = Dropout(residual: dropout ?? 0, embedding: embeddingDropout ?? dropout ?? 0)
-    }
-    o.evalEvery = evalEvery
-    o.evalWindows = evalWindows
-    o.checkpointDirectory = checkpointDir
-    o.checkpointEvery = checkpointEvery
-    o.keepLast = keep
-    o.spikes.factor = spikeFactor
-    o.spikes.skipBatches = spikeSkip
-    let peak = optimizer == "adafactor" ? (lr ?? 1e-2) : (lr ?? 2e-3)
-    o.optimizer = optimizer == "adafactor" ? .adafactor(AdafactorSettings())
-                                            : .adamW(AdamWSettings(weightDecay: weightDecay))
-    switch schedule ?? (optimizer == "adafactor" ? "palm" : "cosine") {
-    case "palm": o.learningRate = .steps(.palm(peak: peak, constantSteps: constantSteps))
-    case "constant": o.learningRate = .steps(.constant(peak))
-    default:
-      if let s = steps {
-        o.learningRate = .steps(.warmupCosine(peak: peak, warmupSteps: min(warmup, max(s - 1, 0)),
-                                              totalSteps: max(s, 1), floor: peak / 10))
-      } else {
-        o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup, floor: peak / 10, budget: timeBudget!)
-      }
-    }
+    let cfg = try resolveConfig()
+    if let mesh { return try runMesh(cfg, meshText: mesh) }
+    let dataset = try openDataset(cfg)
+    var o = trainOptions(cfg)
     let (peakFLOPS, peakSource) = Train.resolvePeak(peakGflops)
     o.peakFLOPS = peakFLOPS
 
@@ -192,6 +157,70 @@ struct Train: ParsableCommand {
       Train.say("loss plot: \(plot)")
     }
     if let c = end.checkpoint { Train.say("checkpoint: \(c)") }
+  }
+
+  /// The model shape: the preset or config file, with --batch and --seq-len applied.
+  func resolveConfig() throws -> PalmConfig {
+    var cfg: PalmConfig
+    if let f = configFile {
+      guard let bytes = FileManager.default.contents(atPath: f) else { throw CLIError("cannot read config file \(f)") }
+      do { cfg = try JSONDecoder().decode(PalmConfig.self, from: bytes) } catch {
+        throw CLIError("config file \(f) is not a PalmConfig JSON: \(error)")
+      }
+    } else {
+      let name = config ?? "shakespeare"
+      guard let p = PalmConfig.presets[name] else {
+        throw CLIError("unknown config \(name); presets: \(PalmConfig.presets.keys.sorted().joined(separator: ", "))")
+      }
+      cfg = p
+    }
+    if let b = batch { cfg.batch = b }
+    if let t = seqLen { cfg.seqLen = t }
+    do { try cfg.validate() } catch { throw CLIError("\(error)") }
+    return cfg
+  }
+
+  /// The training data, as windows of the config's sequence length.
+  func openDataset(_ cfg: PalmConfig) throws -> TokenDataset {
+    guard let dataPath = data ?? ProcessInfo.processInfo.environment["PALM_DATA"], !dataPath.isEmpty else {
+      throw CLIError("no data: give --data PATH or set PALM_DATA")
+    }
+    do { return try TokenDataset(path: dataPath, sequenceLength: cfg.seqLen) } catch { throw CLIError("\(error)") }
+  }
+
+  /// The run's settings from the flags (the MFU peak is set by the caller).
+  func trainOptions(_ cfg: PalmConfig) -> TrainOptions {
+    var o = TrainOptions(config: cfg)
+    o.remat = RematPolicy(rawValue: remat)!
+    o.microBatches = microBatches
+    o.maxSteps = steps
+    o.timeBudget = timeBudget
+    o.seed = seed
+    if dropout != nil || embeddingDropout != nil {
+      o.dropout = Dropout(residual: dropout ?? 0, embedding: embeddingDropout ?? dropout ?? 0)
+    }
+    o.evalEvery = evalEvery
+    o.evalWindows = evalWindows
+    o.checkpointDirectory = checkpointDir
+    o.checkpointEvery = checkpointEvery
+    o.keepLast = keep
+    o.spikes.factor = spikeFactor
+    o.spikes.skipBatches = spikeSkip
+    let peak = optimizer == "adafactor" ? (lr ?? 1e-2) : (lr ?? 2e-3)
+    o.optimizer = optimizer == "adafactor" ? .adafactor(AdafactorSettings())
+                                            : .adamW(AdamWSettings(weightDecay: weightDecay))
+    switch schedule ?? (optimizer == "adafactor" ? "palm" : "cosine") {
+    case "palm": o.learningRate = .steps(.palm(peak: peak, constantSteps: constantSteps))
+    case "constant": o.learningRate = .steps(.constant(peak))
+    default:
+      if let s = steps {
+        o.learningRate = .steps(.warmupCosine(peak: peak, warmupSteps: min(warmup, max(s - 1, 0)),
+                                              totalSteps: max(s, 1), floor: peak / 10))
+      } else {
+        o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup, floor: peak / 10, budget: timeBudget!)
+      }
+    }
+    return o
   }
 
   /// A line on stdout, unbuffered (so it interleaves with the progress line).

@@ -395,6 +395,29 @@ struct MeshTests {
 
 @Suite("CollectiveBench")
 struct CollectiveBenchTests {
+  @Test("all-gather, reduce-scatter and send/recv bandwidth: sizes rounded to whole blocks, correct results",
+        arguments: [2, 3])
+  func otherOperations(ranks: Int) throws {
+    let results = try LocalCluster(size: ranks, timeout: 30).run { comm in
+      try [CollectiveBench.Operation.allGather, .reduceScatter, .sendRecv].map {
+        try CollectiveBench.bandwidth($0, comm: comm, sizes: [1024, 4100], repeats: 2)
+      }
+    }
+    for perRank in results {
+      for (op, r) in zip(["all-gather", "reduce-scatter", "send-recv"], perRank) {
+        #expect(r.allSatisfy { $0.operation == op && $0.correct && $0.algbwGBps > 0 && $0.ranks == ranks }, "\(op): \(r)")
+        // Gathered/scattered buffers hold whole per-rank blocks.
+        if op != "send-recv" { #expect(r.allSatisfy { ($0.bytes / 4) % ranks == 0 }, "\(op): \(r.map(\.bytes))") }
+      }
+    }
+    do {
+      _ = try LocalCluster(size: 1).run { try CollectiveBench.bandwidth(.sendRecv, comm: $0, sizes: [1024]) }
+      Issue.record("send-recv on one rank was accepted")
+    } catch let failure as LocalCluster.RankFailure {
+      #expect((failure.error as? CommError)?.kind == .badArgument, "\(failure)")
+    }
+  }
+
   @Test("allReduceBandwidth reports sizes, times and a correct result")
   func localBandwidth() throws {
     let results = try LocalCluster(size: 3, timeout: 30).run { comm in

@@ -1,0 +1,337 @@
+// MeshTrainTests: `palm train --mesh` (issue #5 items 4 and 6). MeshTrainer on a LocalCluster equals
+// the single-device Trainer; its checkpoints are the single-device layout in both directions
+// ((1,2,2) mesh -> single-device Model, single-device checkpoint -> mesh resume); bad input is
+// refused before any work. Then the palm executable itself: --devices local runs, bad meshes give
+// one error line and a non-zero exit, bench step / bench exchange print their JSON, and a real
+// `mpirun -np 2 palm train --mesh pod=2` when mpirun is available.
+
+import Foundation
+import PalmModel
+import PalmParallel
+import PalmTensor
+import PalmTrain
+import Testing
+
+/// Bytes below the debug config's vocabulary (64), deterministic, with some structure.
+private func syntheticBytes(_ count: Int, vocab: Int = 64) -> [UInt8] {
+  var state: UInt64 = 0x1234_5678
+  return (0..<count).map { i in
+    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+    return UInt8((Int(state >> 59) + i % 7) % vocab)
+  }
+}
+
+private func tempDirectory(_ tag: String) -> String {
+  let dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-mesh-\(tag)-\(UUID().uuidString)").path
+  try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  return dir
+}
+
+/// A short run of the debug config (d 64, 2 layers, 4 heads, d_ff 128, vocab 64, T 16, batch 4).
+private func debugOptions(steps: Int, checkpointDirectory: String?) -> TrainOptions {
+  var o = TrainOptions(config: ShardedEquivalence.debugConfig)
+  o.maxSteps = steps
+  o.evalEvery = 0
+  o.evalWindows = 2
+  o.checkpointDirectory = checkpointDirectory
+  o.checkpointEvery = 0
+  o.learningRate = .steps(.constant(2e-3))  // palm train's default peak
+  o.seed = 3
+  return o
+}
+
+/// Runs a MeshTrainer on every rank of `shape` (one OpenMP thread each); returns rank 0's gathered
+/// parameters (flat) and losses.
+private func meshRun(_ options: TrainOptions, _ data: TokenDataset, _ shape: MeshShape,
+                     resume: Bool = false) throws -> (params: [Float], losses: [Double]) {
+  try LocalCluster(size: shape.count, timeout: 120).run { comm -> (params: [Float], losses: [Double]) in
+    Threads.count = 1
+    let t = try MeshTrainer(options: options, dataset: data, world: comm, shape: shape)
+    if resume { _ = try t.resume() }
+    _ = try t.run()
+    let p = try t.sharded.gatherParameters()
+    return (params: p.flat.array, losses: t.history.compactMap { $0.type == "step" ? $0.loss : nil })
+  }[0]
+}
+
+private func maxRelative(_ a: [Float], _ b: [Float]) -> Double {
+  var diff = 0.0, scale = 0.0
+  for i in a.indices {
+    diff += Double(a[i] - b[i]) * Double(a[i] - b[i])
+    scale += Double(b[i]) * Double(b[i])
+  }
+  return (diff / max(scale, 1e-30)).squareRoot()
+}
+
+@Suite("palm train --mesh (MeshTrainer)", .serialized)
+struct MeshTrainerTests {
+  let data: TokenDataset
+
+  init() throws {
+    data = try TokenDataset(bytes: syntheticBytes(8000), name: "synthetic", sequenceLength: 16)
+  }
+
+  @Test("a (1,2,2) mesh run equals the single-device Trainer ((1,1,1): bit for bit), and its checkpoint loads into a single-device Model bit for bit")
+  func meshCheckpointToSingleDevice() throws {
+    let old = Threads.count
+    Threads.count = 1
+    defer { Threads.count = old }
+    let meshDir = tempDirectory("mesh"), singleDir = tempDirectory("single")
+    defer { try? FileManager.default.removeItem(atPath: meshDir); try? FileManager.default.removeItem(atPath: singleDir) }
+    let (params, losses) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
+                                       try MeshShape(pod: 1, data: 2, model: 2))
+    // The checkpoint is the single-device layout: a plain Model reads it, with the gathered values.
+    let ck = try #require(CheckpointStore.latest(in: meshDir))
+    #expect(ck.manifest.step == 3)
+    #expect(ck.manifest.optimizer?.kind == "adamw" && ck.manifest.optimizerStep == 3)
+    let model = try Model(config: ShardedEquivalence.debugConfig)
+    try ck.restore(config: model.config, parameters: model.parameters.named)
+    #expect(model.parameters.flat.array == params)
+    // Same data, schedule, clipping and AdamW as a single-device run of the same options.
+    let single = try Trainer(options: debugOptions(steps: 3, checkpointDirectory: singleDir), dataset: data)
+    _ = try single.run()
+    let singleLosses = single.history.compactMap { $0.type == "step" ? $0.loss : nil }
+    #expect(losses.count == 3)
+    for (a, b) in zip(losses, singleLosses) { #expect(abs(a - b) <= 1e-5 * abs(b), "loss \(a) vs \(b)") }
+    // Sharded sums round differently and AdamW's 1/√v amplifies that for tiny gradients (about
+    // 4e-6 here at lr 2e-3, 2e-5 at lr 1e-2); on a (1,1,1) mesh nothing is sharded and the loop
+    // (data, schedule, clipping, update) must match the single-device Trainer bit for bit.
+    let rel = maxRelative(params, single.model.parameters.flat.array)
+    #expect(rel <= 1e-5, "parameters differ by \(rel)")
+    let (unsharded, _) = try meshRun(debugOptions(steps: 3, checkpointDirectory: nil), data, try MeshShape())
+    #expect(unsharded == single.model.parameters.flat.array)
+    // The single-device trainer resumes from the mesh checkpoint (parameters, moments, step, data).
+    var more = debugOptions(steps: 3, checkpointDirectory: meshDir)
+    more.maxSteps = 3
+    let resumed = try Trainer(options: more, dataset: data)
+    #expect(try resumed.resume() == 3)
+    #expect(resumed.model.parameters.flat.array == params)
+    #expect(resumed.optimizer.step == 3)
+  }
+
+  @Test("a mesh run resumes from a single-device checkpoint: same parameters, then the same next update")
+  func singleDeviceCheckpointToMesh() throws {
+    let old = Threads.count
+    Threads.count = 1
+    defer { Threads.count = old }
+    let singleDir = tempDirectory("single"), meshDir = tempDirectory("mesh")
+    defer { try? FileManager.default.removeItem(atPath: singleDir); try? FileManager.default.removeItem(atPath: meshDir) }
+    let first = try Trainer(options: debugOptions(steps: 2, checkpointDirectory: singleDir), dataset: data)
+    _ = try first.run()
+    let atTwo = first.model.parameters.flat.array
+    try FileManager.default.removeItem(atPath: meshDir)
+    try FileManager.default.copyItem(atPath: singleDir, toPath: meshDir)
+    let shape = try MeshShape(pod: 1, data: 2, model: 2)
+    // Resumed with nothing left to do: the mesh holds exactly the checkpoint's parameters.
+    let (loaded, _) = try meshRun(debugOptions(steps: 2, checkpointDirectory: meshDir), data, shape, resume: true)
+    #expect(loaded == atTwo)
+    // One more update on the mesh and on one device, both from the step-2 checkpoint.
+    let (meshThree, meshLosses) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
+                                              try MeshShape(pod: 2, data: 1, model: 2), resume: true)
+    let second = try Trainer(options: debugOptions(steps: 3, checkpointDirectory: singleDir), dataset: data)
+    #expect(try second.resume() == 2)
+    _ = try second.run()
+    let singleLosses = second.history.compactMap { $0.type == "step" ? $0.loss : nil }
+    #expect(meshLosses.count == 1 && singleLosses.count == 1)
+    if let a = meshLosses.first, let b = singleLosses.first { #expect(abs(a - b) <= 1e-5 * abs(b), "loss \(a) vs \(b)") }
+    let rel = maxRelative(meshThree, second.model.parameters.flat.array)
+    #expect(rel <= 1e-5, "parameters differ by \(rel)")
+  }
+
+  @Test("bad input is refused before any work with an error naming it",
+        arguments: [((1, 1, 3), "heads"), ((1, 3, 1), "batch"), ((3, 1, 1), "batch")])
+  func badMesh(axes: (Int, Int, Int), fragment: String) throws {
+    let shape = try MeshShape(pod: axes.0, data: axes.1, model: axes.2)
+    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) }
+    do { try MeshTrainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) } catch {
+      #expect("\(error)".contains(fragment), "\(error)")
+    }
+  }
+
+  @Test("Adafactor, micro-batches, d_ff and a mesh larger than the MPI job are refused")
+  func otherRefusals() throws {
+    var o = debugOptions(steps: 1, checkpointDirectory: nil)
+    o.optimizer = .adafactor(AdafactorSettings())
+    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: o, shape: try MeshShape(data: 2)) }
+    o = debugOptions(steps: 1, checkpointDirectory: nil)
+    o.microBatches = 2
+    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: o, shape: try MeshShape()) }
+    o = debugOptions(steps: 1, checkpointDirectory: nil)
+    o.config.heads = 2
+    o.config.dFF = 129
+    do { try MeshTrainer.validate(options: o, shape: try MeshShape(model: 2)); Issue.record("d_ff 129 on model=2 accepted") } catch {
+      #expect("\(error)".contains("d_ff"), "\(error)")
+    }
+    if MPILaunch.worldSize == nil {
+      do { try MeshLauncher.check(try MeshShape(pod: 2), devices: .mpi); Issue.record("pod=2 accepted outside mpirun") } catch {
+        #expect("\(error)".contains("2 devices") && "\(error)".contains("mpirun -np 2"), "\(error)")
+      }
+      try MeshLauncher.check(try MeshShape(pod: 2), devices: .local)
+    }
+  }
+}
+
+// MARK: - The palm executable
+
+/// The palm executable built next to this test bundle, if any.
+private let palmBinary: String? = {
+  var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+  for _ in 0..<4 {
+    let candidate = dir.appendingPathComponent("palm")
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDir), !isDir.boolValue,
+       FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+    dir = dir.deletingLastPathComponent()
+  }
+  return nil
+}()
+
+private let mpirunPath: String? = {
+  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+    let path = "\(dir)/mpirun"
+    if FileManager.default.isExecutableFile(atPath: path) { return path }
+  }
+  return nil
+}()
+
+/// Runs a program with a clean MPI environment and a deadline; returns (exit code, stdout + stderr).
+/// Polls for exit (Process.waitUntilExit can hang inside the test runner).
+private func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120,
+                        environment extra: [String: String] = [:]) throws -> (Int32, String) {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: executable)
+  process.arguments = arguments
+  var env = ProcessInfo.processInfo.environment.filter {
+    !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("OPAL_")
+  }
+  env["KMP_BLOCKTIME"] = "0"
+  env.merge(extra) { $1 }
+  process.environment = env
+  let log = FileManager.default.temporaryDirectory.appendingPathComponent("palm-cli-\(UUID().uuidString).log")
+  _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+  let handle = try FileHandle(forWritingTo: log)
+  defer { try? FileManager.default.removeItem(at: log) }
+  process.standardOutput = handle
+  process.standardError = handle
+  try process.run()
+  let end = Date(timeIntervalSinceNow: deadline)
+  while process.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
+  if process.isRunning {
+    process.terminate()
+    return (-2, "\(executable) did not finish within \(deadline) s:\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
+  }
+  try handle.close()
+  return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+}
+
+/// A tiny-config run: byte data (vocab 256), 4 sequences of 32 bytes.
+private let tinyArguments = ["--config", "tiny", "--batch", "4", "--seq-len", "32", "--eval-every", "0",
+                             "--eval-windows", "1", "--peak-gflops", "100", "--threads", "1"]
+
+private func dataFile() throws -> String {
+  let path = tempDirectory("data") + "/bytes.txt"
+  try Data(syntheticBytes(20_000, vocab: 256)).write(to: URL(fileURLWithPath: path))
+  return path
+}
+
+@Suite("palm CLI: --mesh", .serialized,
+       .enabled(if: palmBinary != nil, "needs the palm executable next to the tests (swift build --build-tests builds it)"))
+struct MeshCLITests {
+  @Test("bad input: one error line before any work, non-zero exit",
+        arguments: [(["--mesh", "model=3"], "does not divide heads"),
+                    (["--mesh", "data=3"], "does not divide batch"),
+                    (["--mesh", "data=2", "--optimizer", "adafactor"], "AdamW only"),
+                    (["--mesh", "data=2", "--micro-batches", "2"], "--micro-batches"),
+                    (["--mesh", "pod=2", "--devices", "mpi"], "has 2 devices but"),
+                    (["--mesh", "pods=2"], "unknown axis")])
+  func badInput(extra: [String], fragment: String) throws {
+    let data = try dataFile()
+    let start = Date()
+    let (status, output) = try runProgram(palmBinary!, ["train", "--data", data, "--steps", "1"] + tinyArguments + extra, deadline: 60)
+    #expect(status != 0, "\(output)")
+    #expect(output.contains(fragment), "\(output)")
+    #expect(output.split(separator: "\n").filter { $0.contains("Error") || $0.contains("error") }.count == 1, "\(output)")
+    #expect(!output.contains("step 1"), "\(output)")
+    #expect(Date().timeIntervalSince(start) < 30)
+  }
+
+  @Test("--devices local on (1,2,2): every rank logs, rank 0 writes a checkpoint palm sample reads, and --resume continues")
+  func localRun() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("cli-ck"), log = dir + "/m.jsonl"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let args = ["train", "--data", data, "--steps", "2", "--mesh", "pod=1,data=2,model=2", "--devices", "local",
+                "--checkpoint-dir", dir, "--log", log, "--print-every", "1"] + tinyArguments
+    let (status, output) = try runProgram(palmBinary!, args)
+    #expect(status == 0, "\(output)")
+    for r in 0..<4 { #expect(output.contains("[rank \(r)/4] step 2"), "\(output)") }
+    #expect(FileManager.default.fileExists(atPath: dir + "/step_00000002/model.safetensors"))
+    let records = MetricsLog.read(path: log)
+    #expect(records.filter { $0.type == "step" }.count == 2, "rank 0 alone writes the metrics")
+    #expect(records.first?.exchangeBytes == 0)  // pod = 1: nothing crosses pods
+    let (s2, out2) = try runProgram(palmBinary!, ["sample", "--checkpoint", dir, "--max-tokens", "4", "--temperature", "0", "--threads", "1"])
+    #expect(s2 == 0, "\(out2)")
+    let (s3, out3) = try runProgram(palmBinary!, args.map { $0 == "2" ? "3" : $0 } + ["--resume"])
+    #expect(s3 == 0 && out3.contains("resumed from step 2") && out3.contains("[rank 0/4] step 3"), "\(out3)")
+  }
+
+  @Test("bench step --mesh and bench exchange (local) print their JSON")
+  func benches() throws {
+    let (s1, out1) = try runProgram(palmBinary!, ["bench", "step", "--config", "tiny", "--batch", "2", "--seq-len", "32",
+                                                  "--mesh", "pod=2", "--devices", "local", "--threads-per-rank", "1",
+                                                  "--steps", "1", "--warmup", "0", "--format", "json"])
+    #expect(s1 == 0, "\(out1)")
+    let r = try #require(ShardedBenchReport.parse(lastOf: out1), "\(out1)")
+    #expect(r.mesh == "pod=2,data=1,model=1" && r.exchangeBytes > 0 && r.tokensPerSecond > 0)
+    #expect((0...1).contains(r.hiddenFraction))
+    let (s2, out2) = try runProgram(palmBinary!, ["bench", "exchange", "--devices", "local", "--config", "tiny", "--batch", "2",
+                                                  "--seq-len", "32", "--steps", "1", "--warmup", "0", "--rounds", "1",
+                                                  "--max-bytes", "4096", "--repeats", "1", "--format", "json"])
+    #expect(s2 == 0, "\(out2)")
+    let line = try #require(out2.split(separator: "\n").last { $0.hasPrefix("{") }, "\(out2)")
+    let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    let collectives = try #require(json["collectives"] as? [[String: Any]])
+    #expect(Set(collectives.compactMap { $0["operation"] as? String }) == ["all-reduce", "all-gather", "reduce-scatter", "send-recv"])
+    #expect(collectives.allSatisfy { ($0["correct"] as? Bool) == true })
+    let comparison = try #require(json["comparison"] as? [String: Any])
+    #expect((comparison["ratio"] as? Double ?? 0) > 0)
+    #expect(out2.contains("palm bench exchange: round 1/1"))  // progress on stderr
+  }
+
+  @Test("mpirun -np 2 palm train --mesh pod=2: both ranks train; a mesh of 4 on 2 ranks is one error line",
+        .enabled(if: mpirunPath != nil, "needs mpirun"))
+  func mpirunSmoke() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("mpi-ck")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let base = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!, "train", "--data", data,
+                "--steps", "2", "--checkpoint-dir", dir, "--print-every", "1"] + tinyArguments
+    let (status, output) = try runProgram(mpirunPath!, base + ["--mesh", "pod=2,data=1,model=1"])
+    #expect(status == 0, "\(output)")
+    #expect(output.contains("[rank 0/2] step 2") && output.contains("[rank 1/2] step 2"), "\(output)")
+    #expect(FileManager.default.fileExists(atPath: dir + "/step_00000002/manifest.json"))
+    let (bad, badOutput) = try runProgram(mpirunPath!, base + ["--mesh", "pod=4"], deadline: 60)
+    #expect(bad != 0, "\(badOutput)")
+    #expect(badOutput.components(separatedBy: "Error: mesh pod=4,data=1,model=1 has 4 devices").count == 2, "\(badOutput)")
+  }
+
+  @Test("mpirun -np 2: a rank that hangs after update 1 stops the job within the timeout, naming it; the checkpoint stays loadable",
+        .enabled(if: mpirunPath != nil, "needs mpirun"))
+  func mpirunHungTrainRank() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("mpi-hang")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let start = Date()
+    let (status, output) = try runProgram(
+      mpirunPath!, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!, "train",
+                    "--data", data, "--steps", "5", "--checkpoint-dir", dir, "--checkpoint-every", "1",
+                    "--mesh", "pod=2", "--comm-timeout", "3"] + tinyArguments,
+      deadline: 90, environment: ["PALM_FAULT_HANG": "1:1"])
+    #expect(status != 0 && status != -2, "exit \(status):\n\(output)")
+    #expect(output.contains("palm train [rank 0]: error:") && output.contains("rank 1"), "\(output)")
+    #expect(Date().timeIntervalSince(start) < 60)
+    let latest = CheckpointStore.latest(in: dir, warn: { _ in })
+    let ck = try #require(latest, "no loadable checkpoint:\n\(output)")
+    #expect(ck.manifest.step == 1)
+  }
+}
