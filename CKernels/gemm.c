@@ -11,7 +11,37 @@
 #include "pk_gemm.h"
 #include "pk_omp.h"
 #include <immintrin.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
+
+/* ---- Team barrier --------------------------------------------------------------------------
+ * A sense-reversing spin barrier for the threads of one GEMM. The OpenMP barrier puts a waiting
+ * thread to sleep at once under KMP_BLOCKTIME=0 (which palm sets so that idle workers give their
+ * cores back), and waking it costs tens of microseconds: for a 512 x 512 x 4096 weight gradient,
+ * 17 barriers a call made two threads no faster than one. Both threads are busy in the same GEMM,
+ * so spinning through the few microseconds of imbalance is cheaper; after ~64k pauses (a
+ * descheduled partner) the waiter yields its core on every round. Acquire/release ordering makes
+ * the packed B panel written before the barrier visible to every thread after it. */
+typedef struct {
+  _Atomic int count, sense;
+} team_barrier;
+
+static void team_barrier_wait(team_barrier *b, int nt, int *local_sense) {
+  const int s = !*local_sense;
+  *local_sense = s;
+  if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == nt - 1) {
+    atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->sense, s, memory_order_release);
+    return;
+  }
+  for (unsigned spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s;) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+    if (++spins > (1u << 16)) sched_yield();
+  }
+}
 
 /* ---- Block sizes: one table per ISA ------------------------------------------------------ */
 typedef void (*pk_gemm_pack_fn)(float *dst, const float *src, int64_t ld, int trans, int64_t mn,
@@ -226,10 +256,12 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   if (!bpack) return PK_STATUS_NO_MEMORY;
   int failed[64] = {0};
   if (nth > 64) nth = 64;
+  team_barrier barrier = {0, 0};
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int sense = 0;
     float *apack = buffer_reserve(&tl_pack_a, (size_t)(MCmax * KC));
     failed[tid] = apack == NULL;
     /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
@@ -237,7 +269,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
     const int64_t r1 = split_n ? m : min64(m, (tid + 1) * rpanels / nt * MR);
     const int64_t nblocks = ceil_div(r1 - r0, cfg->mc);
     const int64_t MC = nblocks > 0 ? ceil_div(ceil_div(r1 - r0, nblocks), MR) * MR : MR;
-#pragma omp barrier
+    team_barrier_wait(&barrier, nt, &sense);
     int any_failed = 0;
     for (int t = 0; t < nt; t++) any_failed |= failed[t];
     if (!any_failed) {
@@ -254,7 +286,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
             const float *src = trans_b ? b + (jc + j0) * ldb + pc : b + pc * ldb + jc + j0;
             if (j1 > j0) cfg->pack_b(bpack + j0 * kc, src, ldb, trans_b, j1 - j0, kc);
           }
-#pragma omp barrier
+          team_barrier_wait(&barrier, nt, &sense);
           for (int64_t ic = r0; ic < r1; ic += MC) { /* IC loop over this thread's rows */
             const int64_t mc = min64(MC, r1 - ic);
             { /* pack A(ic:ic+mc, pc:pc+kc) into MR micro-panels */
@@ -285,7 +317,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
               }
             }
           }
-#pragma omp barrier /* the B panel is overwritten next */
+          team_barrier_wait(&barrier, nt, &sense); /* the B panel is overwritten next */
         }
       }
     }

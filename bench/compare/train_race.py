@@ -133,7 +133,8 @@ def main():
         reached[name] = first_below(pts, a.target)
         best = min(v for _, v, _ in pts) if pts else float("nan")
         tps = pts[-1][2] if pts else float("nan")
-        print(f"| {name} | {reached[name] if reached[name] is not None else 'not reached'} | {best:.3f} | {tps:,.0f} |")
+        at = f"{reached[name]:.1f}" if reached[name] is not None else "not reached"
+        print(f"| {name} | {at} | {best:.3f} | {tps:,.0f} |")
     if reached.get("torch") and reached.get("palm"):
         print(f"\nspeed-up to {a.target}: {reached['torch'] / reached['palm']:.2f}x (bar: >= 1.6x)")
 
