@@ -26,9 +26,9 @@ extension Model {
     let scale = 1 / Float(d).squareRoot()
     let dEmbed = gradients.embed.pointer
     // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
-    try gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, dEmbed, d)
+    try Kernels.gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, dEmbed, d)
     let dh = headH  // d h_f overwrites h_f, dead once d embed has it
-    try gemm(.nn, n, d, v, scale, logits.pointer, v, parameters.embed.pointer, d, 0, dh.pointer, d)
+    try Kernels.gemm(.nn, n, d, v, scale, logits.pointer, v, parameters.embed.pointer, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
       pk_layernorm_backward(dx.pointer, Int64(d), gradients.lnFinalScale.pointer, dh.pointer, Int64(d),
@@ -64,9 +64,9 @@ extension Model {
       db = UnsafePointer(L.xNext.pointer)
     }
     // d[ctx | g] = db · w_outᵀ
-    try gemm(.nt, n, cout, d, 1, db, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
+    try Kernels.gemm(.nt, n, cout, d, 1, db, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
     // d w_out += [ctx | g]ᵀ · db
-    try gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, db, d, 1, G.wOut.pointer, d)
+    try Kernels.gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, db, d, 1, G.wOut.pointer, d)
     // dproj = [dqkv | dgate_up] is built IN the proj buffer, which is dead after this layer's
     // backward (saves an (N, C_in) buffer, the plan's largest): the SwiGLU backward runs in place
     // on the gate_up columns, the attention backward (which reads q, k, v across rows) writes a
@@ -83,9 +83,9 @@ extension Model {
     copyRows(L.proj.pointer, cin, dqkv.pointer, pqkv, cols: pqkv)
     let dproj = L.proj
     // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ, written over h (dead once d w_in has it)
-    try gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
+    try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
     let dh = L.h
-    try gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
+    try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
     // dx += LN_bwd(dh) (dx already holds the residual path's gradient)
     try KernelError.check(
       pk_layernorm_backward(dx.pointer, Int64(d), G.lnScale.pointer, dh.pointer, Int64(d), L.x.pointer,

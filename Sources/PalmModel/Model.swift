@@ -201,14 +201,14 @@ public final class Model: @unchecked Sendable {
       try blockForward(L, W, attention: true)
       if let key, dropout.residual > 0 {
         // x_next = x + mask ⊙ ([ctx | g] · w_out) / (1 − p)
-        try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 0, L.xNext.pointer, d)
+        try Kernels.gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 0, L.xNext.pointer, d)
         try KernelError.check(
           pk_dropout_add(L.xNext.pointer, L.x.pointer, L.xNext.pointer, Int64(n * d), dropout.residual, key.seed,
                          DropoutKey.residualStream(layer: i), Int64(key.tokenOffset * d)), "dropout_add")
       } else {
         // x_next = x + [ctx | g] · w_out
         L.xNext.copy(from: L.x)
-        try gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
+        try Kernels.gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, 1, L.xNext.pointer, d)
       }
     }
   }
@@ -221,7 +221,7 @@ public final class Model: @unchecked Sendable {
       pk_layernorm_forward(L.h.pointer, Int64(d), L.mean.pointer, L.rstd.pointer, L.x.pointer,
                            Int64(d), W.lnScale.pointer, Int64(n), Int64(d)), "layernorm_forward")
     if attention {
-      try gemm(.nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
+      try Kernels.gemm(.nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
       try KernelError.check(
         pk_attention_forward(L.cg.pointer, Int64(cout), L.lse.pointer, L.proj.pointer, Int64(cin),
                              Int64(batch), Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
@@ -249,7 +249,7 @@ public final class Model: @unchecked Sendable {
                            Int64(d), parameters.lnFinalScale.pointer, Int64(n), Int64(d)),
       "layernorm_forward")
     let scale = 1 / Float(d).squareRoot()
-    try gemm(.nt, n, v, d, scale, headH.pointer, d, parameters.embed.pointer, d, 0, logits.pointer, v)
+    try Kernels.gemm(.nt, n, v, d, scale, headH.pointer, d, parameters.embed.pointer, d, 0, logits.pointer, v)
     let z = Model.zLossCoefficient
     if backward {
       try KernelError.check(
@@ -276,11 +276,4 @@ public final class Model: @unchecked Sendable {
   /// The logits of the last `forward` (N, V) (after `forwardBackward` they hold their gradient).
   public var lastLogits: Tensor { logits }
 
-  @inline(__always)
-  func gemm(_ layout: GEMMLayout, _ m: Int, _ nn: Int, _ k: Int, _ alpha: Float,
-            _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-            _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
-    try Kernels.sgemm(layout, m: m, n: nn, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                      beta: beta, c: c, ldc: ldc)
-  }
 }

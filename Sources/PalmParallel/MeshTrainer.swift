@@ -139,18 +139,7 @@ public final class MeshTrainer: @unchecked Sendable {
     let c = options.config
     let full = try Parameters(config: c)
     let single = try Optimizer(options.optimizer, parameters: full.entries.map { ($0.name, $0.shape) })
-    do {
-      try ck.restore(config: c, parameters: full.named, optimizer: single)
-    } catch let e as CheckpointError {
-      throw TrainError.checkpoint(e.description)
-    } catch let e as SafeTensorsError {
-      throw TrainError.checkpoint("checkpoint \(ck.path): \(e.description)")
-    } catch let e as OptimizerError {
-      throw TrainError.checkpoint(e.description)
-    }
-    guard let s = ck.manifest.sampler else {
-      throw TrainError.checkpoint("checkpoint \(ck.path) has no data position (sampler state)")
-    }
+    let s = try ck.restoreForTraining(config: c, parameters: full.named, optimizer: single)
     try sharded.load(from: full, optimizer: single)
     let m = ck.manifest.metrics
     sampler.state = s

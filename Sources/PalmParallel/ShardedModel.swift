@@ -370,7 +370,7 @@ public final class ShardedTrainer: @unchecked Sendable {
       // y = [ctx | g] · w_out_m (+ x on model shard 0); x' = Σ_model y: one all-reduce per layer.
       let W = layerWeights.pointer
       if mesh.model == 0 { partial.copy(from: xs[i]) }
-      try gemm(.nn, n, d, L.localOut, 1, cgs[i].pointer, L.localOut, W + L.wOutOffset, d,
+      try Kernels.gemm(.nn, n, d, L.localOut, 1, cgs[i].pointer, L.localOut, W + L.wOutOffset, d,
                mesh.model == 0 ? 1 : 0, partial.pointer, d)
       if mesh.shape.model > 1 { try mesh.modelComm.allReduce(partial) }
       xs[i + 1].copy(from: partial)
@@ -384,7 +384,7 @@ public final class ShardedTrainer: @unchecked Sendable {
     try KernelError.check(
       pk_layernorm_forward(hs[i].pointer, Int64(d), means[i].pointer, rstds[i].pointer, xs[i].pointer,
                            Int64(d), W + L.lnOffset, Int64(n), Int64(d)), "layernorm_forward")
-    try gemm(.nn, n, L.localIn, d, 1, hs[i].pointer, d, W + L.wInOffset, L.localIn, 0, projs[i].pointer, L.localIn)
+    try Kernels.gemm(.nn, n, L.localIn, d, 1, hs[i].pointer, d, W + L.wInOffset, L.localIn, 0, projs[i].pointer, L.localIn)
     try KernelError.check(
       pk_attention_forward(cgs[i].pointer, Int64(L.localOut), lses[i].pointer, projs[i].pointer,
                            Int64(L.localIn), Int64(localBatch), Int64(seqLen), Int64(L.localHeads),
@@ -402,7 +402,7 @@ public final class ShardedTrainer: @unchecked Sendable {
       pk_layernorm_forward(headH.pointer, Int64(d), headMean.pointer, headRstd.pointer, xs[L.config.layers].pointer,
                            Int64(d), H + L.lnFinalOffset, Int64(n), Int64(d)), "layernorm_forward")
     let scale = 1 / Float(d).squareRoot()
-    try gemm(.nt, n, V, d, scale, headH.pointer, d, H + L.embedOffset, d, 0, logits.pointer, V)
+    try Kernels.gemm(.nt, n, V, d, scale, headH.pointer, d, H + L.embedOffset, d, 0, logits.pointer, V)
     try KernelError.check(
       pk_xent_forward_backward(lossRows.pointer, lseRows.pointer, logits.pointer, Int64(V), logits.pointer,
                                Int64(V), targets, 1 / Float(nGlobal), Int64(n), Int64(V), Model.zLossCoefficient),
@@ -438,8 +438,8 @@ public final class ShardedTrainer: @unchecked Sendable {
     }
     headGrads.fill(0)
     let scale = 1 / Float(d).squareRoot()
-    try gemm(.tn, V, d, n, scale, logits.pointer, V, headH.pointer, d, 1, G + L.embedOffset, d)
-    try gemm(.nn, n, d, V, scale, logits.pointer, V, H + L.embedOffset, d, 0, dh.pointer, d)
+    try Kernels.gemm(.tn, V, d, n, scale, logits.pointer, V, headH.pointer, d, 1, G + L.embedOffset, d)
+    try Kernels.gemm(.nn, n, d, V, scale, logits.pointer, V, H + L.embedOffset, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
       pk_layernorm_backward(dx.pointer, Int64(d), G + L.lnFinalOffset, dh.pointer, Int64(d),
@@ -450,8 +450,8 @@ public final class ShardedTrainer: @unchecked Sendable {
       layerGrads.fill(0)
       let W = layerWeights.pointer, dW = layerGrads.pointer
       // d[ctx | g] = dx · w_outᵀ;  d w_out += [ctx | g]ᵀ · dx
-      try gemm(.nt, n, L.localOut, d, 1, dx.pointer, d, W + L.wOutOffset, d, 0, dcg.pointer, L.localOut)
-      try gemm(.tn, L.localOut, d, n, 1, cgs[i].pointer, L.localOut, dx.pointer, d, 1, dW + L.wOutOffset, d)
+      try Kernels.gemm(.nt, n, L.localOut, d, 1, dx.pointer, d, W + L.wOutOffset, d, 0, dcg.pointer, L.localOut)
+      try Kernels.gemm(.tn, L.localOut, d, n, 1, cgs[i].pointer, L.localOut, dx.pointer, d, 1, dW + L.wOutOffset, d)
       try KernelError.check(
         pk_attention_backward(dproj.pointer, Int64(L.localIn), dcg.pointer, Int64(L.localOut),
                               projs[i].pointer, Int64(L.localIn), cgs[i].pointer, Int64(L.localOut),
@@ -462,8 +462,8 @@ public final class ShardedTrainer: @unchecked Sendable {
                            projs[i].pointer + lpqkv, Int64(L.localIn), Int64(n), Int64(L.localFF)),
         "swiglu_backward")
       // d w_in += hᵀ · dproj;  dh = dproj_m · w_in_mᵀ
-      try gemm(.tn, d, L.localIn, n, 1, hs[i].pointer, d, dproj.pointer, L.localIn, 1, dW + L.wInOffset, L.localIn)
-      try gemm(.nt, n, d, L.localIn, 1, dproj.pointer, L.localIn, W + L.wInOffset, L.localIn, 0, dh.pointer, d)
+      try Kernels.gemm(.tn, d, L.localIn, n, 1, hs[i].pointer, d, dproj.pointer, L.localIn, 1, dW + L.wInOffset, L.localIn)
+      try Kernels.gemm(.nt, n, d, L.localIn, 1, dproj.pointer, L.localIn, W + L.wInOffset, L.localIn, 0, dh.pointer, d)
       // The one model collective of the backward sums, in one buffer, dh (the input gradient of
       // LN(x)·W_in) and the shards' partial gradients of the replicated K/V columns of w_in.
       let q2 = 2 * L.q
@@ -499,11 +499,4 @@ public final class ShardedTrainer: @unchecked Sendable {
     }
   }
 
-  @inline(__always)
-  func gemm(_ layout: GEMMLayout, _ m: Int, _ nn: Int, _ k: Int, _ alpha: Float,
-            _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-            _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
-    try Kernels.sgemm(layout, m: m, n: nn, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                      beta: beta, c: c, ldc: ldc)
-  }
 }

@@ -34,6 +34,15 @@ public enum Kernels {
       "sgemm")
   }
 
+  /// `sgemm` with positional arguments in BLAS order, for the model's kernel-call sequences
+  /// (Model, ShardedModel): `gemm(.nt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)`.
+  @inlinable
+  public static func gemm(_ layout: GEMMLayout, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                          _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
+    try sgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+  }
+
   /// `C = alpha·op(A)·op(B) + beta·C` on 2-D tensors; shapes are checked.
   public static func matmul(
     _ layout: GEMMLayout = .nn, _ a: Tensor, _ b: Tensor, into c: Tensor,

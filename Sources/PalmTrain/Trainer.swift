@@ -135,18 +135,7 @@ public final class Trainer: @unchecked Sendable {
       throw TrainError.checkpoint("checkpoint \(ck.path) was trained with dropout \(saved), this run asks for \(wanted) (omit --dropout to continue with the checkpoint's)")
     }
     do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
-    do {
-      try ck.restore(config: model.config, parameters: model.parameters.named, optimizer: optimizer)
-    } catch let e as CheckpointError {
-      throw TrainError.checkpoint(e.description)
-    } catch let e as SafeTensorsError {
-      throw TrainError.checkpoint("checkpoint \(ck.path): \(e.description)")
-    } catch let e as OptimizerError {
-      throw TrainError.checkpoint(e.description)
-    }
-    guard let s = ck.manifest.sampler else {
-      throw TrainError.checkpoint("checkpoint \(ck.path) has no data position (sampler state)")
-    }
+    let s = try ck.restoreForTraining(config: model.config, parameters: model.parameters.named, optimizer: optimizer)
     if saved != model.dropout { try model.setDropout(saved) }  // validated above
     let m = ck.manifest.metrics
     sampler.state = s
@@ -341,5 +330,26 @@ public final class Trainer: @unchecked Sendable {
   private func emit(_ r: MetricsRecord) {
     history.append(r)
     onRecord?(r)
+  }
+}
+
+extension LoadedCheckpoint {
+  /// Restores parameters and optimizer state for a training run (single device or mesh) and
+  /// returns the data position to continue from; every failure is one `TrainError.checkpoint`.
+  public func restoreForTraining(config: PalmConfig, parameters: [(name: String, tensor: Tensor)],
+                                 optimizer: Optimizer) throws -> SamplerState {
+    do {
+      try restore(config: config, parameters: parameters, optimizer: optimizer)
+    } catch let e as CheckpointError {
+      throw TrainError.checkpoint(e.description)
+    } catch let e as SafeTensorsError {
+      throw TrainError.checkpoint("checkpoint \(path): \(e.description)")
+    } catch let e as OptimizerError {
+      throw TrainError.checkpoint(e.description)
+    }
+    guard let s = manifest.sampler else {
+      throw TrainError.checkpoint("checkpoint \(path) has no data position (sampler state)")
+    }
+    return s
   }
 }
