@@ -115,41 +115,46 @@ extension ModelTests {
 
   @Test(arguments: [RematPolicy.selective, .full])
   func rematPoliciesBitIdenticalWithDropout(_ policy: RematPolicy) throws {
-    let (l0, g0, _) = try dropoutStep(.none)
-    let (l1, g1, _) = try dropoutStep(policy)
+    // Under the kernel-settings lock: other suites change the ISA and thread count meanwhile
+    // (reductions such as LayerNorm's dscale depend on the thread count).
+    let ((l0, g0, _), (l1, g1, _)) = try withKernelLock { (try dropoutStep(.none), try dropoutStep(policy)) }
     #expect(l0 == l1, "\(policy): loss \(l0.total) vs \(l1.total)")
     #expect(g0 == g1, "\(policy): gradients differ")
   }
 
   @Test func sameKeySameMasksOtherKeyOtherMasks() throws {
-    let (l0, g0, m) = try dropoutStep(.selective)
-    let (x, y) = ids(awkward)
-    m.gradients.zero()
-    #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
-    #expect(gradients(m) == g0)
-    m.gradients.zero()
-    let other = try m.forwardBackward(tokens: x, targets: y, dropoutKey: DropoutKey(seed: testKey.seed + 1, tokenOffset: 5))
-    #expect(other != l0)
-    let shifted = try m.forwardBackward(tokens: x, targets: y, dropoutKey: DropoutKey(seed: testKey.seed, tokenOffset: 6))
-    #expect(shifted != l0)
+    try withKernelLock {  // bit-for-bit comparisons: no other suite may change the ISA or threads meanwhile
+      let (l0, g0, m) = try dropoutStep(.selective)
+      let (x, y) = ids(awkward)
+      m.gradients.zero()
+      #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
+      #expect(gradients(m) == g0)
+      m.gradients.zero()
+      let other = try m.forwardBackward(tokens: x, targets: y, dropoutKey: DropoutKey(seed: testKey.seed + 1, tokenOffset: 5))
+      #expect(other != l0)
+      let shifted = try m.forwardBackward(tokens: x, targets: y, dropoutKey: DropoutKey(seed: testKey.seed, tokenOffset: 6))
+      #expect(shifted != l0)
+    }
   }
 
   @Test func zeroRatesAreTheModelWithoutDropout() throws {
-    let (l0, g0, _) = try step(awkward, .selective, threads: 2)
-    // Rates 0 (any key) and rates set back to 0 give the old model bit for bit.
-    let m = try Model(config: awkward, remat: .selective, seed: 7, dropout: Dropout(residual: 0, embedding: 0))
-    let n = awkward.batch * awkward.seqLen
-    let x = randomIds(n, vocab: awkward.vocab, seed: 8), y = randomIds(n, vocab: awkward.vocab, seed: 9)
-    m.gradients.zero()
-    #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
-    #expect(gradients(m) == g0)
-    try m.setDropout(testRates)
-    m.gradients.zero()
-    #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) != l0)
-    try m.setDropout(.off)
-    m.gradients.zero()
-    #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
-    #expect(gradients(m) == g0)
+    try withKernelLock {  // bit-for-bit comparisons: no other suite may change the ISA or threads meanwhile
+      let (l0, g0, _) = try step(awkward, .selective, threads: 2)
+      // Rates 0 (any key) and rates set back to 0 give the old model bit for bit.
+      let m = try Model(config: awkward, remat: .selective, seed: 7, dropout: Dropout(residual: 0, embedding: 0))
+      let n = awkward.batch * awkward.seqLen
+      let x = randomIds(n, vocab: awkward.vocab, seed: 8), y = randomIds(n, vocab: awkward.vocab, seed: 9)
+      m.gradients.zero()
+      #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
+      #expect(gradients(m) == g0)
+      try m.setDropout(testRates)
+      m.gradients.zero()
+      #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) != l0)
+      try m.setDropout(.off)
+      m.gradients.zero()
+      #expect(try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey) == l0)
+      #expect(gradients(m) == g0)
+    }
   }
 
   @Test func onlyEmbeddingOrOnlyResidualDropout() throws {
