@@ -51,8 +51,9 @@ struct SVGBarChart {
     let height = top + plotHeight + 50
     let x0 = labelWidth
     let largest = groups.flatMap { $0.values.compactMap { $0 } + [$0.marker].compactMap { $0 } }.max() ?? 0
-    // Axis to the next 10% above the largest value (at least 10%).
-    let tenths = max(1, Int((largest * 10).rounded(.up)))
+    // Axis to the next 10% above the largest value (at least 10%, at most 200%: a disturbed run
+    // can report absurd utilizations; its bar is clipped, its label still says the value).
+    let tenths = max(1, Int((min(largest, 2) * 10).rounded(.up)))
     let axisMax = Double(tenths) / 10
     func x(_ v: Double) -> Double { x0 + plotWidth * min(max(v, 0), axisMax) / axisMax }
 

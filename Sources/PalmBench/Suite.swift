@@ -158,6 +158,26 @@ public enum Suite {
     public var roofs: [Roofs]
     public var kernels: [KernelBench.Result]
     public var steps: [StepRuns.Measured]
+    /// Set when other processes disturbed the step runs (see `disturbance(_:)`): print it.
+    public var warning: String?
+  }
+
+  /// A warning when the step runs cannot be trusted: any run during which other processes used
+  /// more than 5% of the CPUs, or any MFU/HFU above 100% (the peak was measured while the machine
+  /// was busier than during the run). Nil for a clean run.
+  public static func disturbance(_ steps: [StepRuns.Measured]) -> String? {
+    let busy = steps.filter { ($0.foreignCPU ?? 0) > 0.05 }
+    let impossible = steps.filter { ($0.row?.mfu ?? 0) > 1 || ($0.row?.hfu ?? 0) > 1 }
+    guard !busy.isEmpty || !impossible.isEmpty else { return nil }
+    func names(_ m: [StepRuns.Measured]) -> String {
+      m.map { "\($0.result.config) \($0.result.remat.rawValue) \($0.result.threads)T" }.joined(separator: ", ")
+    }
+    var w = "WARNING: these figures do not measure palm alone. "
+    if !busy.isEmpty { w += "Other processes used more than 5% of the CPUs during \(busy.count) of \(steps.count) step runs (\(names(busy))). " }
+    if !impossible.isEmpty {
+      w += "MFU or HFU above 100% (\(names(impossible))) means the peak was measured while the machine was busier than during the run. "
+    }
+    return w + "Rerun `palm bench` on a quiet machine."
   }
 
   /// Runs every stage and writes the folder. Throws on a kernel, child-process or file error.
@@ -229,11 +249,13 @@ public enum Suite {
       rooflineNote = "roofline.svg: the kernels at \(r.threads) thread(s) under the STREAM-triad and peak roofs."
     }
 
-    let report = Self.report(machine: machine, options: o, roofs: roofs, gemm: gemm, kernels: kernels, steps: steps,
+    let warning = Self.disturbance(steps)
+    var report = Self.report(machine: machine, options: o, roofs: roofs, gemm: gemm, kernels: kernels, steps: steps,
                              skipped: skippedRuns.all, mfuMarkdown: mfuMarkdown, rooflineNote: rooflineNote)
+    if let warning { report = report.replacingOccurrences(of: "\n## ", with: "\n**\(warning)**\n\n## ", options: [], range: report.range(of: "\n## ")) }
     try write("report.md", report)
     stage("report written to \(o.outDir)/report.md")
-    return Outcome(files: files, mfuMarkdown: mfuMarkdown, roofs: roofs, kernels: kernels, steps: steps)
+    return Outcome(files: files, mfuMarkdown: mfuMarkdown, roofs: roofs, kernels: kernels, steps: steps, warning: warning)
   }
 
   /// The Markdown report of a run.

@@ -83,6 +83,10 @@ struct BenchSuite: ParsableCommand {
     }
     let outcome = try Suite.run(options)
     print(outcome.mfuMarkdown, terminator: "")
+    if let w = outcome.warning {
+      print("\n" + w)
+      FileHandle.standardError.write(Data((w + "\n").utf8))
+    }
     FileHandle.standardError.write(Data("wrote \(outcome.files.count) files to \(dir)\n".utf8))
   }
 }

@@ -87,6 +87,20 @@ import _PalmTestSupport
     #expect(report.contains("Skipped to stay within the time budget") && report.contains("micro selective 1T, micro full 1T"))
   }
 
+  /// A peak far below what the run achieves (as when the probe ran while the machine was busy)
+  /// gives MFU above 100%: the suite must say the figures are not a measurement, in the outcome
+  /// and at the top of the report.
+  @Test func impossibleUtilizationIsFlagged() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let o = Suite.Options.smoke(outDir: dir, peak: .fixed(perThreadGFLOPs: 1e-6))
+    let outcome = try withKernelLock { try Suite.run(o) }
+    let warning = try #require(outcome.warning)
+    #expect(warning.contains("above 100%") && warning.contains("micro none 1T"))
+    let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+    #expect(report.contains("**WARNING: these figures do not measure palm alone."))
+  }
+
   @Test func anOutputPathThatIsAFileFails() throws {
     let dir = try temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
