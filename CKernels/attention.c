@@ -13,6 +13,9 @@
 
 enum { BK = 64, TILE_ROWS = 128 };
 
+/* Per-calling-thread scratch of the forward and the backward (grow-only, see pk_kernel.h). */
+static _Thread_local pk_scratch tl_forward, tl_backward;
+
 /* ---- C(m×n) (=|+=) A(m×k) · B(k×n); A[i,p] = a[i·ars + p·acs], B row p at b + p·ldb. ---- */
 
 static void mm_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
@@ -368,7 +371,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
   int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M);
   int64_t shared = pad16(T * Q) + 2 * pad16(B * T * Q);
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
-  float *scratch = pk_aligned_alloc((size_t)(shared + nth * per_thread) * sizeof(float));
+  float *scratch = pk_scratch_reserve(&tl_forward, (size_t)(shared + nth * per_thread));
   if (!scratch) return PK_STATUS_NO_MEMORY;
   float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(B * T * Q);
   float *thread_base = kt + pad16(B * T * Q);
@@ -433,7 +436,6 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
       }
     }
   }
-  pk_aligned_free(scratch);
   if (pk_flops_count_enabled()) pk_flops_add(2.0 * tile_product_flops(B, T, H, Q));
   return PK_STATUS_OK;
 }
@@ -459,7 +461,7 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
   int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ);
   int64_t shared = pad16(T * Q) + 3 * pad16(BTQ);
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
-  float *scratch = pk_aligned_alloc((size_t)(shared + nth * per_thread) * sizeof(float));
+  float *scratch = pk_scratch_reserve(&tl_backward, (size_t)(shared + nth * per_thread));
   if (!scratch) return PK_STATUS_NO_MEMORY;
   float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(BTQ), *vt = kt + pad16(BTQ);
   float *thread_base = vt + pad16(BTQ);
@@ -539,7 +541,6 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
       rope_apply_inverse(kacc, kacc, cs + (rrow % T) * Q, Q, 1.0f);  /* in place: pairs (i, i+Q/2) */
     }
   }
-  pk_aligned_free(scratch);
   if (pk_flops_count_enabled()) pk_flops_add(5.0 * tile_product_flops(B, T, H, Q));
   return PK_STATUS_OK;
 }

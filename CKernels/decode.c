@@ -2,6 +2,7 @@
  * Same rotary convention and score scaling as attention.c; softmax accumulated in double.
  * Reference: llama2.c run.c (per-token attention over the cache), pk_attention.h for the math. */
 #include "pk_decode.h"
+#include "pk_kernel.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -29,7 +30,8 @@ pk_status pk_decode_attention(float *out, float *kcache, float *vcache, const fl
   rope_one(kcache + pos * Q, k, pos, Q, 1.0f);
   for (int64_t i = 0; i < Q; i++) vcache[pos * Q + i] = v[i];
   int64_t n = pos + 1;
-  float *buf = (float *)pk_aligned_alloc((size_t)(n + Q) * sizeof(float));
+  static _Thread_local pk_scratch tl_buf;  /* grow-only: one allocation per sampling thread */
+  float *buf = pk_scratch_reserve(&tl_buf, (size_t)(n + Q));
   if (!buf) return PK_STATUS_NO_MEMORY;
   float *scores = buf, *q = buf + n;
   const float scale = 1.0f / sqrtf((float)Q);
@@ -58,6 +60,5 @@ pk_status pk_decode_attention(float *out, float *kcache, float *vcache, const fl
       for (int64_t i = 0; i < Q; i++) o[i] += p * vr[i];
     }
   }
-  pk_aligned_free(buf);
   return PK_STATUS_OK;
 }

@@ -9,6 +9,7 @@
  * Goto & van de Geijn (2008); BLIS sandbox/gemmlike/bls_gemm_bp_var1.c. */
 #include "gemm_internal.h"
 #include "pk_gemm.h"
+#include "pk_kernel.h"
 #include "pk_omp.h"
 #include <immintrin.h>
 #include <sched.h>
@@ -187,19 +188,7 @@ static const pk_gemm_config CONFIGS[3] = {
 };
 
 /* ---- Pack buffers: grow-only, one pair per thread (no malloc in steady state) -------------- */
-typedef struct { float *p; size_t cap; } pk_buffer;
-static _Thread_local pk_buffer tl_pack_a, tl_pack_b;
-
-static float *buffer_reserve(pk_buffer *b, size_t floats) {
-  if (b->cap < floats) {
-    float *p = pk_aligned_alloc(floats * sizeof(float));
-    if (!p) return NULL;
-    pk_aligned_free(b->p);
-    b->p = p;
-    b->cap = floats;
-  }
-  return b->p;
-}
+static _Thread_local pk_scratch tl_pack_a, tl_pack_b;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -252,7 +241,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   const int split_n = nth > 1 && rpanels < 4 * (int64_t)nth;
 
   /* The shared B panel lives in the calling thread's buffer; each thread packs its own A. */
-  float *bpack = buffer_reserve(&tl_pack_b, (size_t)(KC * ceil_div(NC, NR) * NR));
+  float *bpack = pk_scratch_reserve(&tl_pack_b, (size_t)(KC * ceil_div(NC, NR) * NR));
   if (!bpack) return PK_STATUS_NO_MEMORY;
   int failed[64] = {0};
   if (nth > 64) nth = 64;
@@ -262,7 +251,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     int sense = 0;
-    float *apack = buffer_reserve(&tl_pack_a, (size_t)(MCmax * KC));
+    float *apack = pk_scratch_reserve(&tl_pack_a, (size_t)(MCmax * KC));
     failed[tid] = apack == NULL;
     /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
     const int64_t r0 = split_n ? 0 : min64(m, tid * rpanels / nt * MR);

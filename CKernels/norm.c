@@ -124,7 +124,8 @@ pk_status pk_layernorm_backward(float *dx, int64_t lddx, float *dscale, const fl
   int simd = pk_isa_active() >= PK_ISA_AVX512;
   int nth = N * D > 4096 ? pk_threads_get() : 1;
   int64_t ldp = (D + 15) & ~(int64_t)15;
-  float *parts = pk_aligned_alloc((size_t)(nth * ldp) * sizeof(float));
+  static _Thread_local pk_scratch tl_parts;  /* grow-only, see pk_kernel.h */
+  float *parts = pk_scratch_reserve(&tl_parts, (size_t)(nth * ldp));
   if (!parts) return PK_STATUS_NO_MEMORY;
   int team = 1;
 #pragma omp parallel num_threads(nth)
@@ -148,6 +149,5 @@ pk_status pk_layernorm_backward(float *dx, int64_t lddx, float *dscale, const fl
     for (int th = 0; th < team; th++) s += parts[th * ldp + j];
     dscale[j] += s;
   }
-  pk_aligned_free(parts);
   return PK_STATUS_OK;
 }

@@ -6,9 +6,25 @@
 #ifndef PK_KERNEL_H
 #define PK_KERNEL_H
 #include "pk_core.h"
+#include <stddef.h>
 #include <stdint.h>
 
 #define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+/* Grow-only, 64-byte aligned scratch, one per calling thread (`static _Thread_local pk_scratch`):
+ * after the first step of a training run no kernel allocates (the hot path never calls malloc). */
+typedef struct { float *p; size_t cap; } pk_scratch;
+
+static inline float *pk_scratch_reserve(pk_scratch *b, size_t floats) {
+  if (b->cap < floats) {
+    float *p = (float *)pk_aligned_alloc(floats * sizeof(float));
+    if (!p) return NULL;
+    pk_aligned_free(b->p);
+    b->p = p;
+    b->cap = floats;
+  }
+  return b->p;
+}
 #define PK_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
 /* Product of non-negative sizes; 0 on overflow (with *ok cleared). */
