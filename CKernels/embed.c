@@ -7,19 +7,12 @@
 #include "pk_omp.h"
 #include <string.h>
 
-static pk_status check_tokens(const int32_t *tokens, int64_t N, int64_t V) {
-  PK_TRY(pk_check_vector(tokens, N, sizeof(int32_t)));
-  for (int64_t i = 0; i < N; i++)
-    if (tokens[i] < 0 || (int64_t)tokens[i] >= V) return PK_STATUS_BAD_ARGUMENT;
-  return PK_STATUS_OK;
-}
-
 pk_status pk_embedding_forward(float *out, int64_t ldo, const int32_t *tokens, const float *table,
                                float scale, int64_t N, int64_t V, int64_t D) {
   if (N < 0 || V < 0 || D < 0) return PK_STATUS_BAD_SIZE;
   PK_TRY(pk_check_matrix(out, N, D, ldo));
   PK_TRY(pk_check_matrix(table, V, D, D));
-  PK_TRY(check_tokens(tokens, N, V));
+  PK_TRY(pk_check_ids(tokens, N, V));
   if (N == 0 || D == 0) return PK_STATUS_OK;
 #pragma omp parallel for schedule(static) if (N * D > 16384)
   for (int64_t i = 0; i < N; i++) {
@@ -37,7 +30,7 @@ pk_status pk_embedding_backward(float *dtable, const float *dout, int64_t lddout
   if (N < 0 || V < 0 || D < 0) return PK_STATUS_BAD_SIZE;
   PK_TRY(pk_check_matrix(dout, N, D, lddout));
   PK_TRY(pk_check_matrix(dtable, V, D, D));
-  PK_TRY(check_tokens(tokens, N, V));
+  PK_TRY(pk_check_ids(tokens, N, V));
   if (N == 0 || D == 0) return PK_STATUS_OK;
   int64_t chunks = (D + 15) / 16;
   int nth = N * D > 16384 ? pk_threads_get() : 1;

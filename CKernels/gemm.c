@@ -224,7 +224,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
     return PK_STATUS_OK;
   }
   /* FLOP counting mode (pk_core.h): a multiply-add counts 2, as in FLOPs.swift. */
-  if (pk_flops_count_enabled()) pk_flops_add(2.0 * (double)m * (double)n * (double)k);
+  pk_flops_add(2.0 * (double)m * (double)n * (double)k);
   const pk_gemm_config *cfg = &CONFIGS[pk_isa_active()];
   const int MR = cfg->mr, NR = cfg->nr;
   const int trans_a = layout == PK_LAYOUT_TN, trans_b = layout == PK_LAYOUT_NT;

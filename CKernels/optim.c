@@ -7,23 +7,20 @@
  * built) and AVX-512 (selected at run time). Both use correctly rounded sqrt and division, so they
  * agree to a few ulps (fused multiply-adds may round differently). */
 #include "pk_optim.h"
+#include "pk_kernel.h"
 #include "pk_omp.h"
 #include <math.h>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 #define PK_HAVE_X86 1
-#define PK_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 #endif
 
 #define MAX_BLOCKS 1024
 
-static _Thread_local int force_scalar = 0;
-void pk_optim_force_scalar(int on) { force_scalar = on ? 1 : 0; }
-
+/* The ISA the kernels run at (pk_isa_active: detected, or forced by PALM_ISA / pk_isa_force). */
 static int use_avx512(void) {
 #if PK_HAVE_X86
-  return !force_scalar && pk_isa_active() >= PK_ISA_AVX512;
+  return pk_isa_active() >= PK_ISA_AVX512;
 #else
   return 0;
 #endif
@@ -42,7 +39,7 @@ static int64_t block_count(int64_t n) { int64_t bs = block_size(n); return (n + 
 /* Threads to start for nb blocks: 1 for a single block (no parallel region). */
 static int team_for(int64_t nb) {
   if (nb <= 1) return 1;
-  int t = omp_get_max_threads();
+  int t = pk_threads_get();
   return t < 1 ? 1 : t;
 }
 
@@ -113,26 +110,25 @@ static void scale_scalar(float *x, int64_t b, int64_t e, float s) {
  * masked stores are slow on AMD Zen 4/5 (measured here: a fully masked AdamW ran 1.5x slower than
  * the auto-vectorized scalar path). */
 #if PK_HAVE_X86
-static inline __mmask16 PK_AVX512 tail_mask(int64_t left) { return (__mmask16)((1u << left) - 1u); }
 
 /* acc += x^2 in fp64 (16 floats -> two 8-lane double accumulators). */
-static inline void PK_AVX512 sq_acc(__m512d acc[2], __m512 x) {
+static inline void PK_TARGET_AVX512 sq_acc(__m512d acc[2], __m512 x) {
   __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
   __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
   acc[0] = _mm512_fmadd_pd(lo, lo, acc[0]);
   acc[1] = _mm512_fmadd_pd(hi, hi, acc[1]);
 }
 
-static double PK_AVX512 ssq_avx512(const float *x, int64_t b, int64_t e) {
+static double PK_TARGET_AVX512 ssq_avx512(const float *x, int64_t b, int64_t e) {
   __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
   int64_t i = b;
   for (; i + 16 <= e; i += 16) sq_acc(acc, _mm512_loadu_ps(x + i));
-  if (i < e) sq_acc(acc, _mm512_maskz_loadu_ps(tail_mask(e - i), x + i));
+  if (i < e) sq_acc(acc, _mm512_maskz_loadu_ps(pk_mask16(e - i), x + i));
   return _mm512_reduce_add_pd(_mm512_add_pd(acc[0], acc[1]));
 }
 
 /* One AdamW vector: updates *pv, *mv, *vv from gv. */
-static inline void PK_AVX512 adamw_vec(__m512 *pv, __m512 *mv, __m512 *vv, __m512 gv, const adamw_k *k) {
+static inline void PK_TARGET_AVX512 adamw_vec(__m512 *pv, __m512 *mv, __m512 *vv, __m512 gv, const adamw_k *k) {
   *mv = _mm512_fmadd_ps(_mm512_set1_ps(k->beta1), *mv, _mm512_mul_ps(_mm512_set1_ps(1.0f - k->beta1), gv));
   *vv = _mm512_fmadd_ps(_mm512_set1_ps(k->beta2), *vv,
                         _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - k->beta2), gv), gv));
@@ -141,7 +137,7 @@ static inline void PK_AVX512 adamw_vec(__m512 *pv, __m512 *mv, __m512 *vv, __m51
                          _mm512_mul_ps(*pv, _mm512_set1_ps(k->decay)));
 }
 
-static void PK_AVX512 adamw_avx512(float *p, float *m, float *v, const float *g, int64_t b, int64_t e,
+static void PK_TARGET_AVX512 adamw_avx512(float *p, float *m, float *v, const float *g, int64_t b, int64_t e,
                                    const adamw_k *k) {
   int64_t i = b;
   for (; i + 16 <= e; i += 16) {
@@ -152,7 +148,7 @@ static void PK_AVX512 adamw_avx512(float *p, float *m, float *v, const float *g,
     _mm512_storeu_ps(p + i, pv);
   }
   if (i < e) {
-    __mmask16 km = tail_mask(e - i);
+    __mmask16 km = pk_mask16(e - i);
     __m512 pv = _mm512_maskz_loadu_ps(km, p + i), mv = _mm512_maskz_loadu_ps(km, m + i);
     __m512 vv = _mm512_maskz_loadu_ps(km, v + i);
     adamw_vec(&pv, &mv, &vv, _mm512_maskz_loadu_ps(km, g + i), k);
@@ -163,13 +159,13 @@ static void PK_AVX512 adamw_avx512(float *p, float *m, float *v, const float *g,
 }
 
 /* Adafactor pass A on one vector: v update; returns y = g / sqrt(v) (0 in lanes outside km). */
-static inline __m512 PK_AVX512 adafactor_a_vec(__m512 *vv, __m512 gv, __mmask16 km, const adafactor_k *k) {
+static inline __m512 PK_TARGET_AVX512 adafactor_a_vec(__m512 *vv, __m512 gv, __mmask16 km, const adafactor_k *k) {
   __m512 g2 = _mm512_fmadd_ps(gv, gv, _mm512_set1_ps(k->eps1));
   *vv = _mm512_fmadd_ps(_mm512_set1_ps(k->beta2), *vv, _mm512_mul_ps(_mm512_set1_ps(1.0f - k->beta2), g2));
   return _mm512_maskz_div_ps(km, gv, _mm512_sqrt_ps(*vv));
 }
 
-static double PK_AVX512 adafactor_a_avx512(float *v, const float *g, int64_t b, int64_t e,
+static double PK_TARGET_AVX512 adafactor_a_avx512(float *v, const float *g, int64_t b, int64_t e,
                                            const adafactor_k *k) {
   __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
   int64_t i = b;
@@ -179,7 +175,7 @@ static double PK_AVX512 adafactor_a_avx512(float *v, const float *g, int64_t b, 
     _mm512_storeu_ps(v + i, vv);
   }
   if (i < e) {
-    __mmask16 km = tail_mask(e - i);
+    __mmask16 km = pk_mask16(e - i);
     __m512 vv = _mm512_maskz_loadu_ps(km, v + i);
     sq_acc(acc, adafactor_a_vec(&vv, _mm512_maskz_loadu_ps(km, g + i), km, k));
     _mm512_mask_storeu_ps(v + i, km, vv);
@@ -188,14 +184,14 @@ static double PK_AVX512 adafactor_a_avx512(float *v, const float *g, int64_t b, 
 }
 
 /* Adafactor pass B on one vector: momentum of the clipped, scaled update, then the parameter. */
-static inline void PK_AVX512 adafactor_b_vec(__m512 *pv, __m512 *mv, __m512 vv, __m512 gv, const adafactor_k *k) {
+static inline void PK_TARGET_AVX512 adafactor_b_vec(__m512 *pv, __m512 *mv, __m512 vv, __m512 gv, const adafactor_k *k) {
   __m512 y = _mm512_mul_ps(_mm512_div_ps(gv, _mm512_sqrt_ps(vv)), _mm512_set1_ps(k->inv_clip));
   *mv = _mm512_fmadd_ps(_mm512_set1_ps(k->beta1), *mv,
                         _mm512_mul_ps(_mm512_set1_ps(1.0f - k->beta1), _mm512_mul_ps(_mm512_set1_ps(k->scale), y)));
   *pv = _mm512_fmsub_ps(_mm512_set1_ps(k->keep), *pv, *mv);
 }
 
-static void PK_AVX512 adafactor_b_avx512(float *p, float *m, const float *v, const float *g, int64_t b,
+static void PK_TARGET_AVX512 adafactor_b_avx512(float *p, float *m, const float *v, const float *g, int64_t b,
                                          int64_t e, const adafactor_k *k) {
   int64_t i = b;
   for (; i + 16 <= e; i += 16) {
@@ -205,7 +201,7 @@ static void PK_AVX512 adafactor_b_avx512(float *p, float *m, const float *v, con
     _mm512_storeu_ps(p + i, pv);
   }
   if (i < e) {
-    __mmask16 km = tail_mask(e - i);
+    __mmask16 km = pk_mask16(e - i);
     __m512 pv = _mm512_maskz_loadu_ps(km, p + i), mv = _mm512_maskz_loadu_ps(km, m + i);
     /* lanes outside km: v = 1 so no 0/0 is computed (their results are not stored) */
     adafactor_b_vec(&pv, &mv, _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), km, v + i),
@@ -215,12 +211,12 @@ static void PK_AVX512 adafactor_b_avx512(float *p, float *m, const float *v, con
   }
 }
 
-static void PK_AVX512 scale_avx512(float *x, int64_t b, int64_t e, float s) {
+static void PK_TARGET_AVX512 scale_avx512(float *x, int64_t b, int64_t e, float s) {
   const __m512 sv = _mm512_set1_ps(s);
   int64_t i = b;
   for (; i + 16 <= e; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), sv));
   if (i < e) {
-    __mmask16 km = tail_mask(e - i);
+    __mmask16 km = pk_mask16(e - i);
     _mm512_mask_storeu_ps(x + i, km, _mm512_mul_ps(_mm512_maskz_loadu_ps(km, x + i), sv));
   }
 }

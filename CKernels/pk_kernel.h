@@ -59,6 +59,14 @@ static inline pk_status pk_check_vector(const void *p, int64_t n, int64_t elem) 
 
 #define PK_TRY(expr) do { pk_status s_ = (expr); if (s_ != PK_STATUS_OK) return s_; } while (0)
 
+/* Token ids (embedding rows, cross-entropy targets): N int32 values, each in [0, V). */
+static inline pk_status pk_check_ids(const int32_t *ids, int64_t N, int64_t V) {
+  PK_TRY(pk_check_vector(ids, N, sizeof(int32_t)));
+  for (int64_t i = 0; i < N; i++)
+    if (ids[i] < 0 || (int64_t)ids[i] >= V) return PK_STATUS_BAD_ARGUMENT;
+  return PK_STATUS_OK;
+}
+
 /* Rows [*lo, *hi) of n for thread ith of nth: contiguous, balanced, fixed for fixed (n, nth). */
 static inline void pk_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
   int64_t q = n / nth, r = n % nth;

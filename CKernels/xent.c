@@ -107,13 +107,6 @@ static void row_grad(int simd, float *d, const float *x, int64_t V, float lse, f
   row_grad_scalar(d, x, V, lse, c);
 }
 
-static pk_status check_targets(const int32_t *targets, int64_t N, int64_t V) {
-  PK_TRY(pk_check_vector(targets, N, sizeof(int32_t)));
-  for (int64_t i = 0; i < N; i++)
-    if (targets[i] < 0 || (int64_t)targets[i] >= V) return PK_STATUS_BAD_ARGUMENT;
-  return PK_STATUS_OK;
-}
-
 static pk_status check_logits(const float *logits, int64_t ldl, int64_t N, int64_t V) {
   PK_TRY(pk_check_matrix(logits, N, V, ldl));
   if (N > 0 && V == 0) return PK_STATUS_BAD_SIZE;
@@ -125,7 +118,7 @@ pk_status pk_xent_forward(float *loss, float *lse, const float *logits, int64_t 
   PK_TRY(check_logits(logits, ldl, N, V));
   PK_TRY(pk_check_vector(loss, N, sizeof(float)));
   PK_TRY(pk_check_vector(lse, N, sizeof(float)));
-  PK_TRY(check_targets(targets, N, V));
+  PK_TRY(pk_check_ids(targets, N, V));
   int simd = (int)pk_isa_active();
 #pragma omp parallel for schedule(static) if (N * V > 4096)
   for (int64_t i = 0; i < N; i++) {
@@ -143,7 +136,7 @@ pk_status pk_xent_backward(float *dlogits, int64_t lddl, const float *logits, in
   PK_TRY(check_logits(logits, ldl, N, V));
   PK_TRY(pk_check_matrix(dlogits, N, V, lddl));
   PK_TRY(pk_check_vector(lse, N, sizeof(float)));
-  PK_TRY(check_targets(targets, N, V));
+  PK_TRY(pk_check_ids(targets, N, V));
   if ((void *)dlogits == (const void *)logits && lddl != ldl) return PK_STATUS_BAD_STRIDE;
   int simd = (int)pk_isa_active();
 #pragma omp parallel for schedule(static) if (N * V > 4096)
@@ -163,7 +156,7 @@ pk_status pk_xent_forward_backward(float *loss, float *lse, float *dlogits, int6
   PK_TRY(pk_check_matrix(dlogits, N, V, lddl));
   PK_TRY(pk_check_vector(loss, N, sizeof(float)));
   PK_TRY(pk_check_vector(lse, N, sizeof(float)));
-  PK_TRY(check_targets(targets, N, V));
+  PK_TRY(pk_check_ids(targets, N, V));
   if ((void *)dlogits == (const void *)logits && lddl != ldl) return PK_STATUS_BAD_STRIDE;
   int simd = (int)pk_isa_active();
 #pragma omp parallel for schedule(static) if (N * V > 4096)

@@ -8,7 +8,7 @@
  * in block order, so results are bit-identical for any thread count (for a given ISA path). Tensors
  * of one block (n <= PK_OPTIM_SERIAL_BELOW) run on the calling thread only.
  * Dispatch: pk_isa_active() >= PK_ISA_AVX512 uses the AVX-512 path; every other ISA uses the
- * portable scalar path (always built; pk_optim_force_scalar() selects it for tests). */
+ * portable scalar path (always built; PALM_ISA=scalar or pk_isa_force selects it). */
 #ifndef PK_OPTIM_H
 #define PK_OPTIM_H
 #include "pk_core.h"
@@ -65,10 +65,6 @@ pk_status pk_global_norm_squared(double *out, const float *const *tensors /* (co
 
 /* x[i] *= s, in place. */
 pk_status pk_scale_inplace(float *x /* (n) in/out */, int64_t n, float s);
-
-/* 1: use the scalar path even when AVX-512 is active; 0: normal dispatch. Per calling thread (the
- * flag is read once per call, before any parallel region), so tests can compare paths safely. */
-void pk_optim_force_scalar(int on);
 
 #ifdef __cplusplus
 }

@@ -19,19 +19,11 @@ public struct ShardedBenchResult: Sendable, Equatable {
   /// Step times on rank 0, seconds (each step is collective, so the ranks agree closely).
   public let stepSeconds: [Double]
   public var minSeconds: Double { stepSeconds.min() ?? 0 }
-  public var medianSeconds: Double {
-    let s = stepSeconds.sorted()
-    return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-  }
+  public var medianSeconds: Double { median(stepSeconds) ?? 0 }
   /// Global tokens per second at the median step time.
   public var tokensPerSecond: Double { medianSeconds > 0 ? Double(globalBatch * seqLen) / medianSeconds : 0 }
   /// Pod exchange of each timed step as seen by THIS rank (bytes, transfer, wait, hidden fraction).
   public let exchange: [ExchangeStats]
-  /// Median hidden fraction over the timed steps (1 when there is no exchange).
-  public var medianHiddenFraction: Double {
-    let h = exchange.map(\.hiddenFraction).sorted()
-    return h.isEmpty ? 1 : h[h.count / 2]
-  }
   /// Losses of the timed steps (a sanity check that training runs).
   public let losses: [Float]
 }

@@ -3,6 +3,7 @@
 // the `mpirun … palm bench step --format json` child it starts.
 
 import Foundation
+import PalmTrain
 
 /// The figures of a `ShardedBenchResult`, flat and Codable (keys in snake_case).
 public struct ShardedBenchReport: Codable, Sendable, Equatable {
@@ -36,10 +37,7 @@ public struct ShardedBenchReport: Codable, Sendable, Equatable {
   }
 
   public init(_ r: ShardedBenchResult, config: String, devices: String) {
-    func median(_ xs: [Double]) -> Double {
-      let s = xs.sorted()
-      return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    func median(_ xs: [Double]) -> Double { PalmTrain.median(xs) ?? 0 }
     self.config = config
     mesh = r.shape.description
     self.devices = devices

@@ -173,7 +173,7 @@ public final class ShardedTrainer: @unchecked Sendable {
     let st = optimizer.stateTensors, B = layout.bucketCount
     try scatter(state.m, into: Array(st[0..<B].map(\.tensor)))
     try scatter(state.v, into: Array(st[B..<(2 * B)].map(\.tensor)))
-    try ShardedTrainer.setStep(optimizer, state.step)
+    try optimizer.setStep(state.step)
   }
 
   /// `load(from:optimizerState:)` with the moments of a single-device `Optimizer` (e.g. restored
@@ -199,18 +199,8 @@ public final class ShardedTrainer: @unchecked Sendable {
     let (m, v, step) = try gatherOptimizerState()
     let opt = try Optimizer(optimizer.settings, parameters: m.entries.map { ($0.name, $0.shape) })
     for (name, t) in opt.stateTensors { t.copy(from: (name.hasPrefix("m.") ? m : v)[String(name.dropFirst(2))]!) }
-    try ShardedTrainer.setStep(opt, step)
+    try opt.setStep(step)
     return opt
-  }
-
-  /// Sets an optimizer's update count, keeping its moments. `Optimizer.restore` reads a safetensors
-  /// file, so the moments round-trip through a temporary one.
-  static func setStep(_ opt: Optimizer, _ step: Int) throws {
-    let path = FileManager.default.temporaryDirectory
-      .appendingPathComponent("palm-shard-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString).safetensors").path
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    try SafeTensors.write(opt.stateTensors, to: path)
-    try opt.restore(from: try SafeTensorsFile(path: path), step: step)
   }
 
   /// Gathers the full parameters in the single-device layout (collective over `data` and `model`:
@@ -436,9 +426,12 @@ public final class ShardedTrainer: @unchecked Sendable {
         if try pending[k].request.test() { pending[k].done = pk_now_seconds() }
       }
     }
-    headGrads.fill(0)
+    // The gradient buffers are overwritten, not accumulated (no micro-batches here): the GEMMs
+    // write with beta 0 and only the LayerNorm scales, which pk_layernorm_backward adds into, are
+    // zeroed. Padding between the regions stays zero from allocation.
+    (G + L.lnFinalOffset).update(repeating: 0, count: d)
     let scale = 1 / Float(d).squareRoot()
-    try Kernels.gemm(.tn, V, d, n, scale, logits.pointer, V, headH.pointer, d, 1, G + L.embedOffset, d)
+    try Kernels.gemm(.tn, V, d, n, scale, logits.pointer, V, headH.pointer, d, 0, G + L.embedOffset, d)
     try Kernels.gemm(.nn, n, d, V, scale, logits.pointer, V, H + L.embedOffset, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
@@ -447,11 +440,11 @@ public final class ShardedTrainer: @unchecked Sendable {
                             H + L.lnFinalOffset, Int64(n), Int64(d)), "layernorm_backward")
     for i in stride(from: L.config.layers - 1, through: 0, by: -1) {
       try mesh.dataComm.allGather(paramShards[i], into: layerWeights)
-      layerGrads.fill(0)
       let W = layerWeights.pointer, dW = layerGrads.pointer
-      // d[ctx | g] = dx · w_outᵀ;  d w_out += [ctx | g]ᵀ · dx
+      (dW + L.lnOffset).update(repeating: 0, count: d)  // the GEMMs below overwrite the rest (beta 0)
+      // d[ctx | g] = dx · w_outᵀ;  d w_out = [ctx | g]ᵀ · dx
       try Kernels.gemm(.nt, n, L.localOut, d, 1, dx.pointer, d, W + L.wOutOffset, d, 0, dcg.pointer, L.localOut)
-      try Kernels.gemm(.tn, L.localOut, d, n, 1, cgs[i].pointer, L.localOut, dx.pointer, d, 1, dW + L.wOutOffset, d)
+      try Kernels.gemm(.tn, L.localOut, d, n, 1, cgs[i].pointer, L.localOut, dx.pointer, d, 0, dW + L.wOutOffset, d)
       try KernelError.check(
         pk_attention_backward(dproj.pointer, Int64(L.localIn), dcg.pointer, Int64(L.localOut),
                               projs[i].pointer, Int64(L.localIn), cgs[i].pointer, Int64(L.localOut),
@@ -461,8 +454,8 @@ public final class ShardedTrainer: @unchecked Sendable {
         pk_swiglu_backward(dproj.pointer + lpqkv, Int64(L.localIn), dcg.pointer + lhq, Int64(L.localOut),
                            projs[i].pointer + lpqkv, Int64(L.localIn), Int64(n), Int64(L.localFF)),
         "swiglu_backward")
-      // d w_in += hᵀ · dproj;  dh = dproj_m · w_in_mᵀ
-      try Kernels.gemm(.tn, d, L.localIn, n, 1, hs[i].pointer, d, dproj.pointer, L.localIn, 1, dW + L.wInOffset, L.localIn)
+      // d w_in = hᵀ · dproj;  dh = dproj_m · w_in_mᵀ
+      try Kernels.gemm(.tn, d, L.localIn, n, 1, hs[i].pointer, d, dproj.pointer, L.localIn, 0, dW + L.wInOffset, L.localIn)
       try Kernels.gemm(.nt, n, d, L.localIn, 1, dproj.pointer, L.localIn, W + L.wInOffset, L.localIn, 0, dh.pointer, d)
       // The one model collective of the backward sums, in one buffer, dh (the input gradient of
       // LN(x)·W_in) and the shards' partial gradients of the replicated K/V columns of w_in.

@@ -326,8 +326,7 @@ public struct CheckpointStore: Sendable {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 { throw FileError("open", path) }
     defer { close(fd) }
-    var ctx = pk_sha256_ctx()
-    pk_sha256_init(&ctx)
+    var sha = SHA256()
     let size = 1 << 20
     let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     defer { buf.deallocate() }
@@ -336,14 +335,10 @@ public struct CheckpointStore: Sendable {
       let n = read(fd, buf, size)
       if n < 0 { if errno == EINTR { continue }; throw FileError("read", path) }
       if n == 0 { break }
-      _ = pk_sha256_update(&ctx, buf, n)
+      sha.update(UnsafeRawBufferPointer(start: buf, count: n))
       total += n
     }
-    var digest = [UInt8](repeating: 0, count: 32)
-    digest.withUnsafeMutableBufferPointer { d in
-      d.baseAddress!.withMemoryRebound(to: UInt8.self, capacity: 32) { pk_sha256_final(&ctx, $0) }
-    }
-    let hex = digest.map { b -> String in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }.joined()
+    let hex = SHA256.hex(sha.finalize())
     return CheckpointFileRecord(bytes: total, sha256: hex)
   }
 }

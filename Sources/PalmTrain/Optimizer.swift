@@ -207,6 +207,13 @@ public final class Optimizer: @unchecked Sendable {
     self.step = step
   }
 
+  /// Sets the update count, keeping the moments (a sharded run rebuilding a single-device
+  /// optimizer from gathered moments). - Throws: `OptimizerError` for a negative step.
+  public func setStep(_ step: Int) throws {
+    if step < 0 { throw OptimizerError("negative step \(step)") }
+    self.step = step
+  }
+
   /// Zeroes the moments and the step count.
   public func reset() {
     storage.base.update(repeating: 0, count: storage.count)

@@ -66,10 +66,16 @@ public struct SpikePolicy: Codable, Equatable, Sendable {
   }
 
   static func median<C: Collection>(_ xs: C) -> Double where C.Element == Double {
-    let s = xs.sorted()
-    if s.isEmpty { return .nan }
-    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    PalmTrain.median(xs) ?? .nan
   }
+}
+
+/// The median (the mean of the two middle values for an even count); nil when empty. The one
+/// median of the training loop and the benchmarks.
+public func median<C: Collection>(_ xs: C) -> Double? where C.Element == Double {
+  let s = xs.sorted()
+  if s.isEmpty { return nil }
+  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
 /// A training run's settings.

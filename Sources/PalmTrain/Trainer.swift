@@ -314,8 +314,7 @@ public final class Trainer: @unchecked Sendable {
       emit(r)
       throw TrainError.diverged("giving up after \(rollbacks) loss spikes (last: update \(step + 1), \(reason))")
     }
-    let quiet = CheckpointStore(directory: store.directory, keepLast: store.keepLast, warn: store.warn)
-    guard let ck = quiet.latest() else {
+    guard let ck = store.latest() else {
       emit(r)
       throw TrainError.diverged("loss spike at update \(step + 1) (\(reason)) and no checkpoint to roll back to")
     }

@@ -8,6 +8,7 @@ import ArgumentParser
 import Foundation
 import PalmModel
 import PalmParallel
+import PalmTrain
 import PalmTensor
 
 struct BenchExchange: ParsableCommand {
@@ -185,10 +186,7 @@ struct BenchExchange: ParsableCommand {
         if k % 2 == 0 { try runTwo(); try runOne() } else { try runOne(); try runTwo() }
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
-    func median(_ xs: [Double]) -> Double {
-      let s = xs.sorted()
-      return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    func median(_ xs: [Double]) -> Double { PalmTrain.median(xs) ?? 0 }  // 0 when no round ran
     let tTwo = median(two.map(\.tokensPerSecond)), tOne = median(one.map(\.tokensPerSecond))
     return Comparison(config: c.name, devices: devices.rawValue, globalBatch: c.batch, seqLen: c.seqLen, rounds: rounds,
                       twoPods: two, onePod: one, twoPodsTokensPerSecond: tTwo, onePodTokensPerSecond: tOne,

@@ -84,27 +84,27 @@ private enum Kind { case adamw, adafactor }
 /// Runs `steps` updates of the kernel on a copy of p; returns the final parameters.
 private func runKernel(_ kind: Kind, p p0: [Float], grads: [[Float]], h: Hyper, scalar: Bool) throws -> [Float] {
   var p = p0, m = [Float](repeating: 0, count: p0.count), v = m
-  pk_optim_force_scalar(scalar ? 1 : 0)
-  defer { pk_optim_force_scalar(0) }
-  for (t0, g) in grads.enumerated() {
-    let n = Int64(p.count), k = Int64(t0 + 1)
-    let status = p.withUnsafeMutableBufferPointer { pp in
-      m.withUnsafeMutableBufferPointer { mp in
-        v.withUnsafeMutableBufferPointer { vp in
-          g.withUnsafeBufferPointer { gp in
-            switch kind {
-            case .adamw:
-              pk_adamw_update(pp.baseAddress, mp.baseAddress, vp.baseAddress, gp.baseAddress, n,
-                              h.lr, h.beta1, h.beta2, h.eps, h.wd, k)
-            case .adafactor:
-              pk_adafactor_update(pp.baseAddress, mp.baseAddress, vp.baseAddress, gp.baseAddress, n,
-                                  h.lr, h.beta1, h.decayExponent, h.eps1, h.eps2, h.clip, h.lr * h.lr, k)
+  try withISA(scalar ? .scalar : ISA.detected) {  // the scalar path, or the best this CPU has
+    for (t0, g) in grads.enumerated() {
+      let n = Int64(p.count), k = Int64(t0 + 1)
+      let status = p.withUnsafeMutableBufferPointer { pp in
+        m.withUnsafeMutableBufferPointer { mp in
+          v.withUnsafeMutableBufferPointer { vp in
+            g.withUnsafeBufferPointer { gp in
+              switch kind {
+              case .adamw:
+                pk_adamw_update(pp.baseAddress, mp.baseAddress, vp.baseAddress, gp.baseAddress, n,
+                                h.lr, h.beta1, h.beta2, h.eps, h.wd, k)
+              case .adafactor:
+                pk_adafactor_update(pp.baseAddress, mp.baseAddress, vp.baseAddress, gp.baseAddress, n,
+                                    h.lr, h.beta1, h.decayExponent, h.eps1, h.eps2, h.clip, h.lr * h.lr, k)
+              }
             }
           }
         }
       }
+      try KernelError.check(status, "\(kind)")
     }
-    try KernelError.check(status, "\(kind)")
   }
   return p
 }
@@ -230,21 +230,21 @@ struct OptimKernelTests {
     let tensors = [1, 17, 1000, 0, 40_003, 3].map { s.floats($0, 3) }
     let ref = tensors.joined().reduce(0.0) { $0 + Double($1) * Double($1) }
     for scalar in [true, false] {
-      pk_optim_force_scalar(scalar ? 1 : 0)
-      defer { pk_optim_force_scalar(0) }
-      var pointers: [UnsafePointer<Float>?] = []
-      var out = 0.0
-      var counts = tensors.map { Int64($0.count) }
-      // Keep the arrays alive while their pointers are used.
-      let buffers = tensors.map { t -> UnsafeMutableBufferPointer<Float> in
-        let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(t.count, 1))
-        _ = b.initialize(from: t)
-        return b
+      try withISA(scalar ? .scalar : ISA.detected) {
+        var pointers: [UnsafePointer<Float>?] = []
+        var out = 0.0
+        var counts = tensors.map { Int64($0.count) }
+        // Keep the arrays alive while their pointers are used.
+        let buffers = tensors.map { t -> UnsafeMutableBufferPointer<Float> in
+          let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(t.count, 1))
+          _ = b.initialize(from: t)
+          return b
+        }
+        defer { buffers.forEach { $0.deallocate() } }
+        pointers = buffers.map { UnsafePointer($0.baseAddress) }
+        try KernelError.check(pk_global_norm_squared(&out, &pointers, &counts, Int64(tensors.count)), "global_norm")
+        #expect(abs(out - ref) <= 1e-12 * ref, "scalar=\(scalar): \(out) vs \(ref)")
       }
-      defer { buffers.forEach { $0.deallocate() } }
-      pointers = buffers.map { UnsafePointer($0.baseAddress) }
-      try KernelError.check(pk_global_norm_squared(&out, &pointers, &counts, Int64(tensors.count)), "global_norm")
-      #expect(abs(out - ref) <= 1e-12 * ref, "scalar=\(scalar): \(out) vs \(ref)")
     }
   }
 
@@ -253,12 +253,12 @@ struct OptimKernelTests {
     var s = Stream(state: 3)
     for n in [0, 1, 17, 40_003] {
       for scalar in [true, false] {
-        pk_optim_force_scalar(scalar ? 1 : 0)
-        defer { pk_optim_force_scalar(0) }
-        let x = s.floats(n)
-        var y = x
-        try KernelError.check(y.withUnsafeMutableBufferPointer { pk_scale_inplace($0.baseAddress, Int64(n), 0.37) }, "scale")
-        #expect(zip(x, y).allSatisfy { $0 * 0.37 == $1 }, "n=\(n) scalar=\(scalar)")
+        try withISA(scalar ? .scalar : ISA.detected) {
+          let x = s.floats(n)
+          var y = x
+          try KernelError.check(y.withUnsafeMutableBufferPointer { pk_scale_inplace($0.baseAddress, Int64(n), 0.37) }, "scale")
+          #expect(zip(x, y).allSatisfy { $0 * 0.37 == $1 }, "n=\(n) scalar=\(scalar)")
+        }
       }
     }
   }
