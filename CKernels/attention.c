@@ -252,24 +252,16 @@ static PK_TARGET_AVX2 void softmax_grad_avx2(float *s, float *dp, int64_t n, int
 static void rope_table(float *cs, int64_t T, int64_t Q) {
   int64_t half = Q / 2;
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; t++)
-    for (int64_t i = 0; i < half; i++) {
-      double theta = (double)t * pow(PK_ROPE_BASE, -2.0 * (double)i / (double)Q);
+  for (int64_t i = 0; i < half; i++) {
+    const double freq = pk_rope_frequency(i, Q);  /* once per i, not per (t, i) */
+    for (int64_t t = 0; t < T; t++) {
+      double theta = (double)t * freq;
       cs[t * Q + i] = (float)cos(theta);
       cs[t * Q + half + i] = (float)sin(theta);
     }
-}
-
-/* y = R(t) x · scale (forward rotation). */
-static void rope_apply(float *y, const float *x, const float *cs, int64_t Q, float scale) {
-  int64_t half = Q / 2;
-  const float *c = cs, *sn = cs + half;
-  for (int64_t i = 0; i < half; i++) {
-    float x1 = x[i], x2 = x[i + half];
-    y[i] = (x1 * c[i] - x2 * sn[i]) * scale;
-    y[i + half] = (x2 * c[i] + x1 * sn[i]) * scale;
   }
 }
+
 
 /* y = R(t)ᵀ x · scale (inverse rotation, for gradients). */
 static void rope_apply_inverse(float *y, const float *x, const float *cs, int64_t Q, float scale) {
@@ -328,7 +320,7 @@ static void prepare_kv(float *krot, float *kt, float *vt, const float *qkv, int6
     int64_t b = r / T, t = r % T;
     const float *row = qkv + r * ldqkv;
     float *kr = krot + r * Q;
-    rope_apply(kr, row + koff, cs + t * Q, Q, 1.0f);
+    pk_rope_apply(kr, row + koff, cs + t * Q, Q, 1.0f);
     float *ktb = kt + b * Q * T;
     for (int64_t d = 0; d < Q; d++) ktb[d * T + t] = kr[d];
     if (vt) {
@@ -397,7 +389,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
       for (int64_t i = 0; i < nq; i++) {
         const float *row = qkv + (b * T + t0 + i) * ldqkv;
         for (int64_t h = 0; h < H; h++)
-          rope_apply(qs + (i * H + h) * Q, row + h * Q, cs + (t0 + i) * Q, Q, scale);
+          pk_rope_apply(qs + (i * H + h) * Q, row + h * Q, cs + (t0 + i) * Q, Q, scale);
       }
       memset(o, 0, (size_t)(m * Q) * sizeof(float));
       for (int64_t r = 0; r < m; r++) { mrow[r] = -INFINITY; lrow[r] = 0.0f; }
@@ -491,7 +483,7 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
         const float *row = qkv + (b * T + t) * ldqkv;
         for (int64_t h = 0; h < H; h++) {
           int64_t r = i * H + h;
-          rope_apply(qs + r * Q, row + h * Q, cs + t * Q, Q, scale);
+          pk_rope_apply(qs + r * Q, row + h * Q, cs + t * Q, Q, scale);
           const float *g = dout + (b * T + t) * lddout + h * Q;
           const float *ov = out + (b * T + t) * ldo + h * Q;
           float acc = 0.0f;

@@ -9,34 +9,23 @@
 
 #include "pk_attention.h"
 
-/* y = R(pos) x · scale over one head of Q (rotate-half). */
-static void rope_one(float *y, const float *x, int64_t pos, int64_t Q, float scale) {
-  int64_t half = Q / 2;
-  for (int64_t i = 0; i < half; i++) {
-    double theta = (double)pos * pow(PK_ROPE_BASE, -2.0 * (double)i / (double)Q);
-    float c = (float)cos(theta), s = (float)sin(theta);
-    float x1 = x[i], x2 = x[i + half];
-    y[i] = (x1 * c - x2 * s) * scale;
-    y[i + half] = (x2 * c + x1 * s) * scale;
-  }
-}
-
 pk_status pk_decode_attention(float *out, float *kcache, float *vcache, const float *qkv,
                               int64_t pos, int64_t smax, int64_t H, int64_t Q) {
   if (pos < 0 || smax < 1 || pos >= smax || H < 1 || Q < 2) return PK_STATUS_BAD_SIZE;
   if (Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
   if (!out || !kcache || !vcache || !qkv) return PK_STATUS_NULL_POINTER;
   const float *k = qkv + H * Q, *v = qkv + H * Q + Q;
-  rope_one(kcache + pos * Q, k, pos, Q, 1.0f);
-  for (int64_t i = 0; i < Q; i++) vcache[pos * Q + i] = v[i];
   int64_t n = pos + 1;
   static _Thread_local pk_scratch tl_buf;  /* grow-only: one allocation per sampling thread */
-  float *buf = pk_scratch_reserve(&tl_buf, (size_t)(n + Q));
+  float *buf = pk_scratch_reserve(&tl_buf, (size_t)(n + 2 * Q));
   if (!buf) return PK_STATUS_NO_MEMORY;
-  float *scores = buf, *q = buf + n;
+  float *scores = buf, *q = buf + n, *cs = buf + n + Q;
+  pk_rope_row(cs, pos, Q);  /* the angles of this position, once for K and every head */
+  pk_rope_apply(kcache + pos * Q, k, cs, Q, 1.0f);
+  for (int64_t i = 0; i < Q; i++) vcache[pos * Q + i] = v[i];
   const float scale = 1.0f / sqrtf((float)Q);
   for (int64_t h = 0; h < H; h++) {
-    rope_one(q, qkv + h * Q, pos, Q, scale);
+    pk_rope_apply(q, qkv + h * Q, cs, Q, scale);
     float mx = -INFINITY;
     for (int64_t s = 0; s < n; s++) {
       const float *kr = kcache + s * Q;

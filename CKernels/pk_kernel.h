@@ -5,11 +5,40 @@
  * above 88.7). Not a public header. */
 #ifndef PK_KERNEL_H
 #define PK_KERNEL_H
+#include "pk_attention.h"
 #include "pk_core.h"
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+/* Rotary embeddings, rotate-half convention (pk_attention.h): theta_i = t · base^(-2i/Q); a row of
+ * angles is cs[i] = cos(theta_i), cs[Q/2 + i] = sin(theta_i), i < Q/2. Shared by the training
+ * attention (a table over t) and incremental decoding (one row per token). */
+static inline double pk_rope_frequency(int64_t i, int64_t Q) {
+  return pow(PK_ROPE_BASE, -2.0 * (double)i / (double)Q);
+}
+
+static inline void pk_rope_row(float *cs, int64_t t, int64_t Q) {
+  int64_t half = Q / 2;
+  for (int64_t i = 0; i < half; i++) {
+    double theta = (double)t * pk_rope_frequency(i, Q);
+    cs[i] = (float)cos(theta);
+    cs[half + i] = (float)sin(theta);
+  }
+}
+
+/* y = R(t) x · scale (forward rotation) with the row cs of position t. */
+static inline void pk_rope_apply(float *y, const float *x, const float *cs, int64_t Q, float scale) {
+  int64_t half = Q / 2;
+  const float *c = cs, *sn = cs + half;
+  for (int64_t i = 0; i < half; i++) {
+    float x1 = x[i], x2 = x[i + half];
+    y[i] = (x1 * c[i] - x2 * sn[i]) * scale;
+    y[i + half] = (x2 * c[i] + x1 * sn[i]) * scale;
+  }
+}
 
 /* Grow-only, 64-byte aligned scratch, one per calling thread (`static _Thread_local pk_scratch`):
  * after the first step of a training run no kernel allocates (the hot path never calls malloc). */
