@@ -49,7 +49,8 @@ typedef void (*pk_gemm_pack_fn)(float *dst, const float *src, int64_t ld, int tr
                                 int64_t kc);
 typedef struct {
   int mr, nr;              /* micro-tile */
-  int64_t mc, kc, nc;      /* cache blocks: A block mc x kc (L2), B panel kc x nc (L3) */
+  int64_t a_block;         /* floats in the packed A block (L2): MC = a_block / min(KC, k) */
+  int64_t kc, kc_tn, nc;   /* KC for NN/NT and for TN; the B panel is KC x NC (L3) */
   pk_gemm_ukernel_fn ukernel;
   pk_gemm_pack_fn pack_a, pack_b;
 } pk_gemm_config;
@@ -166,25 +167,32 @@ PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t
   if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 32);
 }
 
-/* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3): the A block (MC x KC,
- * 224 KiB) and the B micro-panel (KC x 32, 64 KiB) are served from L2 at 2 B-lines per 14 cycles.
- * Measured (GFLOP per CPU-second, 1 thread, 2048^3 and the transformer shapes): KC 512 beat KC 256
- * by 3-6% (half the passes over C, which may live in DRAM); MC 112..224 and KC 384..1024 were within
- * noise of each other. -D overrides are for tuning runs only. */
-#ifndef PK_GEMM_AVX512_MC
-#define PK_GEMM_AVX512_MC 112
+/* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3). The A block is 224 KiB
+ * (MC x KC = 56 x 1024 for NN/NT, 112 x 512 for TN; shallower k gives taller blocks) and stays in
+ * L2; the B micro-panel (KC x 32) streams from L2/L3; the B panel (KC x NC, 8 MiB) lives in L3.
+ * A deep KC halves the passes over C, each of which re-reads C tiles whose 14 rows share L1 sets
+ * when ldc is a multiple of 1024 floats. TN (weight gradients, whose packs read A and B row by
+ * row) prefers KC 512. Measured side by side in one process at 1 and 2 threads: KC 1024 against
+ * 512 gave +1.5-2.6% on 4096x512x2048 NN and NT, +-0.5% elsewhere and -2.5% on TN, hence the
+ * split; with KC 1024, NC 4096 (a 16 MiB panel) lost 7% on 4096^3 and NC 2048 gained 5%. KC 256
+ * lost 3-6% to 512 (twice the C passes). -D overrides are for tuning runs only. */
+#ifndef PK_GEMM_AVX512_A_BLOCK
+#define PK_GEMM_AVX512_A_BLOCK (56 * 1024)
 #endif
 #ifndef PK_GEMM_AVX512_KC
-#define PK_GEMM_AVX512_KC 512
+#define PK_GEMM_AVX512_KC 1024
+#endif
+#ifndef PK_GEMM_AVX512_KC_TN
+#define PK_GEMM_AVX512_KC_TN 512
 #endif
 #ifndef PK_GEMM_AVX512_NC
-#define PK_GEMM_AVX512_NC 4096
+#define PK_GEMM_AVX512_NC 2048
 #endif
 static const pk_gemm_config CONFIGS[3] = {
-    [PK_ISA_SCALAR] = {4, 8, 128, 256, 2048, pk_gemm_ukernel_scalar_4x8, pack_a_scalar, pack_b_scalar},
-    [PK_ISA_AVX2] = {6, 16, 144, 256, 4096, pk_gemm_ukernel_avx2_6x16, pack_a_avx2, pack_b_avx2},
-    [PK_ISA_AVX512] = {14, 32, PK_GEMM_AVX512_MC, PK_GEMM_AVX512_KC, PK_GEMM_AVX512_NC, pk_gemm_ukernel_avx512_14x32, pack_a_avx512,
-                       pack_b_avx512},
+    [PK_ISA_SCALAR] = {4, 8, 128 * 256, 256, 256, 2048, pk_gemm_ukernel_scalar_4x8, pack_a_scalar, pack_b_scalar},
+    [PK_ISA_AVX2] = {6, 16, 144 * 256, 256, 256, 4096, pk_gemm_ukernel_avx2_6x16, pack_a_avx2, pack_b_avx2},
+    [PK_ISA_AVX512] = {14, 32, PK_GEMM_AVX512_A_BLOCK, PK_GEMM_AVX512_KC, PK_GEMM_AVX512_KC_TN, PK_GEMM_AVX512_NC,
+                       pk_gemm_ukernel_avx512_14x32, pack_a_avx512, pack_b_avx512},
 };
 
 /* ---- Pack buffers: grow-only, one pair per thread (no malloc in steady state) -------------- */
@@ -228,7 +236,11 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   const pk_gemm_config *cfg = &CONFIGS[pk_isa_active()];
   const int MR = cfg->mr, NR = cfg->nr;
   const int trans_a = layout == PK_LAYOUT_TN, trans_b = layout == PK_LAYOUT_NT;
-  const int64_t KC = cfg->kc, NC = min64(cfg->nc, ceil_div(n, NR) * NR);
+  /* TN (the weight gradients) has its own, shallower KC; MC fills the A block for this k, up to
+   * the height it has at k = 256 (taller blocks were not measured faster). */
+  const int64_t KC = min64(trans_a ? cfg->kc_tn : cfg->kc, k);
+  const int64_t MCB = cfg->a_block / (KC > 256 ? KC : 256) / MR > 0 ? cfg->a_block / (KC > 256 ? KC : 256) / MR * MR : MR;
+  const int64_t NC = min64(cfg->nc, ceil_div(n, NR) * NR);
 
   int nth = pk_threads_get();
   /* Below ~2M multiply-adds (~10 us on one core) waking a second thread costs more than it saves. */
@@ -237,7 +249,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   /* Work split over the team: with enough rows each thread owns a contiguous range of MR row
    * panels (shares differ by at most one panel) and cuts it into equal MC blocks; with few rows
    * (< 4 panels per thread) every thread runs all rows on its share of the NR column panels. */
-  const int64_t rpanels = ceil_div(m, MR), MCmax = ceil_div(cfg->mc, MR) * MR;
+  const int64_t rpanels = ceil_div(m, MR), MCmax = ceil_div(MCB, MR) * MR;
   const int split_n = nth > 1 && rpanels < 4 * (int64_t)nth;
 
   /* The shared B panel lives in the calling thread's buffer; each thread packs its own A. */
@@ -256,7 +268,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
     /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
     const int64_t r0 = split_n ? 0 : min64(m, tid * rpanels / nt * MR);
     const int64_t r1 = split_n ? m : min64(m, (tid + 1) * rpanels / nt * MR);
-    const int64_t nblocks = ceil_div(r1 - r0, cfg->mc);
+    const int64_t nblocks = ceil_div(r1 - r0, MCB);
     const int64_t MC = nblocks > 0 ? ceil_div(ceil_div(r1 - r0, nblocks), MR) * MR : MR;
     team_barrier_wait(&barrier, nt, &sense);
     int any_failed = 0;
