@@ -54,11 +54,13 @@ func tolerance(k: Int) -> Double { 1e-6 * (1 + Double(k) / 16) }
     GEMMShape(m: 33, n: 31, k: 1), GEMMShape(m: 15, n: 47, k: 257, pad: 1), GEMMShape(m: 29, n: 65, k: 31),
   ]
   /// Big enough for several MC/KC blocks, a second JC block (n > 4096), or a 2-thread team; the
-  /// last two take 2-3 passes over k at AVX-512's KC (1024 for NN/NT, 512 for TN).
+  /// fifth and sixth take 2-3 passes over k at AVX-512's KC (1024 for NN/NT, 512 for TN); the last
+  /// is wide enough (>= 32 column panels a thread) for 2 threads to split the columns.
   static let blocked: [GEMMShape] = [
     GEMMShape(m: 200, n: 45, k: 600, pad: 5), GEMMShape(m: 3, n: 4100, k: 200),
     GEMMShape(m: 1000, n: 3, k: 513), GEMMShape(m: 1000, n: 5, k: 513, pad: 2),
     GEMMShape(m: 61, n: 77, k: 2100, pad: 1), GEMMShape(m: 130, n: 40, k: 1030),
+    GEMMShape(m: 120, n: 2050, k: 40, pad: 2),
   ]
 
   @Test(arguments: ISA.supported)
