@@ -167,17 +167,19 @@ PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t
   if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 32);
 }
 
-/* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3). The A block is 224 KiB
- * (MC x KC = 56 x 1024 for NN/NT, 112 x 512 for TN; shallower k gives taller blocks) and stays in
+/* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3). The A block is 112 KiB
+ * (MC x KC = 28 x 1024 for NN/NT, 56 x 512 for TN; shallower k gives taller blocks) and stays in
  * L2; the B micro-panel (KC x 32) streams from L2/L3; the B panel (KC x NC, 8 MiB) lives in L3.
  * A deep KC halves the passes over C, each of which re-reads C tiles whose 14 rows share L1 sets
  * when ldc is a multiple of 1024 floats. TN (weight gradients, whose packs read A and B row by
  * row) prefers KC 512. Measured side by side in one process at 1 and 2 threads: KC 1024 against
  * 512 gave +1.5-2.6% on 4096x512x2048 NN and NT, +-0.5% elsewhere and -2.5% on TN, hence the
- * split; with KC 1024, NC 4096 (a 16 MiB panel) lost 7% on 4096^3 and NC 2048 gained 5%. KC 256
- * lost 3-6% to 512 (twice the C passes). -D overrides are for tuning runs only. */
+ * split; with KC 1024, NC 4096 (a 16 MiB panel) lost 7% on 4096^3 and NC 2048 gained 5%; a
+ * 112 KiB A block against 224 KiB gained 3-4% on 2048^3 and 4096^3 at 1 thread (probably as fewer
+ * C rows then share an L2 set) and +-1% elsewhere. KC 256 lost 3-6% to
+ * 512 (twice the C passes). -D overrides are for tuning runs only. */
 #ifndef PK_GEMM_AVX512_A_BLOCK
-#define PK_GEMM_AVX512_A_BLOCK (56 * 1024)
+#define PK_GEMM_AVX512_A_BLOCK (28 * 1024)
 #endif
 #ifndef PK_GEMM_AVX512_KC
 #define PK_GEMM_AVX512_KC 1024
