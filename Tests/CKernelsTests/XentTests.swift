@@ -63,6 +63,7 @@ struct XentTests {
                                                          targets, Float(scale), Int64(N), Int64(V), Float(Self.z)), "fused")
         }
         #expect(bitwiseEqual(loss2, loss) && bitwiseEqual(lse2, lse), "\(tag) fused loss differs from forward")
+        #expect(paddingUntouched(fused, rows: N, cols: V, ld: ld, fill: 1e30), "\(tag) fused wrote past a row")
         expectClose(dense(fused, rows: N, cols: V, ld: ld), dFused, tolerance: 1e-6, "\(tag) fused dlogits")
       }
     }
