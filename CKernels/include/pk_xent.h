@@ -36,8 +36,9 @@ pk_status pk_xent_backward(float *dlogits, int64_t lddl, const float *logits, in
                            const float *lse, const int32_t *targets, const float *dloss,
                            float dloss_scale, int64_t N, int64_t V, float zcoef);
 
-/* Forward and backward in one pass over each row: loss (N), lse (N) and dlogits (N, V) (all
- * OVERWRITTEN) with w_i = dloss_scale (e.g. 1/N for a mean loss). dlogits == logits (same stride)
+/* Forward and backward in one call, one exp per logit (a row is read for its max, then its exps are
+ * stored and summed, then rescaled): loss (N), lse (N) and dlogits (N, V) (all OVERWRITTEN) with
+ * w_i = dloss_scale (e.g. 1/N for a mean loss). dlogits == logits (same stride)
  * is allowed and is the intended use: the logits are replaced by their gradient. */
 pk_status pk_xent_forward_backward(float *loss, float *lse, float *dlogits, int64_t lddl,
                                    const float *logits, int64_t ldl, const int32_t *targets,
