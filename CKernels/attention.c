@@ -311,21 +311,31 @@ static double tile_product_flops(int64_t B, int64_t T, int64_t H, int64_t Q) {
   return f * (double)B;
 }
 
-/* Rotated K (B, T, Q) and its transpose (B, Q, T); optionally Vᵀ (B, Q, T). */
-static void prepare_kv(float *krot, float *kt, float *vt, const float *qkv, int64_t ldqkv,
-                       const float *cs, int64_t B, int64_t T, int64_t H, int64_t Q) {
+/* The rotated K transposed, kt (B, Q, T), and optionally Vᵀ, vt (B, Q, T). The rotated K rows go
+ * to krot (B, T, Q) when it is not NULL (the backward's dS·K reads them); with krot NULL (the
+ * forward reads only Kᵀ) each of the nth threads rotates row after row into its own Q floats at
+ * tmp + ith·ldtmp instead. */
+static void prepare_kv(float *krot, float *tmp, int64_t ldtmp, int nth, float *kt, float *vt,
+                       const float *qkv, int64_t ldqkv, const float *cs, int64_t B, int64_t T,
+                       int64_t H, int64_t Q) {
   int64_t koff = H * Q, voff = H * Q + Q;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * T; r++) {
-    int64_t b = r / T, t = r % T;
-    const float *row = qkv + r * ldqkv;
-    float *kr = krot + r * Q;
-    pk_rope_apply(kr, row + koff, cs + t * Q, Q, 1.0f);
-    float *ktb = kt + b * Q * T;
-    for (int64_t d = 0; d < Q; d++) ktb[d * T + t] = kr[d];
-    if (vt) {
-      float *vtb = vt + b * Q * T;
-      for (int64_t d = 0; d < Q; d++) vtb[d * T + t] = row[voff + d];
+#pragma omp parallel num_threads(nth)
+  {
+    /* Row r's rotated K at kbase + r·ldk: its row of krot, or this thread's tmp row (ldk 0). */
+    float *kbase = krot ? krot : tmp + omp_get_thread_num() * ldtmp;
+    int64_t ldk = krot ? Q : 0;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < B * T; r++) {
+      int64_t b = r / T, t = r % T;
+      const float *row = qkv + r * ldqkv;
+      float *kr = kbase + r * ldk;
+      pk_rope_apply(kr, row + koff, cs + t * Q, Q, 1.0f);
+      float *ktb = kt + b * Q * T;
+      for (int64_t d = 0; d < Q; d++) ktb[d * T + t] = kr[d];
+      if (vt) {
+        float *vtb = vt + b * Q * T;
+        for (int64_t d = 0; d < Q; d++) vtb[d * T + t] = row[voff + d];
+      }
     }
   }
 }
@@ -361,15 +371,16 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
   int nth = pk_threads_get();
   int64_t bq = tile_tokens(H, T), M = bq * H;
   int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M);
-  int64_t shared = pad16(T * Q) + 2 * pad16(B * T * Q);
+  int64_t shared = pad16(T * Q) + pad16(B * T * Q);  /* rotary table, Kᵀ */
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_forward, (size_t)(shared + nth * per_thread));
   if (!scratch) return PK_STATUS_NO_MEMORY;
-  float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(B * T * Q);
+  float *cs = scratch, *kt = cs + pad16(T * Q);
   float *thread_base = kt + pad16(B * T * Q);
 
   rope_table(cs, T, Q);
-  prepare_kv(krot, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
+  /* S = Qs·Kᵀ reads only Kᵀ: the rotated K rows pass through each thread's (still unused) qs. */
+  prepare_kv(NULL, thread_base, per_thread, nth, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
 
   const float scale = 1.0f / sqrtf((float)Q);
   int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;
@@ -459,7 +470,7 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
   float *thread_base = vt + pad16(BTQ);
 
   rope_table(cs, T, Q);
-  prepare_kv(krot, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
+  prepare_kv(krot, NULL, 0, nth, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
 
   const float scale = 1.0f / sqrtf((float)Q);
   int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;

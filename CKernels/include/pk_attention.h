@@ -27,11 +27,12 @@
  * Threads: OpenMP over (batch, query block) tiles, dealt to threads by a fixed rule (costliest
  * query blocks first, snake order over the threads, so the causal triangle is balanced). K/V gradients are
  * summed from per-thread partial buffers in thread order: results are bit-identical from run to run
- * at a fixed thread count and ISA (not across thread counts or ISAs). Scratch memory is allocated per
- * call with pk_aligned_alloc (forward: rotated K and its transpose, 2·B·T·Q floats, plus small
- * per-thread tiles; backward: also Vᵀ (B·T·Q floats) and per-thread dK/dV partials,
- * nthreads·2·B·T·Q floats); PK_STATUS_NO_MEMORY if that fails. No global state besides the FLOP
- * counter.
+ * at a fixed thread count and ISA (not across thread counts or ISAs). Scratch memory is one
+ * grow-only pk_aligned_alloc buffer per calling thread and direction, kept between calls (forward:
+ * the transposed rotated K, B·T·Q floats, plus a T·Q rotary table and small per-thread tiles;
+ * backward: the rotated K, its transpose and Vᵀ, 3·B·T·Q floats, plus per-thread dK/dV partials,
+ * nthreads·2·B·T·Q floats); PK_STATUS_NO_MEMORY if it cannot grow. No global state besides the
+ * FLOP counter and that scratch.
  *
  * FLOP counting (pk_flops_add): the forward adds 2·M·n·Q for each of its two products (Q·Kᵀ and
  * P·V) on every (query tile of M = tokens·H rows) × (key block of n <= 64 keys) it executes. A tile
