@@ -209,10 +209,7 @@ static PK_TARGET_AVX2 float softmax_step_avx2(float *s, int64_t n, int64_t nv, f
   if (n8 > 0) {
     __m256 v = _mm256_loadu_ps(s);
     for (j = 8; j < n8; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(s + j));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-    mx = _mm_cvtss_f32(h);
+    mx = pk_hmax256(v);
   }
   for (j = n8; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
   float mnew = mx > *m ? mx : *m;
@@ -223,9 +220,7 @@ static PK_TARGET_AVX2 float softmax_step_avx2(float *s, int64_t n, int64_t nv, f
     vs = _mm256_add_ps(vs, p);
     _mm256_storeu_ps(s + j, p);
   }
-  float lanes[8], acc = 0.0f;
-  _mm256_storeu_ps(lanes, vs);
-  for (int l = 0; l < 8; l++) acc += lanes[l];
+  float acc = pk_hsum256(vs);
   for (j = n8; j < nv; j++) { s[j] = expf(s[j] - mnew); acc += s[j]; }
   for (j = nv; j < n; j++) s[j] = 0.0f;
   *m = mnew;

@@ -2,7 +2,7 @@
  * with overflow detection, static (ith, nth) row ranges, the AVX-512 target attribute and a
  * vectorized expf for AVX-512 and AVX2 (Cephes-style range reduction + degree-6 polynomial, about
  * 2 ulp on [-87, 88]; the AVX-512 one underflows to 0 below about -103 and saturates to +inf
- * above 88.7). Not a public header. */
+ * above 88.7), and the AVX2 horizontal max and sum. Not a public header. */
 #ifndef PK_KERNEL_H
 #define PK_KERNEL_H
 #include "pk_attention.h"
@@ -143,6 +143,24 @@ static inline PK_TARGET_AVX2 __m256 pk_exp256(__m256 x) {
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* Largest of the 8 lanes (a max tree over the halves, then pairs: exact, so the order only shows
+ * in the sign of a zero result and in which NaN lanes survive). */
+static inline PK_TARGET_AVX2 float pk_hmax256(__m256 v) {
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+  return _mm_cvtss_f32(h);
+}
+
+/* Sum of the 8 lanes, added in lane order 0..7 onto 0.0f (a fixed order: results that depend on
+ * it stay bit-identical). */
+static inline PK_TARGET_AVX2 float pk_hsum256(__m256 v) {
+  float lanes[8], s = 0.0f;
+  _mm256_storeu_ps(lanes, v);
+  for (int l = 0; l < 8; l++) s += lanes[l];
+  return s;
 }
 
 /* Mask of the first n (0..8) lanes, for _mm256_maskload_ps / _mm256_maskstore_ps. */

@@ -101,9 +101,7 @@ row_lse_avx2_body(const float *x, int64_t V, float *e, float *sum) {
   if (v8 > 0) {
     __m256 m = _mm256_loadu_ps(x);
     for (j = 8; j < v8; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
-    float lanes[8];
-    _mm256_storeu_ps(lanes, m);
-    for (int l = 0; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+    mx = pk_hmax256(m);
   }
   for (j = v8; j < V; j++) mx = x[j] > mx ? x[j] : mx;
   __m256 vm = _mm256_set1_ps(mx), s0 = _mm256_setzero_ps(), s1 = s0;
@@ -122,9 +120,7 @@ row_lse_avx2_body(const float *x, int64_t V, float *e, float *sum) {
     if (e) _mm256_storeu_ps(e + j, p);
     s0 = _mm256_add_ps(s0, p);
   }
-  float lanes[8], s = 0.0f;
-  _mm256_storeu_ps(lanes, _mm256_add_ps(s0, s1));
-  for (int l = 0; l < 8; l++) s += lanes[l];
+  float s = pk_hsum256(_mm256_add_ps(s0, s1));
   for (j = v8; j < V; j++) {
     float p = expf(x[j] - mx);
     if (e) e[j] = p;
