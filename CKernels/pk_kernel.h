@@ -106,10 +106,11 @@ static inline void pk_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-/* exp(x) on 16 lanes. */
+/* exp(x) on 16 lanes. The clamps take x as their second operand: min/max return the second
+ * operand when one is NaN, so NaN stays NaN (a NaN logit must give a NaN loss, as in libm). */
 static inline PK_TARGET_AVX512 __m512 pk_exp512(__m512 x) {
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.72283f));
-  x = _mm512_max_ps(x, _mm512_set1_ps(-103.9f));
+  x = _mm512_min_ps(_mm512_set1_ps(88.72283f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-103.9f), x);
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -126,10 +127,10 @@ static inline PK_TARGET_AVX512 __m512 pk_exp512(__m512 x) {
 }
 
 /* exp(x) on 8 lanes (AVX2 + FMA): the same polynomial; clamps to [-87.3, 88.3], so it never
- * returns 0 or inf (callers zero masked lanes themselves). */
+ * returns 0 or inf (callers zero masked lanes themselves); NaN stays NaN, as in pk_exp512. */
 static inline PK_TARGET_AVX2 __m256 pk_exp256(__m256 x) {
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.3f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

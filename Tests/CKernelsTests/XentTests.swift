@@ -88,6 +88,30 @@ struct XentTests {
     }
   }
 
+  @Test("a NaN logit gives a NaN loss and gradient row, and leaves the other rows alone")
+  func nanPropagates() throws {
+    // Rows of 37 (vector body and tail); the NaN sits at the front, in the middle and in the tail.
+    let (N, V) = (4, 37)
+    var r = TestRandom(seed: 5)
+    var logits = r.floats(N * V, -3, 3)
+    for (row, col) in [(0, 0), (1, 17), (2, 36)] { logits[row * V + col] = .nan }
+    let targets: [Int32] = [1, 2, 3, 4]
+    for isa in ISA.supported {
+      try withISA(isa) {
+        var loss = [Float](repeating: 0, count: N), lse = loss, d = logits
+        try KernelError.check(pk_xent_forward_backward(&loss, &lse, &d, Int64(V), logits, Int64(V), targets, 1,
+                                                       Int64(N), Int64(V), 1e-4), "fused")
+        var loss1 = [Float](repeating: 0, count: N), lse1 = loss1
+        try KernelError.check(pk_xent_forward(&loss1, &lse1, logits, Int64(V), targets, Int64(N), Int64(V), 1e-4), "fwd")
+        for row in 0..<3 {
+          #expect(loss[row].isNaN && loss1[row].isNaN && lse[row].isNaN, "\(isa) row \(row): loss \(loss[row])")
+          #expect(d[row * V..<(row + 1) * V].allSatisfy { $0.isNaN }, "\(isa) row \(row): gradient not all NaN")
+        }
+        #expect(loss[3].isFinite && d[3 * V..<4 * V].allSatisfy { $0.isFinite }, "\(isa): the clean row is affected")
+      }
+    }
+  }
+
   @Test("rejects bad arguments before writing")
   func badArguments() {
     let logits = [Float](repeating: 0, count: 12)
