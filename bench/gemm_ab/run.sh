@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Usage: bench/gemm_ab/run.sh THREADS SAMPLES VARIANT [VARIANT...] [-- SHAPE...]
+#   VARIANT = SOURCE[:FLAGS]: SOURCE is a path to a gemm.c or a git revision (its CKernels/gemm.c),
+#   FLAGS are extra compiler flags, comma-separated, e.g. -DPK_GEMM_AVX512_KC=512.
+# Examples (run from the repository root; KMP_BLOCKTIME=0 is set here):
+#   bench/gemm_ab/run.sh 1 7 CKernels/gemm.c CKernels/gemm.c:-DPK_GEMM_AVX512_A_BLOCK=57344
+#   bench/gemm_ab/run.sh 2 9 HEAD~1 CKernels/gemm.c -- sq2048 dW_XW1
+# Compiles each variant's driver with its pk_sgemm renamed pk_sgemm_vN, links them with the rest of
+# CKernels (micro-kernels included, from the working tree) into one binary, in which gemm_ab.c
+# times them side by side, and runs it. Needs clang and libomp-dev (as the package does). Builds in
+# a temporary directory; nothing is left behind.
+set -euo pipefail
+[ $# -ge 3 ] || { sed -n 2,11p "$0"; exit 2; }
+threads=$1 samples=$2; shift 2
+root=$(git rev-parse --show-toplevel)
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+cc=${CC:-clang}
+flags=(-O3 -fopenmp=libomp -ffp-contract=fast -fno-math-errno -I"$root/CKernels/include" -I"$root/CKernels")
+objs=(); n=0
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  src=${1%%:*}; extra=""; [[ "$1" == *:* ]] && extra=${1#*:}
+  if [ ! -f "$src" ]; then git -C "$root" show "$src:CKernels/gemm.c" > "$work/gemm$n.c"; src="$work/gemm$n.c"; fi
+  IFS=, read -r -a more <<< "$extra"
+  "$cc" "${flags[@]}" "${more[@]}" -Dpk_sgemm=pk_sgemm_v$n -c "$src" -o "$work/v$n.o"
+  echo "v$n: $1"
+  objs+=("$work/v$n.o"); n=$((n + 1)); shift
+done
+[ $# -gt 0 ] && shift  # the --
+[ $n -ge 1 ] && [ $n -le 6 ] || { echo "run.sh: 1 to 6 variants" >&2; exit 2; }
+for i in $(seq $n 5); do echo "void *pk_sgemm_v$i;" > "$work/d$i.c"; "$cc" -c "$work/d$i.c" -o "$work/d$i.o"; objs+=("$work/d$i.o"); done
+others=$(ls "$root"/CKernels/*.c | grep -v '/gemm\.c$')
+"$cc" "${flags[@]}" -DNVARIANTS=$n "$root/bench/gemm_ab/gemm_ab.c" "${objs[@]}" $others -o "$work/gemm_ab" \
+  -L/usr/lib/llvm-14/lib -Wl,-rpath,/usr/lib/llvm-14/lib -lm
+KMP_BLOCKTIME=0 "$work/gemm_ab" "$threads" "$samples" "$@"
