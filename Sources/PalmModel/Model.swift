@@ -144,6 +144,13 @@ public final class Model: @unchecked Sendable {
   /// - Throws: `Model.InputError` for wrong counts or ids, `KernelError` from a kernel.
   public func forwardBackward(tokens: [Int32], targets: [Int32],
                               dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
+    try forwardBackward(tokens: tokens[...], targets: targets[...], dropoutKey: dropoutKey)
+  }
+
+  /// `forwardBackward(tokens:targets:dropoutKey:)` on views (e.g. one micro-batch's rows of a larger
+  /// batch), read in place without copying.
+  public func forwardBackward(tokens: ArraySlice<Int32>, targets: ArraySlice<Int32>,
+                              dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
     try check(tokens: tokens, targets: targets)
     let key: DropoutKey? = dropout.isOff ? nil : dropoutKey
     return try tokens.withUnsafeBufferPointer { tok in
@@ -173,7 +180,7 @@ public final class Model: @unchecked Sendable {
     public let description: String
   }
 
-  func check(tokens: [Int32], targets: [Int32]) throws {
+  func check<C: Collection<Int32>>(tokens: C, targets: C) throws {
     guard tokens.count == n, targets.count == n else {
       throw InputError(description: "expected \(n) tokens and targets (batch \(batch) × seq \(seqLen)), got \(tokens.count) and \(targets.count)")
     }

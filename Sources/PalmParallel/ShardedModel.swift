@@ -80,6 +80,8 @@ public final class ShardedTrainer: @unchecked Sendable {
   public let clipNorm: Double?
   /// This rank's optimizer over its shards (one entry per bucket, "bucket.<b>").
   public let optimizer: Optimizer
+  /// The optimizer's (shard, gradient shard, moments) table, bound once at init.
+  private let updatePlan: Optimizer.UpdatePlan
 
   // This rank's shards: parameters and gradients, one aligned region per bucket.
   let paramShards: [Tensor]
@@ -136,6 +138,9 @@ public final class ShardedTrainer: @unchecked Sendable {
     paramShards.forEach { $0.fill(0) }
     gradShards.forEach { $0.fill(0) }
     optimizer = try Optimizer(settings, parameters: (0..<B).map { ("bucket.\($0)", [layout.shardFloats($0)]) })
+    updatePlan = try optimizer.bind(zip(paramShards, gradShards).enumerated().map {
+      ("bucket.\($0.offset)", $0.element.0, $0.element.1)
+    })
     layerWeights = Tensor(shape: [layout.layerFloats])
     layerGrads = Tensor(shape: [layout.layerFloats])
     headWeights = Tensor(shape: [layout.headFloats])
@@ -308,8 +313,7 @@ public final class ShardedTrainer: @unchecked Sendable {
       let s = Float(clipNorm / norm)
       for g in gradShards { try KernelError.check(pk_scale_inplace(g.pointer, Int64(g.count), s), "scale_inplace") }
     }
-    try optimizer.step(zip(paramShards, gradShards).enumerated().map { ("bucket.\($0.offset)", $0.element.0, $0.element.1) },
-                       lr: lr)
+    try optimizer.step(updatePlan, lr: lr)
     return ShardedStepResult(loss: loss, gradientNorm: norm, exchange: stats,
                              seconds: pk_now_seconds() - t0, computeSeconds: computeEnd - t0)
   }

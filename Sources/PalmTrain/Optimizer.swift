@@ -110,6 +110,9 @@ public struct OptimizerError: Error, Equatable, CustomStringConvertible {
 /// let opt = try Optimizer(.adafactor(AdafactorSettings()), parameters: params.entries.map { ($0.name, $0.shape) })
 /// let (norm, _) = try GradientClipping.clip(grads.map(\.tensor), maxNorm: 1.0)
 /// try opt.step(params: params.named, grads: grads.named, lr: schedule.lr(step: opt.step + 1))
+/// // A loop over the same tensors validates once and reuses the table every update:
+/// let plan = try opt.bind(params: params.named, grads: grads.named)
+/// try opt.step(plan, lr: schedule.lr(step: opt.step + 1))
 /// ```
 public final class Optimizer: @unchecked Sendable {
   public let settings: OptimizerSettings
@@ -142,18 +145,39 @@ public final class Optimizer: @unchecked Sendable {
     v = zip(parameters, offsets).map { Tensor(storage: storage, offset: total + $1, shape: $0.shape) }
   }
 
-  /// Applies one update to every parameter of the table.
+  /// One update's worth of (parameter, gradient, moments) bookkeeping, validated once by `bind` and
+  /// reused by `step(_:lr:)` for every update: the per-update path then builds no arrays, sets or
+  /// name lookups. Holds the tensors (views), so the parameter and gradient storage stays alive.
+  public final class UpdatePlan: @unchecked Sendable {
+    struct Entry {
+      let name: String
+      let param: Tensor
+      let grad: Tensor
+      let m: Tensor
+      let v: Tensor
+      let count: Int64
+    }
+    /// In update order (the order of the items given to `bind`).
+    let entries: [Entry]
+    /// The optimizer whose moments `entries` point into.
+    let owner: ObjectIdentifier
+    init(entries: [Entry], owner: ObjectIdentifier) {
+      self.entries = entries
+      self.owner = owner
+    }
+  }
+
+  /// Validates `items` against the table and returns the plan that `step(_:lr:)` applies.
   ///
-  /// `items` must hold each table name exactly once (any order), with parameter and gradient of the
-  /// table's shape. Gradients are read, not changed (clip them first with `GradientClipping`).
-  /// - Throws: `OptimizerError` for a missing, unknown, repeated or mis-shaped entry or a non-finite
-  ///   learning rate (nothing is updated then); `KernelError` from a kernel.
-  public func step(_ items: [(name: String, param: Tensor, grad: Tensor)], lr: Float) throws {
-    if !lr.isFinite || lr < 0 { throw OptimizerError("learning rate \(lr) is not a finite non-negative number") }
+  /// `items` must hold each table name exactly once (any order; updates follow it), with parameter
+  /// and gradient of the table's shape.
+  /// - Throws: `OptimizerError` for a missing, unknown, repeated or mis-shaped entry.
+  public func bind(_ items: [(name: String, param: Tensor, grad: Tensor)]) throws -> UpdatePlan {
     if items.count != table.count {
       throw OptimizerError("got \(items.count) parameters, the table has \(table.count)")
     }
-    var slots: [Int] = []
+    var entries: [UpdatePlan.Entry] = []
+    entries.reserveCapacity(items.count)
     var seen = Set<Int>()
     for item in items {
       guard let i = index[item.name] else { throw OptimizerError("unknown parameter \(item.name)") }
@@ -161,26 +185,14 @@ public final class Optimizer: @unchecked Sendable {
       if item.param.shape != table[i].shape || item.grad.shape != table[i].shape {
         throw OptimizerError("parameter \(item.name): param \(item.param.shape), grad \(item.grad.shape), expected \(table[i].shape)")
       }
-      slots.append(i)
+      entries.append(.init(name: item.name, param: item.param, grad: item.grad, m: m[i], v: v[i],
+                           count: Int64(table[i].shape.reduce(1, *))))
     }
-    let k = Int64(step + 1)
-    for (item, i) in zip(items, slots) {
-      let n = Int64(table[i].shape.reduce(1, *))
-      switch settings {
-      case .adamW(let h):
-        try KernelError.check(pk_adamw_update(item.param.pointer, m[i].pointer, v[i].pointer, item.grad.pointer, n,
-                                              lr, h.beta1, h.beta2, h.eps, h.weightDecay, k), "adamw_update \(item.name)")
-      case .adafactor(let h):
-        try KernelError.check(pk_adafactor_update(item.param.pointer, m[i].pointer, v[i].pointer, item.grad.pointer, n,
-                                                  lr, h.beta1, h.decayExponent, h.eps1, h.eps2, h.clippingThreshold,
-                                                  h.weightDecay(lr: lr), k), "adafactor_update \(item.name)")
-      }
-    }
-    step += 1
+    return UpdatePlan(entries: entries, owner: ObjectIdentifier(self))
   }
 
-  /// `step(_:lr:)` from parallel lists of named parameters and named gradients (same names, same order).
-  public func step(params: [(name: String, tensor: Tensor)], grads: [(name: String, tensor: Tensor)], lr: Float) throws {
+  /// `bind(_:)` from parallel lists of named parameters and named gradients (same names, same order).
+  public func bind(params: [(name: String, tensor: Tensor)], grads: [(name: String, tensor: Tensor)]) throws -> UpdatePlan {
     guard params.count == grads.count else {
       throw OptimizerError("\(params.count) parameters but \(grads.count) gradients")
     }
@@ -189,7 +201,54 @@ public final class Optimizer: @unchecked Sendable {
       if p.name != g.name { throw OptimizerError("parameter \(p.name) paired with gradient \(g.name)") }
       items.append((p.name, p.tensor, g.tensor))
     }
-    try step(items, lr: lr)
+    return try bind(items)
+  }
+
+  /// Applies one update to every parameter of `plan` (from this optimizer's `bind`), in its order.
+  ///
+  /// Gradients are read, not changed (clip them first with `GradientClipping`).
+  /// - Throws: `OptimizerError` for a non-finite learning rate or another optimizer's plan (nothing
+  ///   is updated then); `KernelError` from a kernel.
+  public func step(_ plan: UpdatePlan, lr: Float) throws {
+    try Optimizer.check(lr: lr)
+    guard plan.owner == ObjectIdentifier(self) else { throw OptimizerError("update plan bound to another optimizer") }
+    let k = Int64(step + 1)
+    switch settings {
+    case .adamW(let h):
+      for e in plan.entries {
+        try KernelError.check(pk_adamw_update(e.param.pointer, e.m.pointer, e.v.pointer, e.grad.pointer, e.count,
+                                              lr, h.beta1, h.beta2, h.eps, h.weightDecay, k), "adamw_update \(e.name)")
+      }
+    case .adafactor(let h):
+      let decay = h.weightDecay(lr: lr)
+      for e in plan.entries {
+        try KernelError.check(pk_adafactor_update(e.param.pointer, e.m.pointer, e.v.pointer, e.grad.pointer, e.count,
+                                                  lr, h.beta1, h.decayExponent, h.eps1, h.eps2, h.clippingThreshold,
+                                                  decay, k), "adafactor_update \(e.name)")
+      }
+    }
+    step += 1
+  }
+
+  private static func check(lr: Float) throws {
+    if !lr.isFinite || lr < 0 { throw OptimizerError("learning rate \(lr) is not a finite non-negative number") }
+  }
+
+  /// Applies one update to every parameter of the table (validates `items` each call; a loop that
+  /// updates the same tensors every step should `bind` once and call `step(_:lr:)` with the plan).
+  ///
+  /// `items` must hold each table name exactly once (any order), with parameter and gradient of the
+  /// table's shape. Gradients are read, not changed (clip them first with `GradientClipping`).
+  /// - Throws: `OptimizerError` for a missing, unknown, repeated or mis-shaped entry or a non-finite
+  ///   learning rate (nothing is updated then); `KernelError` from a kernel.
+  public func step(_ items: [(name: String, param: Tensor, grad: Tensor)], lr: Float) throws {
+    try Optimizer.check(lr: lr)
+    try step(bind(items), lr: lr)
+  }
+
+  /// `step(_:lr:)` from parallel lists of named parameters and named gradients (same names, same order).
+  public func step(params: [(name: String, tensor: Tensor)], grads: [(name: String, tensor: Tensor)], lr: Float) throws {
+    try step(bind(params: params, grads: grads), lr: lr)
   }
 
   /// The moments as named tensors (views, not copies): "m.<name>" then "v.<name>" in table order.
@@ -223,12 +282,27 @@ public final class Optimizer: @unchecked Sendable {
 
 /// Global-norm gradient clipping (Pascanu et al. 2013; PaLM §5 clips at 1.0).
 public enum GradientClipping {
+  /// The pointer and length lists of a fixed set of gradient tensors, built once for
+  /// `globalNorm(_:)` / `clip(_:maxNorm:)` on every step. Holds the tensors (views).
+  public final class Table: @unchecked Sendable {
+    public let tensors: [Tensor]
+    let pointers: [UnsafePointer<Float>?]
+    let counts: [Int64]
+    public init(_ tensors: [Tensor]) {
+      self.tensors = tensors
+      pointers = tensors.map { UnsafePointer($0.pointer) }
+      counts = tensors.map { Int64($0.count) }
+    }
+  }
+
   /// sqrt(Σ g²) over all tensors, accumulated in fp64 in a fixed order.
-  public static func globalNorm(_ grads: [Tensor]) throws -> Double {
-    var pointers: [UnsafePointer<Float>?] = grads.map { UnsafePointer($0.pointer) }
-    var counts: [Int64] = grads.map { Int64($0.count) }
+  public static func globalNorm(_ grads: [Tensor]) throws -> Double { try globalNorm(Table(grads)) }
+
+  /// sqrt(Σ g²) over the table's tensors, accumulated in fp64 in table order.
+  public static func globalNorm(_ table: Table) throws -> Double {
     var out = 0.0
-    try KernelError.check(pk_global_norm_squared(&out, &pointers, &counts, Int64(grads.count)), "global_norm_squared")
+    try KernelError.check(pk_global_norm_squared(&out, table.pointers, table.counts, Int64(table.counts.count)),
+                          "global_norm_squared")
     return out.squareRoot()
   }
 
@@ -238,10 +312,16 @@ public enum GradientClipping {
   ///   norm leaves the gradients unchanged (scale 1) so the caller can skip the step and log it.
   @discardableResult
   public static func clip(_ grads: [Tensor], maxNorm: Double = 1.0) throws -> (norm: Double, scale: Float) {
-    let norm = try globalNorm(grads)
+    try clip(Table(grads), maxNorm: maxNorm)
+  }
+
+  /// `clip(_:maxNorm:)` over a prebuilt table.
+  @discardableResult
+  public static func clip(_ table: Table, maxNorm: Double = 1.0) throws -> (norm: Double, scale: Float) {
+    let norm = try globalNorm(table)
     guard norm.isFinite, norm > maxNorm, maxNorm > 0 else { return (norm, 1) }
     let scale = Float(maxNorm / norm)
-    for g in grads { try KernelError.check(pk_scale_inplace(g.pointer, Int64(g.count), scale), "scale_inplace") }
+    for g in table.tensors { try KernelError.check(pk_scale_inplace(g.pointer, Int64(g.count), scale), "scale_inplace") }
     return (norm, scale)
   }
 }

@@ -55,6 +55,10 @@ public final class Trainer: @unchecked Sendable {
   public let modelFLOPsPerToken: Double
   public let hardwareFLOPsPerToken: Double
 
+  /// The optimizer's (parameter, gradient, moments) table and the gradients' norm table, built once
+  /// here: the model's tensors never move, so no update rebuilds them.
+  private let updatePlan: Optimizer.UpdatePlan
+  private let gradientTable: GradientClipping.Table
   private let evalModel: Model?
   private let evalBatches: [Batch]
   private var secondsBefore = 0.0
@@ -73,6 +77,8 @@ public final class Trainer: @unchecked Sendable {
     let c = options.config
     model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off)
     optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
+    updatePlan = try optimizer.bind(params: model.parameters.named, grads: model.gradients.named)
+    gradientTable = GradientClipping.Table(model.gradients.named.map(\.tensor))
     sampler = BatchSampler(dataset: dataset, batchSize: options.microBatches * c.batch, seed: options.seed)
     if let dir = options.checkpointDirectory {
       store = CheckpointStore(directory: dir, keepLast: options.keepLast)
@@ -247,7 +253,7 @@ public final class Trainer: @unchecked Sendable {
         l = try model.forwardBackward(tokens: batch.inputs, targets: batch.targets, dropoutKey: key)
       } else {
         let r = j * rowTokens..<(j + 1) * rowTokens
-        l = try model.forwardBackward(tokens: Array(batch.inputs[r]), targets: Array(batch.targets[r]), dropoutKey: key)
+        l = try model.forwardBackward(tokens: batch.inputs[r], targets: batch.targets[r], dropoutKey: key)
       }
       lossSum += Double(l.total)
       ceSum += Double(l.crossEntropy)
@@ -259,9 +265,8 @@ public final class Trainer: @unchecked Sendable {
       try KernelError.check(pk_scale_inplace(model.gradients.flat.pointer, Int64(model.gradients.flat.count),
                                              1 / Float(k)), "scale_inplace")
     }
-    let grads = model.gradients.named.map(\.tensor)
-    let norm = options.clipNorm > 0 ? try GradientClipping.clip(grads, maxNorm: options.clipNorm).norm
-                                     : try GradientClipping.globalNorm(grads)
+    let norm = options.clipNorm > 0 ? try GradientClipping.clip(gradientTable, maxNorm: options.clipNorm).norm
+                                     : try GradientClipping.globalNorm(gradientTable)
     if let reason = options.spikes.spikeReason(loss: loss, norm: norm, recent: recentLosses) {
       try rollback(reason: reason, position: position, loss: loss, norm: norm)
       return
@@ -270,7 +275,7 @@ public final class Trainer: @unchecked Sendable {
       throw TrainError.diverged("update \(step + 1): loss \(loss), gradient norm \(norm) (spike handling is off)")
     }
     let lr = options.learningRate.lr(step: optimizer.step + 1, seconds: runSeconds)
-    try optimizer.step(params: model.parameters.named, grads: model.gradients.named, lr: lr)
+    try optimizer.step(updatePlan, lr: lr)
     let dt = pk_now_seconds() - t0
     step += 1
     tokens += options.tokensPerStep

@@ -108,6 +108,28 @@ struct OptimizerTests {
     #expect(opt.step == 1)
   }
 
+  @Test("A plan bound once updates bit for bit as per-call steps, for both optimizers; another optimizer's plan is refused")
+  func boundPlanMatchesPerCall() throws {
+    for settings in [OptimizerSettings.adamW(AdamWSettings()), .adafactor(AdafactorSettings())] {
+      let a = try Optimizer(settings, parameters: table), b = try Optimizer(settings, parameters: table)
+      let (pa, grads) = model(seed: 5)
+      let pb = pa.map { ($0.name, Tensor(shape: $0.tensor.shape, values: $0.tensor.array)) }
+      let plan = try b.bind(params: pb, grads: grads)
+      let gradTable = GradientClipping.Table(grads.map(\.tensor))
+      for step in 1...3 {
+        let lr = 0.01 / Float(step)
+        try a.step(params: pa, grads: grads, lr: lr)
+        try b.step(plan, lr: lr)
+      }
+      #expect(pa.map { $0.tensor.array } == pb.map { $0.1.array })
+      #expect(a.stateTensors.map { $0.tensor.array } == b.stateTensors.map { $0.tensor.array })
+      #expect(try GradientClipping.globalNorm(gradTable) == GradientClipping.globalNorm(grads.map(\.tensor)))
+      #expect(throws: OptimizerError.self) { try a.step(plan, lr: 0.01) }
+      #expect(throws: OptimizerError.self) { try b.step(plan, lr: .infinity) }
+      #expect(a.step == 3 && b.step == 3)
+    }
+  }
+
   @Test("Settings and schedules survive JSON (they go into manifest.json)")
   func codable() throws {
     let all: [OptimizerSettings] = [.adamW(AdamWSettings()), .adafactor(AdafactorSettings())]
