@@ -27,8 +27,7 @@ public enum GEMMStage {
   /// The forward products of one step of `c`: fused input projection, fused output projection,
   /// logits (NT against the shared embedding).
   public static func shapes(for c: PalmConfig) -> [Shape] {
-    let n = c.batch * c.seqLen, hq = c.heads * c.headDim
-    let cin = hq + 2 * c.headDim + 2 * c.dFF, cout = hq + c.dFF
+    let n = c.batch * c.seqLen, cin = c.inputProjectionColumns, cout = c.outputProjectionRows
     return [
       Shape(name: "\(c.name) qkv_proj+mlpwi", m: n, n: cin, k: c.dModel),
       Shape(name: "\(c.name) out_proj+mlpwo", m: n, n: c.dModel, k: cout),

@@ -185,8 +185,8 @@ public enum FLOPs {
   public static func hardware(_ config: PalmConfig, remat: RematPolicy,
                               attention: AttentionSpan? = nil) -> Breakdown {
     let d = Double(config.dModel), l = Double(config.layers), h = Double(config.heads)
-    let q = Double(config.headDim), f = Double(config.dFF), v = Double(config.vocab)
-    let cin = h * q + 2 * q + 2 * f, cout = h * q + f
+    let q = Double(config.headDim), v = Double(config.vocab)
+    let cin = Double(config.inputProjectionColumns), cout = Double(config.outputProjectionRows)
     let span = attention ?? .kernel(heads: config.heads)
     let product = 2 * h * q * span.keysPerQuery(seqLen: config.seqLen) * l
     let full = remat == .full ? 1.0 : 0.0

@@ -70,8 +70,8 @@ public struct MemoryPlan: Sendable, Equatable {
     self.policy = policy
     self.batch = b
     self.seqLen = t
-    let n = b * t, d = config.dModel, hq = config.heads * config.headDim
-    let f = config.dFF, cin = hq + 2 * config.headDim + 2 * f, cout = hq + f
+    let n = b * t, d = config.dModel, hq = config.queryColumns
+    let cin = config.inputProjectionColumns, cout = config.outputProjectionRows
     var saved: [Buffer] = [], scratch: [Buffer] = []
     let lse = [b, config.heads, t]
     for i in 0..<config.layers {
@@ -108,7 +108,7 @@ public struct MemoryPlan: Sendable, Equatable {
     let grads: [Buffer] = [
       Buffer(name: "grad.dx", shape: [n, d], lifetime: .gradient),
       Buffer(name: "grad.dcg", shape: [n, cout], lifetime: .gradient),
-      Buffer(name: "grad.dqkv", shape: [n, hq + 2 * config.headDim], lifetime: .gradient),
+      Buffer(name: "grad.dqkv", shape: [n, config.qkvColumns], lifetime: .gradient),
     ]
     buffers = saved + head + scratch + grads
   }

@@ -127,11 +127,11 @@ public final class Model: @unchecked Sendable {
 
   var n: Int { batch * seqLen }
   var d: Int { config.dModel }
-  var hq: Int { config.heads * config.headDim }
-  /// Columns of qkv: H·Q + 2Q.
-  var pqkv: Int { hq + 2 * config.headDim }
-  var cin: Int { pqkv + 2 * config.dFF }
-  var cout: Int { hq + config.dFF }
+  var hq: Int { config.queryColumns }
+  /// Columns of qkv: H·Q + 2Q (also the first SwiGLU gate column of proj).
+  var pqkv: Int { config.qkvColumns }
+  var cin: Int { config.inputProjectionColumns }
+  var cout: Int { config.outputProjectionRows }
 
   // MARK: - Steps
 

@@ -57,13 +57,33 @@ public struct PalmConfig: Codable, Equatable, Sendable {
     }
   }
 
+  // MARK: - Fused projection layout
+  //
+  // Per token the fused input projection `w_in` (d, H·Q + 2Q + 2F) produces [q | k | v | gate | up]
+  // (multi-query: one K/V head of size Q), and the fused output projection `w_out` (H·Q + F, d)
+  // reads [attention output | SwiGLU output].
+
+  /// Query columns of `w_in`, equal to the attention-output rows of `w_out`: H·Q.
+  public var queryColumns: Int { heads * headDim }
+  /// Q, K and V columns of `w_in` (the attention kernels' qkv row stride): H·Q + 2Q.
+  public var qkvColumns: Int { queryColumns + 2 * headDim }
+  /// Columns of the fused input projection `w_in`: H·Q + 2Q + 2F.
+  public var inputProjectionColumns: Int { qkvColumns + 2 * dFF }
+  /// Rows of the fused output projection `w_out` (its input width): H·Q + F.
+  public var outputProjectionRows: Int { queryColumns + dFF }
+  /// First K column of `w_in` (V follows at `keyColumn + headDim`): H·Q.
+  public var keyColumn: Int { queryColumns }
+  /// First SwiGLU gate column of `w_in` (the start of the 2F gate|up block): H·Q + 2Q.
+  public var gateColumn: Int { qkvColumns }
+  /// First SwiGLU up column of `w_in`: H·Q + 2Q + F.
+  public var upColumn: Int { gateColumn + dFF }
+
   // MARK: - Parameter counts
 
-  /// Parameters of one block: LayerNorm scale, fused Q/K/V (H·Q + 2Q columns), attention output,
-  /// SwiGLU gate+up (2·d_ff columns) and down projections.
+  /// Parameters of one block: LayerNorm scale, fused Q/K/V + SwiGLU gate/up (`w_in`), and the fused
+  /// attention-output + SwiGLU down projection (`w_out`).
   public var parametersPerLayer: Int {
-    dModel + dModel * (heads * headDim + 2 * headDim) + heads * headDim * dModel
-      + dModel * 2 * dFF + dFF * dModel
+    dModel + dModel * inputProjectionColumns + outputProjectionRows * dModel
   }
 
   /// All parameters: the shared embedding (vocab × d_model), the blocks, the final LayerNorm scale.

@@ -67,9 +67,8 @@ public final class Parameters: @unchecked Sendable {
   /// The layout for `config`: the table of names, shapes and offsets, and the total float count.
   public static func layout(for config: PalmConfig) -> (entries: [ParameterEntry], floats: Int) {
     let d = config.dModel
-    let qkv = config.heads * config.headDim + 2 * config.headDim
-    let cin = qkv + 2 * config.dFF
-    let cout = config.heads * config.headDim + config.dFF
+    let cin = config.inputProjectionColumns
+    let cout = config.outputProjectionRows
     var shapes: [(String, [Int])] = [("embed", [config.vocab, d])]
     for i in 0..<config.layers {
       shapes.append(("layers.\(i).ln.scale", [d]))
@@ -144,7 +143,7 @@ public final class Parameters: @unchecked Sendable {
   /// alignment padding or on which other tensors exist.
   public func initialize(seed: UInt64) {
     zero()
-    let hq = config.heads * config.headDim
+    let hq = config.queryColumns
     for (i, e) in entries.enumerated() {
       let t = Tensor(storage: flat.storage, offset: e.offset, shape: e.shape)
       var rng = NormalGenerator(seed: seed, stream: UInt64(i))

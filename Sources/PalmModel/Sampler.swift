@@ -44,8 +44,8 @@ public final class KVCacheDecoder: @unchecked Sendable {
     kCache = Tensor(shape: [c.layers, self.capacity, c.headDim])
     vCache = Tensor(shape: [c.layers, self.capacity, c.headDim])
     x = Tensor(shape: [c.dModel]); h = Tensor(shape: [c.dModel])
-    proj = Tensor(shape: [c.heads * c.headDim + 2 * c.headDim + 2 * c.dFF])
-    cg = Tensor(shape: [c.heads * c.headDim + c.dFF])
+    proj = Tensor(shape: [c.inputProjectionColumns])
+    cg = Tensor(shape: [c.outputProjectionRows])
     logits = Tensor(shape: [c.vocab])
     stat = Tensor(shape: [2])
   }
@@ -58,8 +58,8 @@ public final class KVCacheDecoder: @unchecked Sendable {
   ///   `KernelError` from a kernel.
   @discardableResult
   public func step(token: Int32) throws -> [Float] {
-    let c = config, d = c.dModel, q = c.headDim, hq = c.heads * q
-    let cin = hq + 2 * q + 2 * c.dFF, cout = hq + c.dFF
+    let c = config, d = c.dModel, q = c.headDim, hq = c.queryColumns
+    let cin = c.inputProjectionColumns, cout = c.outputProjectionRows
     guard position < capacity else {
       throw Model.InputError(description: "KV cache full (\(capacity) tokens): reset() or use sampling windows")
     }
@@ -77,7 +77,7 @@ public final class KVCacheDecoder: @unchecked Sendable {
       try KernelError.check(pk_decode_attention(cg.pointer, kCache.pointer + cacheOffset, vCache.pointer + cacheOffset,
                                                 proj.pointer, Int64(position), Int64(capacity), Int64(c.heads),
                                                 Int64(q)), "decode_attention")
-      try KernelError.check(pk_swiglu_forward(cg.pointer + hq, Int64(c.dFF), proj.pointer + hq + 2 * q, Int64(2 * c.dFF),
+      try KernelError.check(pk_swiglu_forward(cg.pointer + hq, Int64(c.dFF), proj.pointer + c.gateColumn, Int64(2 * c.dFF),
                                               1, Int64(c.dFF)), "swiglu_forward")
       try Kernels.sgemm(.nn, m: 1, n: d, k: cout, alpha: 1, a: cg.pointer, lda: cout, b: W.wOut.pointer, ldb: d,
                         beta: 1, c: x.pointer, ldc: d)

@@ -28,6 +28,9 @@ public struct ShardedLayout: Sendable, Equatable {
   public let shape: MeshShape
   /// d_model, head dim, heads, d_ff, vocab.
   public let d: Int, q: Int, heads: Int, dFF: Int, vocab: Int
+  /// The config one model shard computes a block of: H/M heads and F/M d_ff columns (the rest as
+  /// `config`), so its fused projection sizes and offsets are `PalmConfig`'s own properties.
+  public let local: PalmConfig
   /// Heads and d_ff columns per model shard.
   public let localHeads: Int, localFF: Int
   /// Columns of the local `w_in`: H/M·Q + 2Q + 2F/M.
@@ -46,10 +49,14 @@ public struct ShardedLayout: Sendable, Equatable {
     self.config = config
     self.shape = shape
     d = config.dModel; q = config.headDim; heads = config.heads; dFF = config.dFF; vocab = config.vocab
-    localHeads = heads / shape.model
-    localFF = dFF / shape.model
-    localIn = localHeads * q + 2 * q + 2 * localFF
-    localOut = localHeads * q + localFF
+    var local = config
+    local.heads = heads / shape.model
+    local.dFF = dFF / shape.model
+    self.local = local
+    localHeads = local.heads
+    localFF = local.dFF
+    localIn = local.inputProjectionColumns
+    localOut = local.outputProjectionRows
     let pad = 16 * shape.data
     func padded(_ n: Int) -> Int { (n + pad - 1) / pad * pad }
     lnOffset = 0
@@ -71,15 +78,16 @@ public struct ShardedLayout: Sendable, Equatable {
   /// Column runs of the local `w_in` taken from the full `w_in` on model shard m:
   /// (full column start, local column start, width).
   public func wInColumns(model m: Int) -> [(full: Int, local: Int, count: Int)] {
-    let hq = heads * q, lhq = localHeads * q, pqkv = hq + 2 * q, lpqkv = lhq + 2 * q
-    return [(m * lhq, 0, lhq), (hq, lhq, 2 * q),
-            (pqkv + m * localFF, lpqkv, localFF), (pqkv + dFF + m * localFF, lpqkv + localFF, localFF)]
+    let lhq = local.queryColumns
+    return [(m * lhq, 0, lhq), (config.keyColumn, local.keyColumn, 2 * q),
+            (config.gateColumn + m * localFF, local.gateColumn, localFF),
+            (config.upColumn + m * localFF, local.upColumn, localFF)]
   }
 
   /// Row runs of the local `w_out` taken from the full `w_out` on model shard m.
   public func wOutRows(model m: Int) -> [(full: Int, local: Int, count: Int)] {
-    let hq = heads * q, lhq = localHeads * q
-    return [(m * lhq, 0, lhq), (hq + m * localFF, lhq, localFF)]
+    let lhq = local.queryColumns
+    return [(m * lhq, 0, lhq), (config.queryColumns + m * localFF, lhq, localFF)]
   }
 
   /// Copies model shard m's part of layer `i` of `full` into `bucket` (a layer bucket, full size),
@@ -116,7 +124,7 @@ public struct ShardedLayout: Sendable, Equatable {
   /// K/V columns of w_in. Used to count them once in the global gradient norm.
   func replicatedLayerRanges() -> [Range<Int>] {
     var r: [Range<Int>] = [lnOffset..<(lnOffset + d)]
-    let kv = localHeads * q
+    let kv = local.keyColumn
     for row in 0..<d {
       let s = wInOffset + row * localIn + kv
       r.append(s..<(s + 2 * q))

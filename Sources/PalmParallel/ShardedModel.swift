@@ -374,7 +374,7 @@ public final class ShardedTrainer: @unchecked Sendable {
   /// h = LN(x); proj = h · w_in_m; ctx_m = Attn; g_m = SwiGLU (weights in `layerWeights`).
   func blockForward(_ i: Int) throws {
     let L = layout, W = layerWeights.pointer
-    let lhq = L.localHeads * L.q, lpqkv = lhq + 2 * L.q
+    let lhq = L.local.queryColumns, lpqkv = L.local.gateColumn
     try KernelError.check(
       pk_layernorm_forward(hs[i].pointer, Int64(d), means[i].pointer, rstds[i].pointer, xs[i].pointer,
                            Int64(d), W + L.lnOffset, Int64(n), Int64(d)), "layernorm_forward")
@@ -414,7 +414,7 @@ public final class ShardedTrainer: @unchecked Sendable {
 
   func backward(tokens: UnsafePointer<Int32>, stats: inout ExchangeStats, computeEnd: inout Double) throws {
     let L = layout, V = L.vocab, H = headWeights.pointer, G = headGrads.pointer
-    let lhq = L.localHeads * L.q, lpqkv = lhq + 2 * L.q
+    let lhq = L.local.queryColumns, lpqkv = L.local.gateColumn
     let P = mesh.shape.pod
     var pending: [(request: any CommRequest, done: Double?)] = []
     var firstStart = 0.0
@@ -466,9 +466,9 @@ public final class ShardedTrainer: @unchecked Sendable {
       let q2 = 2 * L.q
       if mesh.shape.model > 1 {
         let kv = kvPack.pointer
-        for r in 0..<d { (kv + r * q2).update(from: dW + L.wInOffset + r * L.localIn + lhq, count: q2) }
+        for r in 0..<d { (kv + r * q2).update(from: dW + L.wInOffset + r * L.localIn + L.local.keyColumn, count: q2) }
         try mesh.modelComm.allReduce(dhPack)
-        for r in 0..<d { (dW + L.wInOffset + r * L.localIn + lhq).update(from: kv + r * q2, count: q2) }
+        for r in 0..<d { (dW + L.wInOffset + r * L.localIn + L.local.keyColumn).update(from: kv + r * q2, count: q2) }
       }
       try KernelError.check(
         pk_layernorm_backward(dx.pointer, Int64(d), dW + L.lnOffset, dh.pointer, Int64(d), xs[i].pointer,
