@@ -160,75 +160,55 @@ public final class SafeTensorsFile: @unchecked Sendable {
   /// The `__metadata__` map (empty when absent).
   public let metadata: [String: String]
   private let index: [String: Int]
+  private let file: MappedFile
   private let base: UnsafeRawPointer
-  private let byteCount: Int
   private let dataStart: Int
-  private let mapped: Bool
 
   /// Opens and validates `path`.
   /// - Throws: `SafeTensorsError` naming the file and the defect.
   public convenience init(path: String) throws {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 { throw SafeTensorsError(.io, path, FileError("open", path).description) }
-    defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw SafeTensorsError(.io, path, FileError("fstat", path).description) }
-    let size = Int(st.st_size)
-    if size < 8 {
-      throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
-    }
-    if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
-      try self.init(path: path, base: UnsafeRawPointer(p), count: size, mapped: true)
-      return
-    }
-    // Fallback: read the whole file.
-    guard let buf = malloc(size) else { throw SafeTensorsError(.io, path, "cannot allocate \(size) bytes") }
-    var got = 0
-    while got < size {
-      let n = pread(fd, buf + got, size - got, off_t(got))
-      if n < 0 && errno == EINTR { continue }
-      if n <= 0 {
-        free(buf)
-        throw SafeTensorsError(.io, path, "read failed after \(got) of \(size) bytes")
+    let file: MappedFile
+    do {
+      file = try MappedFile(path: path) { st in
+        let size = Int(st.st_size)
+        if size < 8 {
+          throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
+        }
       }
-      got += n
+    } catch let failure as MappedFile.Failure {
+      switch failure {
+      case .open(let code): throw SafeTensorsError(.io, path, FileError("open", path, code: code).description)
+      case .stat(let code): throw SafeTensorsError(.io, path, FileError("fstat", path, code: code).description)
+      case .allocate(let size): throw SafeTensorsError(.io, path, "cannot allocate \(size) bytes")
+      case .read(let got, let size): throw SafeTensorsError(.io, path, "read failed after \(got) of \(size) bytes")
+      }
     }
-    try self.init(path: path, base: UnsafeRawPointer(buf), count: size, mapped: false)
+    try self.init(path: path, file: file)
   }
 
   /// Parses and validates an in-memory file image (copied), labelled `name` in errors.
   public convenience init(bytes: [UInt8], name: String = "<memory>") throws {
-    guard let buf = malloc(max(bytes.count, 1)) else {
+    let file: MappedFile
+    do {
+      file = try MappedFile(copying: bytes)
+    } catch {
       throw SafeTensorsError(.io, name, "cannot allocate \(bytes.count) bytes")
     }
-    bytes.withUnsafeBytes { if let s = $0.baseAddress { buf.copyMemory(from: s, byteCount: bytes.count) } }
-    try self.init(path: name, base: UnsafeRawPointer(buf), count: bytes.count, mapped: false)
+    try self.init(path: name, file: file)
   }
 
-  /// Takes ownership of `base` (munmap or free on failure and in deinit).
-  private init(path: String, base: UnsafeRawPointer, count: Int, mapped: Bool) throws {
+  /// Keeps `file` (released in deinit, or on failure when the last reference goes).
+  private init(path: String, file: MappedFile) throws {
     self.path = path
-    self.base = base
-    self.byteCount = count
-    self.mapped = mapped
-    do {
-      let parsed = try SafeTensorsFile.parse(UnsafeRawBufferPointer(start: base, count: count), path: path)
-      entries = parsed.entries
-      metadata = parsed.metadata
-      dataStart = parsed.dataStart
-      var index: [String: Int] = [:]
-      for (i, e) in parsed.entries.enumerated() { index[e.name] = i }
-      self.index = index
-    } catch {
-      SafeTensorsFile.release(base, count, mapped)
-      throw error
-    }
-  }
-
-  deinit { SafeTensorsFile.release(base, byteCount, mapped) }
-
-  private static func release(_ base: UnsafeRawPointer, _ count: Int, _ mapped: Bool) {
-    if mapped { munmap(UnsafeMutableRawPointer(mutating: base), count) } else { free(UnsafeMutableRawPointer(mutating: base)) }
+    self.file = file
+    self.base = file.base
+    let parsed = try SafeTensorsFile.parse(file.bytes, path: path)
+    entries = parsed.entries
+    metadata = parsed.metadata
+    dataStart = parsed.dataStart
+    var index: [String: Int] = [:]
+    for (i, e) in parsed.entries.enumerated() { index[e.name] = i }
+    self.index = index
   }
 
   /// Tensor names in file order.

@@ -14,6 +14,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PalmTensor
 
 /// Why a dataset could not be opened or used, naming the file and the sizes involved.
 public enum DatasetError: Error, Equatable, CustomStringConvertible {
@@ -50,8 +51,8 @@ public final class TokenDataset: @unchecked Sendable {
   public var validationCount: Int { count - trainCount }
   /// Window length T (inputs are T tokens, targets the next T).
   public let sequenceLength: Int
+  private let file: MappedFile
   private let base: UnsafePointer<UInt8>
-  private let mapped: Bool
 
   /// Opens `path` (memory-mapped; read into memory when mmap is unavailable).
   /// - Parameters:
@@ -59,34 +60,25 @@ public final class TokenDataset: @unchecked Sendable {
   /// - Throws: `DatasetError` for a missing/unreadable or empty file, a bad fraction, or a part
   ///   shorter than `sequenceLength + 1` tokens.
   public convenience init(path: String, sequenceLength: Int, validationFraction: Double = 0.1) throws {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 { throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
-    defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
-    if (st.st_mode & S_IFMT) == S_IFDIR { throw DatasetError.cannotOpen(path: path, reason: "it is a directory") }
-    let size = Int(st.st_size)
-    if size == 0 { throw DatasetError.empty(path: path) }
-    try TokenDataset.validate(path: path, count: size, sequenceLength: sequenceLength, validationFraction: validationFraction)
-    if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
-      _ = madvise(p, size, MADV_RANDOM)
-      self.init(path: path, base: UnsafePointer(p.assumingMemoryBound(to: UInt8.self)), count: size, mapped: true,
-                sequenceLength: sequenceLength, validationFraction: validationFraction)
-      return
-    }
-    guard let buf = malloc(size) else { throw DatasetError.cannotOpen(path: path, reason: "cannot allocate \(size) bytes") }
-    var got = 0
-    while got < size {
-      let n = pread(fd, buf + got, size - got, off_t(got))
-      if n < 0 && errno == EINTR { continue }
-      if n <= 0 {
-        free(buf)
+    let file: MappedFile
+    do {
+      file = try MappedFile(path: path, advice: MADV_RANDOM) { st in
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw DatasetError.cannotOpen(path: path, reason: "it is a directory") }
+        let size = Int(st.st_size)
+        if size == 0 { throw DatasetError.empty(path: path) }
+        try TokenDataset.validate(path: path, count: size, sequenceLength: sequenceLength,
+                                  validationFraction: validationFraction)
+      }
+    } catch let failure as MappedFile.Failure {
+      switch failure {
+      case .open(let code), .stat(let code):
+        throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(code)))
+      case .allocate(let size): throw DatasetError.cannotOpen(path: path, reason: "cannot allocate \(size) bytes")
+      case .read(let got, let size):
         throw DatasetError.cannotOpen(path: path, reason: "read stopped after \(got) of \(size) bytes")
       }
-      got += n
     }
-    self.init(path: path, base: UnsafePointer(buf.assumingMemoryBound(to: UInt8.self)), count: size, mapped: false,
-              sequenceLength: sequenceLength, validationFraction: validationFraction)
+    self.init(path: path, file: file, sequenceLength: sequenceLength, validationFraction: validationFraction)
   }
 
   /// In-memory data (tests, generated corpora), labelled `name` in errors.
@@ -95,24 +87,22 @@ public final class TokenDataset: @unchecked Sendable {
     if bytes.isEmpty { throw DatasetError.empty(path: name) }
     try TokenDataset.validate(path: name, count: bytes.count, sequenceLength: sequenceLength,
                               validationFraction: validationFraction)
-    let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
-    buf.initialize(from: bytes, count: bytes.count)
-    self.init(path: name, base: UnsafePointer(buf), count: bytes.count, mapped: false,
-              sequenceLength: sequenceLength, validationFraction: validationFraction)
+    let file: MappedFile
+    do {
+      file = try MappedFile(copying: bytes)
+    } catch {
+      throw DatasetError.cannotOpen(path: name, reason: "cannot allocate \(bytes.count) bytes")
+    }
+    self.init(path: name, file: file, sequenceLength: sequenceLength, validationFraction: validationFraction)
   }
 
-  private init(path: String, base: UnsafePointer<UInt8>, count: Int, mapped: Bool, sequenceLength: Int,
-               validationFraction: Double) {
+  private init(path: String, file: MappedFile, sequenceLength: Int, validationFraction: Double) {
     self.path = path
-    self.base = base
-    self.count = count
-    self.mapped = mapped
+    self.file = file
+    self.base = file.base.assumingMemoryBound(to: UInt8.self)
+    self.count = file.count
     self.sequenceLength = sequenceLength
-    self.trainCount = count - TokenDataset.validationTokens(count, validationFraction)
-  }
-
-  deinit {
-    if mapped { munmap(UnsafeMutableRawPointer(mutating: base), count) } else { free(UnsafeMutableRawPointer(mutating: base)) }
+    self.trainCount = file.count - TokenDataset.validationTokens(file.count, validationFraction)
   }
 
   private static func validationTokens(_ count: Int, _ fraction: Double) -> Int {
