@@ -56,7 +56,7 @@ public final class MappedFile: @unchecked Sendable {
       return
     }
     // Fallback: read the whole file.
-    guard let buf = malloc(size) else { throw Failure.allocate(size: size) }
+    guard let buf = malloc(max(size, 1)) else { throw Failure.allocate(size: size) }
     var got = 0
     while got < size {
       let n = pread(fd, buf + got, size - got, off_t(got))
