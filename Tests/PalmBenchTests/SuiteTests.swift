@@ -105,7 +105,7 @@ import _PalmTestSupport
     let dir = try temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let file = dir + "/plain"
-    FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+    #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
     #expect(throws: (any Error).self) { try withKernelLock { try Suite.run(Suite.Options.smoke(outDir: file + "/sub", peak: .fixed(perThreadGFLOPs: 1))) } }
   }
 
