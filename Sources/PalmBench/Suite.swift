@@ -61,8 +61,7 @@ public enum Suite {
     /// 3 kernel samples, 64 MiB STREAM arrays, the forward GEMMs of both configs.
     public static func standard(outDir: String, peak: PeakSource, stepRunner: @escaping StepRuns.Runner,
                                 threads: [Int]? = nil) -> Options {
-      let cores = ProcessInfo.processInfo.activeProcessorCount
-      let t = threads ?? (cores >= 2 ? [1, 2] : [1])
+      let t = threads ?? ThreadCounts.standard
       var o = Options(outDir: outDir, configs: [.tiny, .small], threads: t, warmup: 1, steps: 3, kernelRepeats: 3,
                       kernelMinSampleSeconds: 0.005, streamFloats: 16 << 20,
                       gemmShapes: GEMMStage.shapes(for: .tiny) + GEMMStage.shapes(for: .small)

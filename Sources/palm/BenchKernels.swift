@@ -47,13 +47,7 @@ struct BenchKernels: ParsableCommand {
   }
 
   func threads() throws -> [Int] {
-    guard let list = threadList else {
-      return ProcessInfo.processInfo.activeProcessorCount >= 2 ? [1, 2] : [1]
-    }
-    return try list.split(separator: ",").map {
-      guard let t = Int($0), t >= 1 else { throw ValidationError("--thread-list must be positive integers (got \($0))") }
-      return t
-    }
+    try threadList.map(ThreadCounts.parseOption) ?? ThreadCounts.standard
   }
 
   func selected() throws -> [KernelBench.Kernel] {

@@ -45,10 +45,7 @@ struct BenchSuite: ParsableCommand {
 
   func threads() throws -> [Int]? {
     guard let threadList else { return nil }
-    return try threadList.split(separator: ",").map {
-      guard let t = Int($0), t >= 1 else { throw ValidationError("--thread-list must be positive integers (got \($0))") }
-      return t
-    }
+    return try ThreadCounts.parseOption(threadList)
   }
 
   func validate() throws {
@@ -95,4 +92,11 @@ struct BenchSuite: ParsableCommand {
 struct BenchError: Error, CustomStringConvertible {
   let description: String
   init(_ message: String) { description = message }
+}
+
+extension ThreadCounts {
+  /// `parse` for a command's option: a bad list is a usage error (exit code 64, with the help hint).
+  static func parseOption(_ text: String) throws -> [Int] {
+    do { return try parse(text) } catch let e as ParseError { throw ValidationError(e.description) }
+  }
 }

@@ -9,8 +9,7 @@ import PalmModel
 extension MFUTable {
   /// Runs the standard step set and returns the rows; progress on standard error.
   func measuredRows() throws -> [MeasuredRow] {
-    let cores = ProcessInfo.processInfo.activeProcessorCount
-    let specs = StepRuns.standardSpecs(threads: cores >= 2 ? [1, 2] : [1])
+    let specs = StepRuns.standardSpecs(threads: ThreadCounts.standard)
     guard try BenchDefaults.peak.gflops(1) != nil else {
       throw BenchError("--measure needs the peak FLOP/s: set \(PeakSource.variable) (GFLOP/s of 1 thread, or of 1,2,... threads)")
     }
