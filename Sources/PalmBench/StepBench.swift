@@ -9,6 +9,7 @@ import CKernels
 import Foundation
 import PalmModel
 import PalmTensor
+import PalmTrain
 
 /// Timing of the training step.
 public enum StepBench {
@@ -71,15 +72,15 @@ public enum StepBench {
       last = try model.forwardBackward(tokens: tokens, targets: targets)
       times.append(pk_now_seconds() - t0)
     }
-    let sorted = times.sorted()
-    let median = sorted[sorted.count / 2]
+    let best = times.min()!  // steps >= 1
+    let median = PalmTrain.median(times)!  // the mean of the two middle steps for an even count
     let fpt = FLOPs.modelPerToken(config)
     let hw = FLOPs.hardwarePerToken(config, remat: remat)
     return Result(
       config: config.name, remat: remat, threads: Threads.count, batch: config.batch,
-      seqLen: config.seqLen, steps: steps, stepSeconds: times, bestSeconds: sorted[0],
+      seqLen: config.seqLen, steps: steps, stepSeconds: times, bestSeconds: best,
       medianSeconds: median, tokensPerSecond: Double(n) / median,
-      bestTokensPerSecond: Double(n) / sorted[0], modelFLOPsPerToken: fpt,
+      bestTokensPerSecond: Double(n) / best, modelFLOPsPerToken: fpt,
       modelFLOPsPerSecond: Double(n) / median * fpt, hardwareFLOPsPerToken: hw,
       plannedActivationBytes: model.plan.totalBytes,
       plannedSavedBytes: model.plan.savedBytes, plannedScratchBytes: model.plan.scratchBytes,
