@@ -214,18 +214,22 @@ public struct BatchSampler: Sendable {
 
   /// The batch of micro-batch `microBatch` at `step` (pure: the sampler's step is not used or moved).
   public func batch(step: Int, microBatch: Int = 0) -> Batch {
+    windowBatch(rows: batchSize) { offset(step: step, microBatch: microBatch, row: $0) }
+  }
+
+  /// A batch of `rows` windows; row r is the window starting at absolute token `start(r)`.
+  private func windowBatch(rows: Int, start: (Int) -> Int) -> Batch {
     let t = dataset.sequenceLength
-    var inputs = [Int32](repeating: 0, count: batchSize * t)
-    var targets = [Int32](repeating: 0, count: batchSize * t)
+    var inputs = [Int32](repeating: 0, count: rows * t)
+    var targets = [Int32](repeating: 0, count: rows * t)
     inputs.withUnsafeMutableBufferPointer { inp in
       targets.withUnsafeMutableBufferPointer { tgt in
-        for r in 0..<batchSize {
-          dataset.copyWindow(start: offset(step: step, microBatch: microBatch, row: r),
-                             inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
+        for r in 0..<rows {
+          dataset.copyWindow(start: start(r), inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
         }
       }
     }
-    return Batch(batchSize: batchSize, sequenceLength: t, inputs: inputs, targets: targets)
+    return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
   }
 
   /// The `microBatches` batches of the current step, then advances `state.step`.
@@ -241,21 +245,15 @@ public struct BatchSampler: Sendable {
   /// Validation windows [first, first + batchSize) clipped to the window count, as one batch
   /// (fewer rows at the end); nil when `first` is past the last window.
   public func validationBatch(firstWindow first: Int) -> Batch? {
-    let windows = dataset.validationWindowCount
-    guard first >= 0 && first < windows else { return nil }
-    let rows = min(batchSize, windows - first)
+    validationBatch(firstWindow: first, windowCount: dataset.validationWindowCount)
+  }
+
+  /// Windows [first, min(first + batchSize, count)) of the validation split; nil when `first` is
+  /// outside 0..<count.
+  private func validationBatch(firstWindow first: Int, windowCount count: Int) -> Batch? {
+    guard first >= 0 && first < count else { return nil }
     let t = dataset.sequenceLength
-    var inputs = [Int32](repeating: 0, count: rows * t)
-    var targets = [Int32](repeating: 0, count: rows * t)
-    inputs.withUnsafeMutableBufferPointer { inp in
-      targets.withUnsafeMutableBufferPointer { tgt in
-        for r in 0..<rows {
-          dataset.copyWindow(start: dataset.trainCount + (first + r) * t,
-                             inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
-        }
-      }
-    }
-    return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
+    return windowBatch(rows: min(batchSize, count - first)) { dataset.trainCount + (first + $0) * t }
   }
 
   /// `windows` validation windows spread evenly over the whole split (window i·count/windows for
@@ -268,33 +266,13 @@ public struct BatchSampler: Sendable {
     let t = dataset.sequenceLength
     let picks = (0..<w).map { $0 * count / w }
     return stride(from: 0, to: w, by: batchSize).map { first in
-      let rows = min(batchSize, w - first)
-      var inputs = [Int32](repeating: 0, count: rows * t)
-      var targets = [Int32](repeating: 0, count: rows * t)
-      inputs.withUnsafeMutableBufferPointer { inp in
-        targets.withUnsafeMutableBufferPointer { tgt in
-          for r in 0..<rows {
-            dataset.copyWindow(start: dataset.trainCount + picks[first + r] * t,
-                               inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
-          }
-        }
-      }
-      return Batch(batchSize: rows, sequenceLength: t, inputs: inputs, targets: targets)
+      windowBatch(rows: min(batchSize, w - first)) { dataset.trainCount + picks[first + $0] * t }
     }
   }
 
   /// All validation batches (up to `maxWindows` windows), in order: the same every time.
   public func validationBatches(maxWindows: Int = Int.max) -> [Batch] {
-    let windows = min(dataset.validationWindowCount, maxWindows)
-    return stride(from: 0, to: windows, by: batchSize).compactMap { first in
-      guard var b = validationBatch(firstWindow: first) else { return nil }
-      if first + b.batchSize > windows {  // trim to maxWindows
-        let rows = windows - first
-        b = Batch(batchSize: rows, sequenceLength: b.sequenceLength,
-                  inputs: Array(b.inputs.prefix(rows * b.sequenceLength)),
-                  targets: Array(b.targets.prefix(rows * b.sequenceLength)))
-      }
-      return b
-    }
+    let count = min(dataset.validationWindowCount, maxWindows)
+    return stride(from: 0, to: count, by: batchSize).compactMap { validationBatch(firstWindow: $0, windowCount: count) }
   }
 }
