@@ -7,6 +7,7 @@
 import CKernels
 import Foundation
 import PalmTensor
+import PalmTrain
 
 /// One GEMM to time: `C(m, n) = op(A)(m, k) · op(B)(k, n)` in `layout`, on `threads` threads.
 public struct GEMMCase: Sendable, Equatable {
@@ -141,8 +142,7 @@ public enum GEMMBench {
     let foreignMax = clean.count >= max(1, repeats) ? all.filter { $0.foreign <= maxForeignCPU }.map(\.foreign).max() ?? 0
       : all.sorted { $0.foreign < $1.foreign }.prefix(max(1, repeats)).map(\.foreign).max() ?? 0
     samples.sort()
-    let median = samples.count % 2 == 1
-      ? samples[samples.count / 2] : 0.5 * (samples[samples.count / 2 - 1] + samples[samples.count / 2])
+    let median = PalmTrain.median(samples) ?? samples[0]
     let gflops = c.flops / median / 1e9
 
     // Correctness of what was timed: 64 sampled entries against fp64 dot products.

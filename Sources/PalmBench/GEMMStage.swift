@@ -6,6 +6,7 @@ import CKernels
 import Foundation
 import PalmModel
 import PalmTensor
+import PalmTrain
 
 /// The suite's GEMM measurements.
 public enum GEMMStage {
@@ -79,7 +80,7 @@ public enum GEMMStage {
         times.append(pk_now_seconds() - t0)
       }
       times.sort()
-      let median = times[times.count / 2]
+      let median = PalmTrain.median(times) ?? times[0]
       let g = 2 * Double(s.m) * Double(s.n) * Double(s.k) / median / 1e9
       results.append(Result(shape: s, threads: threads, samples: times.count, medianSeconds: median,
                             minSeconds: times[0], gflops: g, fractionOfPeak: peakGFLOPs.map { g / $0 }))

@@ -12,6 +12,7 @@ import CKernels
 import Foundation
 import PalmModel
 import PalmTensor
+import PalmTrain
 
 /// Microbenchmarks of the kernels, with GFLOP/s, GB/s, intensity and roofline placement.
 ///
@@ -194,7 +195,7 @@ public enum KernelBench {
         times.append((pk_now_seconds() - t0) / Double(calls))
       }
       times.sort()
-      let median = times[times.count / 2]
+      let median = PalmTrain.median(times) ?? times[0]
       let (flops, bytes) = cost(k, s)
       let gflops = flops / median / 1e9
       let intensity = bytes > 0 ? flops / bytes : 0
