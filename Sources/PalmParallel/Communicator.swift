@@ -158,6 +158,51 @@ extension Communicator {
   }
 }
 
+// MARK: - Doubles over Float collectives
+
+/// A Double carried as two Floats: `hi` = x's leading 12 significant bits (a Float with its low
+/// 12 mantissa bits cleared), `lo = Float(x − hi)` the next 24, so `hi + lo` (added in Double) gives
+/// x back to about 36 bits instead of Float's 24. Because the `hi`s are short, a Float sum of up
+/// to 2¹² of them of similar magnitude is exact, so summing the pairs slot by slot over ranks keeps
+/// about 36 bits of the double sum too. Non-finite values travel in `hi`.
+enum FloatPair {
+  static func split(_ x: Double) -> (hi: Float, lo: Float) {
+    let f = Float(x)
+    guard f.isFinite else { return (f, 0) }
+    let hi = Float(bitPattern: f.bitPattern & ~0xFFF)
+    return (hi, Float(x - Double(hi)))
+  }
+
+  static func join(_ hi: Float, _ lo: Float) -> Double { Double(hi) + Double(lo) }
+
+  /// `values` as [hi₀, lo₀, hi₁, lo₁, …].
+  static func pack(_ values: [Double]) -> [Float] {
+    values.flatMap { x -> [Float] in let p = split(x); return [p.hi, p.lo] }
+  }
+
+  /// The doubles of `pack`'s layout.
+  static func unpack(_ floats: [Float]) -> [Double] {
+    (0..<(floats.count / 2)).map { join(floats[2 * $0], floats[2 * $0 + 1]) }
+  }
+}
+
+extension Communicator {
+  /// Sums `values` over all ranks, in place, in (about 36-bit) double precision: one Float
+  /// all-reduce of their hi/lo pairs (see `FloatPair`), recombined in Double.
+  public func allReduce(_ values: inout [Double]) throws {
+    var parts = FloatPair.pack(values)
+    try allReduce(&parts)
+    values = FloatPair.unpack(parts)
+  }
+
+  /// Replaces `values` by `root`'s, carried as hi/lo float pairs (the same value on every rank).
+  public func broadcast(_ values: inout [Double], root: Int) throws {
+    var parts = FloatPair.pack(values)
+    try broadcast(&parts, root: root)
+    values = FloatPair.unpack(parts)
+  }
+}
+
 // MARK: - Tensor conveniences (a Tensor's storage is stable, so it may be used non-blocking)
 
 extension Communicator {

@@ -201,11 +201,10 @@ public final class MeshTrainer: @unchecked Sendable {
       for b in evalBatches { sum += Double(try evalModel.forward(tokens: b.inputs, targets: b.targets).crossEntropy) }
       value = sum / Double(evalBatches.count)
     }
-    // A double carried as two floats (hi + lo), so no rank rounds it differently.
-    let hi = Float(value)
-    var parts: [Float] = [hi, Float(value - Double(hi))]
+    // Rank 0's value on every rank (as hi/lo floats, so no rank rounds it differently).
+    var parts = [value]
     try mesh.world.broadcast(&parts, root: 0)
-    return Double(parts[0]) + Double(parts[1])
+    return parts[0]
   }
 
   // MARK: - Steps

