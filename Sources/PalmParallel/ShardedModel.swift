@@ -300,12 +300,13 @@ public final class ShardedTrainer: @unchecked Sendable {
         try backward(tokens: tk.baseAddress!, stats: &stats, computeEnd: &computeEnd)
       }
     }
-    // Global losses: sum over data shards and pods (model shards hold identical values).
-    var sums: [Float] = [Float(lossSums[0]), Float(lossSums[1])]
+    // Global losses: sum over data shards and pods (model shards hold identical values), in
+    // double precision like the single-device sum.
+    var sums = lossSums
     try mesh.dataComm.allReduce(&sums)
     try mesh.podComm.allReduce(&sums)
-    let total = Double(sums[0]) / Double(nGlobal)
-    let zmean = Double(Model.zLossCoefficient) * Double(sums[1]) / Double(nGlobal)
+    let total = sums[0] / Double(nGlobal)
+    let zmean = Double(Model.zLossCoefficient) * sums[1] / Double(nGlobal)
     let loss = StepLoss(total: Float(total), crossEntropy: Float(total - zmean), zLoss: Float(zmean))
     // Global gradient norm: every element once (replicated ones counted on model shard 0 only).
     let norm = try gradientNorm()
