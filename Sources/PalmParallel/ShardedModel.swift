@@ -99,6 +99,9 @@ public final class ShardedTrainer: @unchecked Sendable {
   let headMean: Tensor, headRstd: Tensor, headH: Tensor, logits: Tensor, lossRows: Tensor, lseRows: Tensor
   let dx: Tensor, dcg: Tensor, dproj: Tensor, dh: Tensor, partial: Tensor
   let replicatedRanges: [Range<Int>]
+  // gradientNorm()'s pointer and length lists over `gradShards`, built once (see `normTable`).
+  let normPointers: [UnsafePointer<Float>?]
+  let normCounts: [Int64]
 
   /// A wrong input to a step (counts or token ids).
   public struct InputError: Error, CustomStringConvertible {
@@ -163,6 +166,9 @@ public final class ShardedTrainer: @unchecked Sendable {
     dh = Tensor(storage: pack.storage, offset: pack.offset, shape: [n, d])
     kvPack = Tensor(storage: pack.storage, offset: pack.offset + n * d, shape: [d, 2 * layout.q])
     replicatedRanges = layout.replicatedLayerRanges()
+    (normPointers, normCounts) = ShardedTrainer.normTable(
+      gradShards: gradShards, layout: layout, dataIndex: mesh.data, countReplicated: mesh.model == 0,
+      replicatedRanges: replicatedRanges)
   }
 
   // MARK: - Single-device layout
@@ -319,14 +325,15 @@ public final class ShardedTrainer: @unchecked Sendable {
                              seconds: pk_now_seconds() - t0, computeSeconds: computeEnd - t0)
   }
 
-  /// sqrt(Σ g²) over the whole model, from this rank's gradient shards (after the pod exchange).
-  func gradientNorm() throws -> Double {
+  /// The pointer and length lists `gradientNorm()` sums, built once: every gradient element once
+  /// over the mesh (replicated ones counted on model shard 0 only), from this rank's gradient shards.
+  static func normTable(gradShards: [Tensor], layout: ShardedLayout, dataIndex: Int, countReplicated: Bool,
+                        replicatedRanges: [Range<Int>]) -> (pointers: [UnsafePointer<Float>?], counts: [Int64]) {
     var pointers: [UnsafePointer<Float>?] = []
     var counts: [Int64] = []
-    let countReplicated = mesh.model == 0
     for b in 0..<layout.bucketCount {
       let g = gradShards[b]
-      let start = mesh.data * g.count, end = start + g.count
+      let start = dataIndex * g.count, end = start + g.count
       if b == layout.config.layers {
         if countReplicated { pointers.append(UnsafePointer(g.pointer)); counts.append(Int64(g.count)) }
         continue
@@ -341,8 +348,13 @@ public final class ShardedTrainer: @unchecked Sendable {
       }
       if end > cursor { pointers.append(UnsafePointer(g.pointer + (cursor - start))); counts.append(Int64(end - cursor)) }
     }
+    return (pointers, counts)
+  }
+
+  /// sqrt(Σ g²) over the whole model, from this rank's gradient shards (after the pod exchange).
+  func gradientNorm() throws -> Double {
     var local = 0.0
-    try KernelError.check(pk_global_norm_squared(&local, &pointers, &counts, Int64(pointers.count)),
+    try KernelError.check(pk_global_norm_squared(&local, normPointers, normCounts, Int64(normCounts.count)),
                           "global_norm_squared")
     // Summed in double precision (hi/lo float pairs) so the norm does not lose digits.
     var parts = [local]
