@@ -7,6 +7,8 @@
 // send/recv 1 (a ping-pong between ranks 0 and 1, time = half the round trip). Every repeat
 // checks its result against values that are exact in Float.
 
+import PalmTrain
+
 /// Collective bandwidth measurements.
 public enum CollectiveBench {
   /// The measured operations.
@@ -112,8 +114,7 @@ public enum CollectiveBench {
         }
       }
       times.sort()
-      let median = times.count % 2 == 1
-        ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+      let median = PalmTrain.median(times) ?? times[0]
       let realBytes = count * MemoryLayout<Float>.stride
       let algbw = Double(realBytes) / max(median, 1e-12) / 1e9
       let factor: Double
