@@ -83,21 +83,46 @@ public final class Model: @unchecked Sendable {
   /// gradients and an arena for `batch` × `seqLen` tokens (the config's by default).
   /// - Throws: `PalmConfig.Invalid` for a bad config or batch/sequence size, `Dropout.Invalid`
   ///   for a rate outside [0, 1).
-  public init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
-              seed: UInt64 = 0, dropout: Dropout = .off) throws {
+  public convenience init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
+                          seed: UInt64 = 0, dropout: Dropout = .off) throws {
     var c = config
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
     try c.validate()
     try dropout.validate()
+    let parameters = try Parameters(config: c)
+    parameters.initialize(seed: seed)
+    try self.init(validated: c, remat: remat, parameters: parameters, gradients: try Parameters(config: c),
+              dropout: dropout)
+  }
+
+  /// A model over `other`'s parameters AND gradients (the same storage: no copy, no second set of
+  /// weights) with its own activation arena for `batch` × `seqLen` tokens (`other`'s by default),
+  /// e.g. an evaluation model of another batch size or remat policy. It sees every update of
+  /// `other` at once; its `forwardBackward` adds to `other`'s gradients.
+  /// - Throws: `PalmConfig.Invalid` for a bad batch/sequence size, `Dropout.Invalid` for a rate
+  ///   outside [0, 1).
+  public convenience init(sharing other: Model, remat: RematPolicy = .none, batch: Int? = nil,
+                          seqLen: Int? = nil, dropout: Dropout = .off) throws {
+    var c = other.config
+    if let batch { c.batch = batch }
+    if let seqLen { c.seqLen = seqLen }
+    try c.validate()
+    try dropout.validate()
+    try self.init(validated: c, remat: remat, parameters: other.parameters, gradients: other.gradients,
+              dropout: dropout)
+  }
+
+  /// `config` and `dropout` validated; `parameters` and `gradients` in `config`'s layout.
+  private init(validated c: PalmConfig, remat: RematPolicy, parameters: Parameters, gradients: Parameters,
+               dropout: Dropout) throws {
     self.dropout = dropout
     self.config = c
     self.remat = remat
     self.batch = c.batch
     self.seqLen = c.seqLen
-    parameters = try Parameters(config: c)
-    parameters.initialize(seed: seed)
-    gradients = try Parameters(config: c)
+    self.parameters = parameters
+    self.gradients = gradients
     plan = MemoryPlan(config: c, policy: remat)
     arena = Arena(capacity: plan.totalFloats)
     var t: [String: Tensor] = [:]

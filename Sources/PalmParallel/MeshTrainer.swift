@@ -193,10 +193,10 @@ public final class MeshTrainer: @unchecked Sendable {
   /// gathered parameters and broadcast (collective); nil without a validation part.
   public func evaluate() throws -> Double? {
     guard evalWindows > 0 else { return nil }
-    let full = try sharded.gatherParameters()
+    // Rank 0 gathers straight into the evaluation model's weights (no second set, no copy).
+    if let evalModel { try sharded.gatherParameters(into: evalModel.parameters) } else { _ = try sharded.gatherParameters() }
     var value = 0.0
     if let evalModel, !evalBatches.isEmpty {
-      evalModel.parameters.flat.copy(from: full.flat)
       var sum = 0.0
       for b in evalBatches { sum += Double(try evalModel.forward(tokens: b.inputs, targets: b.targets).crossEntropy) }
       value = sum / Double(evalBatches.count)

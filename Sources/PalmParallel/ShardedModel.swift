@@ -219,6 +219,11 @@ public final class ShardedTrainer: @unchecked Sendable {
   /// which are then the same safetensors layout as a single-device run's.
   public func gatherParameters() throws -> Parameters { try gather(paramShards) }
 
+  /// `gatherParameters()` written into `destination` (e.g. an evaluation model's parameters) instead
+  /// of a new set: no allocation, no later copy. Collective. - Throws: `MeshError` when
+  /// `destination`'s shapes are not the sharded config's.
+  public func gatherParameters(into destination: Parameters) throws { _ = try gather(paramShards, into: destination) }
+
   /// Gathers the AdamW moments in the single-device parameter layout (same names and shapes as a
   /// single-device `Optimizer`'s "m.<name>" / "v.<name>") and the update count. Collective.
   public func gatherOptimizerState() throws -> (m: Parameters, v: Parameters, step: Int) {
@@ -251,10 +256,16 @@ public final class ShardedTrainer: @unchecked Sendable {
   }
 
   /// The single-device layout from every rank's `shards` (all-gather over data, then over model).
-  func gather(_ shards: [Tensor]) throws -> Parameters {
-    var c = layout.config
-    c.batch = globalBatch
-    let full = try Parameters(config: c)
+  func gather(_ shards: [Tensor], into destination: Parameters? = nil) throws -> Parameters {
+    let full: Parameters
+    if let destination {
+      try checkMatches(destination)
+      full = destination
+    } else {
+      var c = layout.config
+      c.batch = globalBatch
+      full = try Parameters(config: c)
+    }
     let M = mesh.shape.model
     for b in 0..<layout.bucketCount {
       let bucket = Tensor(shape: [layout.bucketFloats(b)])

@@ -91,7 +91,8 @@ public final class Trainer: @unchecked Sendable {
     let windows = min(options.evalWindows, dataset.validationWindowCount)
     if windows > 0 {
       let eb = min(c.batch, windows)
-      evalModel = try Model(config: c, remat: .full, batch: eb, seed: options.seed)
+      // Shares the training model's weights (no copy, no second set): only its arena is its own.
+      evalModel = try Model(sharing: model, remat: .full, batch: eb)
       evalBatches = BatchSampler(dataset: dataset, batchSize: eb, seed: 0).spreadValidationBatches(windows: windows / eb * eb)
     } else {
       evalModel = nil
@@ -200,7 +201,6 @@ public final class Trainer: @unchecked Sendable {
 
   private func evaluate(_ batches: [Batch]) throws -> Double? {
     guard let evalModel, !batches.isEmpty else { return nil }
-    evalModel.parameters.flat.copy(from: model.parameters.flat)
     var sum = 0.0
     for b in batches { sum += Double(try evalModel.forward(tokens: b.inputs, targets: b.targets).crossEntropy) }
     return sum / Double(batches.count)

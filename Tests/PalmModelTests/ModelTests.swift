@@ -169,6 +169,32 @@ func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads:
     }
   }
 
+  /// `Model(sharing:)` reads the other model's weights in place (no copy): the same storage, each
+  /// update seen at once, and a forward bit-identical to a model holding a copy of the weights.
+  @Test func sharingModelReadsTheSameWeights() throws {
+    Threads.count = 2
+    let m = try Model(config: awkward, remat: .selective, seed: 3)
+    let e = try Model(sharing: m, remat: .full, batch: 1)
+    #expect(e.parameters === m.parameters && e.gradients === m.gradients)
+    #expect(e.parameters.flat.storage === m.parameters.flat.storage)
+    #expect(e.batch == 1 && e.remat == .full && m.batch == awkward.batch)
+    let n = awkward.seqLen
+    let tok = randomIds(n, vocab: awkward.vocab, seed: 8), tgt = randomIds(n, vocab: awkward.vocab, seed: 9)
+    func copied() throws -> StepLoss {
+      let c = try Model(config: awkward, remat: .full, batch: 1)
+      c.parameters.flat.copy(from: m.parameters.flat)
+      return try c.forward(tokens: tok, targets: tgt)
+    }
+    let before = try e.forward(tokens: tok, targets: tgt)
+    let copiedBefore = try copied()
+    #expect(before == copiedBefore)
+    m.parameters.embed.pointer[0] += 0.5   // an "update" of the training model
+    let after = try e.forward(tokens: tok, targets: tgt)
+    let copiedAfter = try copied()
+    #expect(after != before && after == copiedAfter)
+    #expect(throws: PalmConfig.Invalid.self) { try Model(sharing: m, batch: 0) }
+  }
+
   @Test func badInputsThrow() throws {
     let m = try Model(config: awkward, seed: 1)
     let n = awkward.batch * awkward.seqLen
