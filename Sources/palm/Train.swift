@@ -122,18 +122,17 @@ struct Train: ParsableCommand {
     do { trainer = try Trainer(options: o, dataset: dataset) } catch { throw CLIError("\(error)") }
     if resume {
       do {
-        if let s = try trainer.resume() { FileHandle.standardError.write(Data("resumed from step \(s) in \(checkpointDir!)\n".utf8)) }
-        else { FileHandle.standardError.write(Data("no checkpoint in \(checkpointDir!): starting at step 0\n".utf8)) }
+        let text = Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)
+        FileHandle.standardError.write(Data((text + "\n").utf8))
       } catch { throw CLIError("\(error)") }
     }
     let metrics: MetricsLog?
-    do { metrics = try log.map { try MetricsLog(path: $0, append: resume) } } catch { throw CLIError("\(error)") }
+    do { metrics = try Train.openMetricsLog(log, append: resume) } catch { throw CLIError("\(error)") }
 
     let tty = isatty(STDOUT_FILENO) != 0
-    Train.say("palm train: \(cfg.name) d\(cfg.dModel) L\(cfg.layers) H\(cfg.heads)x\(cfg.headDim) F\(cfg.dFF) T\(cfg.seqLen) "
-          + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, \(Threads.count) threads, "
-          + "\(o.optimizer.kind), remat \(remat); data \(dataset.trainCount) train / \(dataset.validationCount) val bytes; "
-          + "peak \(peakFLOPS.map { String(format: "%.1f GFLOP/s", $0 / 1e9) } ?? "-") (\(peakSource))")
+    Train.say(Train.modelSummary(cfg) + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, "
+          + "\(Threads.count) threads, \(o.optimizer.kind), remat \(remat); \(Train.dataSummary(dataset)); "
+          + "peak \(Train.peakText(peakFLOPS)) (\(peakSource))")
     if !trainer.dropout.isOff { Train.say("dropout: \(trainer.dropout)") }
     let budgetStart = Date()
     let stepsAtStart = trainer.step
@@ -141,23 +140,59 @@ struct Train: ParsableCommand {
       metrics?.write(r)
       let line = Train.progressLine(r, trainer: trainer, options: o, stepsAtStart: stepsAtStart, since: budgetStart)
       if tty {
-        let text = "\r" + line + "\u{1B}[K" + (r.type == "step" && r.valLoss == nil ? "" : "\n")
+        let text = "\r" + line + "\u{1B}[K" + (Train.isMilestone(r) ? "\n" : "")
         FileHandle.standardOutput.write(Data(text.utf8))
-      } else if r.type != "step" || r.valLoss != nil || r.step % max(printEvery, 1) == 0 {
+      } else if Train.isMilestone(r) || r.step % max(printEvery, 1) == 0 {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
       }
     }
     let end: MetricsRecord
     do { end = try trainer.run() } catch { throw CLIError("\(error)") }
+    try finish(end: end, history: trainer.history, title: "palm train \(cfg.name): loss (nats/byte) — \(end.step) updates")
+  }
+
+  // MARK: - Shared by the single-device and the mesh run
+
+  /// The metrics log of --log (appended to on --resume), or nil without --log.
+  static func openMetricsLog(_ path: String?, append: Bool) throws -> MetricsLog? {
+    try path.map { try MetricsLog(path: $0, append: append) }
+  }
+
+  /// The end of a run: the loss plot of --plot (from the --log file when it has records, else from
+  /// `history`) and the last checkpoint.
+  func finish(end: MetricsRecord, history: [MetricsRecord], title: String) throws {
     if let plot {
-      let all = log.map { MetricsLog.read(path: $0) } ?? trainer.history
-      let svg = LossPlot.svg(all.isEmpty ? trainer.history : all,
-                             title: "palm train \(cfg.name): loss (nats/byte) — \(end.step) updates")
+      let all = log.map { MetricsLog.read(path: $0) } ?? history
+      let svg = LossPlot.svg(all.isEmpty ? history : all, title: title)
       do { try AtomicFile.write(to: plot, bytes: Array(svg.utf8)) } catch { throw CLIError("cannot write \(plot): \(error)") }
       Train.say("loss plot: \(plot)")
     }
     if let c = end.checkpoint { Train.say("checkpoint: \(c)") }
   }
+
+  /// The start of the header line: the model's shape.
+  static func modelSummary(_ cfg: PalmConfig) -> String {
+    "palm train: \(cfg.name) d\(cfg.dModel) L\(cfg.layers) H\(cfg.heads)x\(cfg.headDim) F\(cfg.dFF) T\(cfg.seqLen) "
+  }
+
+  /// The header's data part: the sizes of the two splits.
+  static func dataSummary(_ dataset: TokenDataset) -> String {
+    "data \(dataset.trainCount) train / \(dataset.validationCount) val bytes"
+  }
+
+  /// The header's MFU peak ("-" when unknown).
+  static func peakText(_ flops: Double?) -> String { flops.map { String(format: "%.1f GFLOP/s", $0 / 1e9) } ?? "-" }
+
+  /// What --resume found: the step resumed from, or that the run starts at step 0.
+  static func resumeMessage(_ step: Int?, directory: String) -> String {
+    step.map { "resumed from step \($0) in \(directory)" } ?? "no checkpoint in \(directory): starting at step 0"
+  }
+
+  /// A record always printed on its own line: a spike, the end, or an update that validated.
+  static func isMilestone(_ r: MetricsRecord) -> Bool { r.type != "step" || r.valLoss != nil }
+
+  /// A number of a progress line with `digits` decimals, "-" when absent.
+  static func fmt(_ x: Double?, _ digits: Int = 3) -> String { x.map { String(format: "%.\(digits)f", $0) } ?? "-" }
 
   /// The model shape: the preset or config file, with --batch and --seq-len applied.
   func resolveConfig() throws -> PalmConfig {
@@ -228,12 +263,11 @@ struct Train: ParsableCommand {
 
   static func progressLine(_ r: MetricsRecord, trainer: Trainer, options o: TrainOptions, stepsAtStart: Int,
                            since start: Date) -> String {
-    func f(_ x: Double?, _ d: Int = 3) -> String { x.map { String(format: "%.\(d)f", $0) } ?? "-" }
     switch r.type {
     case "spike":
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-"), data from batch \(r.resumedDataPosition.map(String.init) ?? "-") (rollbacks \(r.rollbacks))"
     case "end":
-      return "done: step \(r.step), \(r.tokens) tokens, \(f(r.seconds, 1)) s, val \(f(r.valLoss)) nats/byte (\(f(r.valBitsPerByte)) bits/byte), whole validation split \(f(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
+      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/byte (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
     default:
       let elapsed = Date().timeIntervalSince(start)
       var eta: Double?
@@ -242,8 +276,8 @@ struct Train: ParsableCommand {
         let e = elapsed / Double(r.step - stepsAtStart) * Double(n - r.step)
         eta = min(eta ?? e, e)
       }
-      return "step \(r.step) loss \(f(r.crossEntropy)) val \(f(r.valLoss ?? trainer.lastValidationLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + "MFU \(f(r.mfu.map { $0 * 100 }, 1))% HFU \(f(r.hfu.map { $0 * 100 }, 1))% | lr \(String(format: "%.2e", r.lr ?? 0)) "
+      return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? trainer.lastValidationLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
+        + "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% HFU \(fmt(r.hfu.map { $0 * 100 }, 1))% | lr \(String(format: "%.2e", r.lr ?? 0)) "
         + "| ETA \(Int(eta ?? 0)) s"
     }
   }
