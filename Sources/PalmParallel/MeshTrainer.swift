@@ -141,15 +141,15 @@ public final class MeshTrainer: @unchecked Sendable {
     let single = try Optimizer(options.optimizer, parameters: full.entries.map { ($0.name, $0.shape) })
     let s = try ck.restoreForTraining(config: c, parameters: full.named, optimizer: single)
     try sharded.load(from: full, optimizer: single)
-    let m = ck.manifest.metrics
+    let m = CheckpointMetrics(decoding: ck.manifest.metrics)
     sampler.state = s
     step = ck.manifest.step
-    tokens = Int(m["tokens"] ?? 0)
-    recentLosses = (0..<Int(m["recent_losses"] ?? 0)).compactMap { m[String(format: "recent_loss.%03d", $0)] }
+    tokens = m.tokens
+    recentLosses = m.recentLosses
     lastCheckpointStep = step
-    secondsBefore = m["seconds"] ?? 0
+    secondsBefore = m.seconds
     startTime = pk_now_seconds()
-    lastValidationLoss = m["val_loss"]
+    lastValidationLoss = m.validationLoss
     return step
   }
 
@@ -163,12 +163,9 @@ public final class MeshTrainer: @unchecked Sendable {
     let opt = try sharded.gatherOptimizer()
     var failure: String?
     if rank == 0 {
-      // The same metrics keys as Trainer.saveCheckpoint, so a single-device resume reads them.
-      var m: [String: Double] = ["tokens": Double(tokens), "seconds": seconds, "rollbacks": 0,
-                                 "recent_losses": Double(recentLosses.count)]
-      for (i, l) in recentLosses.enumerated() { m[String(format: "recent_loss.%03d", i)] = l }
-      if let v = lastValidationLoss { m["val_loss"] = v }
-      if let l = recentLosses.last { m["loss"] = l }
+      // The same metrics as Trainer.saveCheckpoint (one encoder), so a single-device resume reads them.
+      let m = CheckpointMetrics(tokens: tokens, seconds: seconds, rollbacks: 0, recentLosses: recentLosses,
+                                validationLoss: lastValidationLoss).encoded
       var schedule: LearningRateSchedule?
       if case .steps(let s) = options.learningRate { schedule = s }
       do {

@@ -116,3 +116,46 @@ public final class MetricsLog: @unchecked Sendable {
     return text.split(separator: "\n").compactMap { try? MetricsRecord.parse(String($0)) }
   }
 }
+
+/// The run counters a checkpoint manifest keeps under "metrics": the one encoder and decoder of that
+/// dictionary, used by Trainer and by the mesh trainer (PalmParallel), so either resumes from the
+/// other's checkpoints. Keys: tokens, seconds, rollbacks, recent_losses (a count) with
+/// recent_loss.000, recent_loss.001, ... (oldest first), val_loss and loss (the latest) when known.
+public struct CheckpointMetrics: Equatable, Sendable {
+  /// Training tokens consumed so far.
+  public var tokens: Int
+  /// Wall-clock seconds of the run so far.
+  public var seconds: Double
+  public var rollbacks: Int
+  /// The latest accepted losses, oldest first (the loss-spike rule's window).
+  public var recentLosses: [Double]
+  /// The last validation loss.
+  public var validationLoss: Double?
+
+  public init(tokens: Int, seconds: Double, rollbacks: Int, recentLosses: [Double], validationLoss: Double?) {
+    self.tokens = tokens
+    self.seconds = seconds
+    self.rollbacks = rollbacks
+    self.recentLosses = recentLosses
+    self.validationLoss = validationLoss
+  }
+
+  /// Reads a manifest's "metrics" (absent keys read as 0 or nil).
+  public init(decoding m: [String: Double]) {
+    tokens = Int(m["tokens"] ?? 0)
+    seconds = m["seconds"] ?? 0
+    rollbacks = Int(m["rollbacks"] ?? 0)
+    recentLosses = (0..<Int(m["recent_losses"] ?? 0)).compactMap { m[String(format: "recent_loss.%03d", $0)] }
+    validationLoss = m["val_loss"]
+  }
+
+  /// The manifest's "metrics" dictionary.
+  public var encoded: [String: Double] {
+    var m: [String: Double] = ["tokens": Double(tokens), "seconds": seconds, "rollbacks": Double(rollbacks),
+                               "recent_losses": Double(recentLosses.count)]
+    for (i, l) in recentLosses.enumerated() { m[String(format: "recent_loss.%03d", i)] = l }
+    if let v = validationLoss { m["val_loss"] = v }
+    if let l = recentLosses.last { m["loss"] = l }
+    return m
+  }
+}

@@ -144,17 +144,17 @@ public final class Trainer: @unchecked Sendable {
     do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
     let s = try ck.restoreForTraining(config: model.config, parameters: model.parameters.named, optimizer: optimizer)
     if saved != model.dropout { try model.setDropout(saved) }  // validated above
-    let m = ck.manifest.metrics
+    let m = CheckpointMetrics(decoding: ck.manifest.metrics)
     sampler.state = s
     step = ck.manifest.step
-    tokens = Int(m["tokens"] ?? 0)
-    recentLosses = (0..<Int(m["recent_losses"] ?? 0)).compactMap { m[String(format: "recent_loss.%03d", $0)] }
+    tokens = m.tokens
+    recentLosses = m.recentLosses
     lastCheckpointStep = step
     if resetClock {
-      rollbacks = Int(m["rollbacks"] ?? 0)
-      secondsBefore = m["seconds"] ?? 0
+      rollbacks = m.rollbacks
+      secondsBefore = m.seconds
       startTime = pk_now_seconds()
-      lastValidationLoss = m["val_loss"]
+      lastValidationLoss = m.validationLoss
     }
   }
 
@@ -163,11 +163,8 @@ public final class Trainer: @unchecked Sendable {
   /// Writes a checkpoint of the current state. - Returns: its directory.
   @discardableResult
   public func saveCheckpoint() throws -> String {
-    var m: [String: Double] = ["tokens": Double(tokens), "seconds": seconds, "rollbacks": Double(rollbacks),
-                               "recent_losses": Double(recentLosses.count)]
-    for (i, l) in recentLosses.enumerated() { m[String(format: "recent_loss.%03d", i)] = l }
-    if let v = lastValidationLoss { m["val_loss"] = v }
-    if let l = recentLosses.last { m["loss"] = l }
+    let m = CheckpointMetrics(tokens: tokens, seconds: seconds, rollbacks: rollbacks, recentLosses: recentLosses,
+                              validationLoss: lastValidationLoss).encoded
     var schedule: LearningRateSchedule?
     if case .steps(let s) = options.learningRate { schedule = s }
     do {
