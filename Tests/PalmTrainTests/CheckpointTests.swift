@@ -278,3 +278,14 @@ struct CheckpointTests {
       CheckpointContents(step: 2, config: config, parameters: try parameters(seed: 9).named + big))
   }
 }
+
+@Test("CheckpointMetrics: the manifest keys Trainer and MeshTrainer write, and their round trip")
+func checkpointMetricsKeys() {
+  let m = CheckpointMetrics(tokens: 4096, seconds: 12.5, rollbacks: 1, recentLosses: [3.5, 3.25], validationLoss: 3.4)
+  #expect(m.encoded == ["tokens": 4096, "seconds": 12.5, "rollbacks": 1, "recent_losses": 2,
+                        "recent_loss.000": 3.5, "recent_loss.001": 3.25, "val_loss": 3.4, "loss": 3.25])
+  #expect(CheckpointMetrics(decoding: m.encoded) == m)
+  let empty = CheckpointMetrics(decoding: [:])
+  #expect(empty == CheckpointMetrics(tokens: 0, seconds: 0, rollbacks: 0, recentLosses: [], validationLoss: nil))
+  #expect(empty.encoded == ["tokens": 0, "seconds": 0, "rollbacks": 0, "recent_losses": 0])
+}
