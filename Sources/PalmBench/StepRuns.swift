@@ -61,34 +61,20 @@ public enum StepRuns {
   /// preset). The child inherits the environment, with KMP_BLOCKTIME=0 added.
   public static func childProcess(executable: String) -> Runner {
     { spec in
-      let process = Process()
-      process.executableURL = URL(fileURLWithPath: executable)
-      process.arguments = spec.arguments
       var env = ProcessInfo.processInfo.environment
       env["KMP_BLOCKTIME"] = "0"
-      process.environment = env
-      let out = Pipe(), err = Pipe()
-      process.standardOutput = out
-      process.standardError = err
-      try process.run()
-      // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
-      let errData = LockedData()
-      let errThread = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-      errThread.start()
-      let outData = out.fileHandleForReading.readDataToEndOfFile()
-      process.waitUntilExit()
-      while !errData.done { usleep(1000) }
+      let r = try ChildProcess.run(executable, spec.arguments, environment: env)
       let command = ([executable] + spec.arguments).joined(separator: " ")
-      guard process.terminationStatus == 0 else {
-        let text = String(decoding: errData.value.suffix(2000), as: UTF8.self)
-        throw ChildFailure(command: command, status: process.terminationStatus, stderr: text)
+      guard r.status == 0 else {
+        let text = String(decoding: r.stderr.suffix(2000), as: UTF8.self)
+        throw ChildFailure(command: command, status: r.status, stderr: text)
       }
       do {
-        return try JSONDecoder().decode(StepBench.Result.self, from: outData)
+        return try JSONDecoder().decode(StepBench.Result.self, from: r.stdout)
       } catch {
         throw ChildFailure(command: command, status: 0,
                            stderr: "output is not a StepBench result (\(error)): "
-                             + String(decoding: outData.prefix(500), as: UTF8.self))
+                             + String(decoding: r.stdout.prefix(500), as: UTF8.self))
       }
     }
   }
@@ -160,16 +146,6 @@ public enum StepRuns {
       case foreignCPU = "foreign_cpu"
     }
   }
-}
-
-/// Bytes filled in by another thread, with a completion flag.
-private final class LockedData: @unchecked Sendable {
-  private let lock = NSLock()
-  private var data = Data()
-  private var finished = false
-  func set(_ d: Data) { lock.lock(); data = d; finished = true; lock.unlock() }
-  var done: Bool { lock.lock(); defer { lock.unlock() }; return finished }
-  var value: Data { lock.lock(); defer { lock.unlock() }; return data }
 }
 
 extension StepRuns {

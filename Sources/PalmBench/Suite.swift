@@ -117,17 +117,10 @@ public enum Suite {
 
     static func gitHead() -> String? {
       for git in ["/usr/bin/git", "/usr/local/bin/git"] where FileManager.default.isExecutableFile(atPath: git) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: git)
-        p.arguments = ["rev-parse", "HEAD"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return nil }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { return nil }
-        let s = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let r = try? ChildProcess.run(git, ["rev-parse", "HEAD"], stderr: .discard), r.status == 0 else {
+          return nil
+        }
+        let s = String(decoding: r.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return s.isEmpty ? nil : s
       }
       return nil

@@ -6,6 +6,7 @@
 // as a child `mpirun -np 2 <this palm> …` whose JSON line is read back; the one-pod side runs here.
 import ArgumentParser
 import Foundation
+import PalmBench
 import PalmModel
 import PalmParallel
 import PalmTrain
@@ -204,7 +205,12 @@ struct BenchExchange: ParsableCommand {
     args += [ChildProcess.selfExecutable] + arguments
     BenchExchange.progress("running: mpirun \(args.joined(separator: " "))")
     let (status, out): (Int32, String)
-    do { (status, out) = try ChildProcess.run(mpirun, args, deadline: childTimeout) } catch { throw CLIError("\(error)") }
+    do {
+      // stdout captured, stderr (the ranks' progress lines) passed through.
+      let r = try ChildProcess.run(mpirun, args, environment: ChildProcess.cleanEnvironment, stderr: .inherit,
+                                   deadline: childTimeout)
+      (status, out) = (r.status, String(decoding: r.stdout, as: UTF8.self))
+    } catch { throw CLIError("\(error)") }
     guard status == 0 else { throw CLIError("mpirun \(args.joined(separator: " ")) exited with status \(status):\n\(out)") }
     return out
   }
