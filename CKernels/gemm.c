@@ -49,7 +49,7 @@ typedef void (*pk_gemm_pack_fn)(float *dst, const float *src, int64_t ld, int tr
                                 int64_t kc);
 typedef struct {
   int mr, nr;              /* micro-tile */
-  int64_t a_block;         /* floats in the packed A block (L2): MC = a_block / min(KC, k) */
+  int64_t a_block;         /* floats in the packed A block (L2): MC = a_block / max(min(KC, k), 256) */
   int64_t kc, kc_tn, nc;   /* KC for NN/NT and for TN; the B panel is KC x NC (L3) */
   pk_gemm_ukernel_fn ukernel;
   pk_gemm_pack_fn pack_a, pack_b;
@@ -241,7 +241,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   /* TN (the weight gradients) has its own, shallower KC; MC fills the A block for this k, up to
    * the height it has at k = 256 (taller blocks were not measured faster). */
   const int64_t KC = min64(trans_a ? cfg->kc_tn : cfg->kc, k);
-  const int64_t MCB = cfg->a_block / (KC > 256 ? KC : 256) / MR > 0 ? cfg->a_block / (KC > 256 ? KC : 256) / MR * MR : MR;
+  const int64_t mrows = cfg->a_block / (KC > 256 ? KC : 256) / MR, MCB = (mrows > 0 ? mrows : 1) * MR;
   const int64_t NC = min64(cfg->nc, ceil_div(n, NR) * NR);
 
   int nth = pk_threads_get();
@@ -256,7 +256,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
    * every thread, which at >= 1024 columns a thread costs less than the row split's imbalance
    * (37 panels of 512 rows split 18/19) and cross-core B reads. Measured side by side at 2
    * threads: +1-2.5% on 2048^3 and 512x2048x4096 TN, and -3% for n = 512, hence the threshold. */
-  const int64_t rpanels = ceil_div(m, MR), MCmax = ceil_div(MCB, MR) * MR;
+  const int64_t rpanels = ceil_div(m, MR);
   const int split_n = nth > 1 && (rpanels < 4 * (int64_t)nth || ceil_div(n, NR) >= 32 * (int64_t)nth);
 
   /* The B panel lives in the calling thread's buffer; each thread packs its own A. Under split_n
@@ -273,7 +273,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     int sense = 0;
-    float *apack = pk_scratch_reserve(&tl_pack_a, (size_t)(MCmax * KC));
+    float *apack = pk_scratch_reserve(&tl_pack_a, (size_t)(MCB * KC));
     failed[tid] = apack == NULL;
     /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
     const int64_t r0 = split_n ? 0 : min64(m, tid * rpanels / nt * MR);
