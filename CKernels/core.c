@@ -101,10 +101,11 @@ void *pk_aligned_alloc(size_t bytes) {
   if (rounded < bytes) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (rounded >= PK_HUGE_PAGE) {
-    size_t huge = (rounded + PK_HUGE_PAGE - 1) & ~(PK_HUGE_PAGE - 1);
-    if (huge < rounded) return NULL;
-    void *p = aligned_alloc(PK_HUGE_PAGE, huge);
-    if (p) madvise(p, huge, MADV_HUGEPAGE); /* advice only: without THP the pages stay 4 KiB */
+    /* Aligned to 2 MiB but not rounded up to it, and only the whole huge pages advised: a buffer
+     * just over a multiple of 2 MiB must not fault in a mostly unused huge page at its end. */
+    void *p = NULL;
+    if (posix_memalign(&p, PK_HUGE_PAGE, rounded) != 0) return NULL;
+    madvise(p, rounded & ~(PK_HUGE_PAGE - 1), MADV_HUGEPAGE); /* advice only */
     return p;
   }
 #endif
