@@ -211,15 +211,6 @@ static void PK_TARGET_AVX512 adafactor_b_avx512(float *p, float *m, const float 
   }
 }
 
-static void PK_TARGET_AVX512 scale_avx512(float *x, int64_t b, int64_t e, float s) {
-  const __m512 sv = _mm512_set1_ps(s);
-  int64_t i = b;
-  for (; i + 16 <= e; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), sv));
-  if (i < e) {
-    __mmask16 km = pk_mask16(e - i);
-    _mm512_mask_storeu_ps(x + i, km, _mm512_mul_ps(_mm512_maskz_loadu_ps(km, x + i), sv));
-  }
-}
 #endif
 
 /* ---- dispatchers ------------------------------------------------------------------------- */
@@ -360,7 +351,7 @@ pk_status pk_scale_inplace(float *x, int64_t n, float s) {
   for (int64_t blk = 0; blk < nb; blk++) {
     int64_t b = blk * bs, e = b + bs < n ? b + bs : n;
 #if PK_HAVE_X86
-    if (avx) scale_avx512(x, b, e, s);
+    if (avx) pk_scale_avx512(x + b, e - b, s);
     else
 #endif
       scale_scalar(x, b, e, s);

@@ -83,13 +83,6 @@ static PK_TARGET_AVX512 void row_grad_avx512(float *d, const float *x, int64_t V
   }
 }
 
-static PK_TARGET_AVX512 void row_scale_avx512(float *d, int64_t V, float f) {
-  __m512 vf = _mm512_set1_ps(f);
-  for (int64_t j = 0; j < V; j += 16) {
-    __mmask16 k = pk_mask16(V - j);
-    _mm512_mask_storeu_ps(d + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + j), vf));
-  }
-}
 #endif
 
 #if defined(__x86_64__)
@@ -171,7 +164,7 @@ static void row_grad(int simd, float *d, const float *x, int64_t V, float lse, f
 
 static void row_scale(int simd, float *d, int64_t V, float f) {
 #if defined(__x86_64__)
-  if (simd == PK_ISA_AVX512) { row_scale_avx512(d, V, f); return; }
+  if (simd == PK_ISA_AVX512) { pk_scale_avx512(d, V, f); return; }
   if (simd == PK_ISA_AVX2) { row_scale_avx2(d, V, f); return; }
 #endif
   row_scale_scalar(d, V, f);
