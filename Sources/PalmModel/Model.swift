@@ -58,6 +58,8 @@ public final class Model: @unchecked Sendable {
   /// Dropout of `forwardBackward` (never of `forward`); `.off` by default. Needs no memory: the
   /// backward regenerates the masks (Dropout.swift).
   public private(set) var dropout: Dropout
+  /// Built by `init(sharing:)`: `forward` only (the gradients are another model's).
+  public let forwardOnly: Bool
 
   /// z-loss coefficient (PaLM §5).
   public static let zLossCoefficient: Float = PK_XENT_ZLOSS
@@ -96,26 +98,25 @@ public final class Model: @unchecked Sendable {
               dropout: dropout)
   }
 
-  /// A model over `other`'s parameters AND gradients (the same storage: no copy, no second set of
+  /// A forward-only model over `other`'s parameters (the same storage: no copy, no second set of
   /// weights) with its own activation arena for `batch` × `seqLen` tokens (`other`'s by default),
   /// e.g. an evaluation model of another batch size or remat policy. It sees every update of
-  /// `other` at once; its `forwardBackward` adds to `other`'s gradients.
-  /// - Throws: `PalmConfig.Invalid` for a bad batch/sequence size, `Dropout.Invalid` for a rate
-  ///   outside [0, 1).
+  /// `other` at once. Its `forwardBackward` throws: it would add into `other`'s gradients.
+  /// - Throws: `PalmConfig.Invalid` for a bad batch/sequence size.
   public convenience init(sharing other: Model, remat: RematPolicy = .none, batch: Int? = nil,
-                          seqLen: Int? = nil, dropout: Dropout = .off) throws {
+                          seqLen: Int? = nil) throws {
     var c = other.config
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
     try c.validate()
-    try dropout.validate()
     try self.init(validated: c, remat: remat, parameters: other.parameters, gradients: other.gradients,
-              dropout: dropout)
+                  dropout: .off, forwardOnly: true)
   }
 
   /// `config` and `dropout` validated; `parameters` and `gradients` in `config`'s layout.
   private init(validated c: PalmConfig, remat: RematPolicy, parameters: Parameters, gradients: Parameters,
-               dropout: Dropout) throws {
+               dropout: Dropout, forwardOnly: Bool = false) throws {
+    self.forwardOnly = forwardOnly
     self.dropout = dropout
     self.config = c
     self.remat = remat
@@ -176,6 +177,7 @@ public final class Model: @unchecked Sendable {
   /// batch), read in place without copying.
   public func forwardBackward(tokens: ArraySlice<Int32>, targets: ArraySlice<Int32>,
                               dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
+    if forwardOnly { throw InputError(description: "forwardBackward on a model built with init(sharing:) (forward only: its gradients are another model's)") }
     try check(tokens: tokens, targets: targets)
     let key: DropoutKey? = dropout.isOff ? nil : dropoutKey
     return try tokens.withUnsafeBufferPointer { tok in

@@ -162,9 +162,12 @@ extension Communicator {
 
 /// A Double carried as two Floats: `hi` = x's leading 12 significant bits (a Float with its low
 /// 12 mantissa bits cleared), `lo = Float(x − hi)` the next 24, so `hi + lo` (added in Double) gives
-/// x back to about 36 bits instead of Float's 24. Because the `hi`s are short, a Float sum of up
-/// to 2¹² of them of similar magnitude is exact, so summing the pairs slot by slot over ranks keeps
-/// about 36 bits of the double sum too. Non-finite values travel in `hi`.
+/// x back to about 36 bits instead of Float's 24. A Float sum of up to 2¹² `hi`s is exact only when
+/// their exponents are within a few binades of each other (e.g. per-rank losses); for summands of
+/// very different size (a norm² part that also counts the replicated tensors) the `hi` sum rounds
+/// and the result falls back towards Float's precision. Exact alternative, not done: all-gather the
+/// Doubles' bit patterns and add in Double. Values beyond Float's range, and non-finite ones, come
+/// back as ±inf or NaN.
 enum FloatPair {
   static func split(_ x: Double) -> (hi: Float, lo: Float) {
     let f = Float(x)
@@ -187,8 +190,8 @@ enum FloatPair {
 }
 
 extension Communicator {
-  /// Sums `values` over all ranks, in place, in (about 36-bit) double precision: one Float
-  /// all-reduce of their hi/lo pairs (see `FloatPair`), recombined in Double.
+  /// Sums `values` over all ranks, in place: one Float all-reduce of their hi/lo pairs,
+  /// recombined in Double (about 36 bits when the summands are of similar size; see `FloatPair`).
   public func allReduce(_ values: inout [Double]) throws {
     var parts = FloatPair.pack(values)
     try allReduce(&parts)

@@ -243,15 +243,10 @@ public final class Trainer: @unchecked Sendable {
     model.gradients.zero()
     var lossSum = 0.0, ceSum = 0.0
     for j in 0..<k {
-      let l: StepLoss
       let key = DropoutKey.training(runSeed: options.seed, update: step + 1, microBatch: j,
                                     tokensPerMicroBatch: rowTokens)
-      if k == 1 {
-        l = try model.forwardBackward(tokens: batch.inputs, targets: batch.targets, dropoutKey: key)
-      } else {
-        let r = j * rowTokens..<(j + 1) * rowTokens
-        l = try model.forwardBackward(tokens: batch.inputs[r], targets: batch.targets[r], dropoutKey: key)
-      }
+      let r = j * rowTokens..<(j + 1) * rowTokens  // micro-batch j's rows, read in place
+      let l = try model.forwardBackward(tokens: batch.inputs[r], targets: batch.targets[r], dropoutKey: key)
       lossSum += Double(l.total)
       ceSum += Double(l.crossEntropy)
     }

@@ -193,6 +193,7 @@ func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads:
     let copiedAfter = try copied()
     #expect(after != before && after == copiedAfter)
     #expect(throws: PalmConfig.Invalid.self) { try Model(sharing: m, batch: 0) }
+    #expect(throws: Model.InputError.self) { try e.forwardBackward(tokens: tok, targets: tgt) }
   }
 
   @Test func badInputsThrow() throws {
