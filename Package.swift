@@ -53,7 +53,7 @@ let package = Package(
     .testTarget(name: "PalmTensorTests", dependencies: ["PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmModelTests", dependencies: ["PalmModel", "PalmTensor", "CKernels", "_PalmTestSupport"]),
     .testTarget(name: "PalmTrainTests", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
-    .testTarget(name: "PalmParallelTests", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
+    .testTarget(name: "PalmParallelTests", dependencies: ["PalmParallel", "PalmBench", "PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmBenchTests", dependencies: ["PalmBench", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
   ]
 )

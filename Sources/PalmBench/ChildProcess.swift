@@ -35,6 +35,17 @@ public enum ChildProcess {
     public let description: String
   }
 
+  /// This environment without Open MPI's job variables (a child mpirun must start a job of its own;
+  /// the run-as-root permission is kept), with idle OpenMP workers sleeping at once.
+  public static var cleanEnvironment: [String: String] {
+    var env = ProcessInfo.processInfo.environment.filter {
+      ($0.key.hasPrefix("OMPI_ALLOW_RUN_AS_ROOT") || !$0.key.hasPrefix("OMPI_"))
+        && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("OPAL_")
+    }
+    env["KMP_BLOCKTIME"] = env["KMP_BLOCKTIME"] ?? "0"
+    return env
+  }
+
   /// The first executable `name` on $PATH.
   public static func which(_ name: String) -> String? {
     for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {

@@ -3,6 +3,7 @@
 // backend (in-process singleton, and palm-mpi-check under mpirun -np 2 / -np 4 when available).
 
 import Foundation
+import PalmBench
 import PalmModel
 import PalmTensor
 import Testing
@@ -452,44 +453,15 @@ private let mpiCheckBinary: URL? = {
   return nil
 }()
 
-private let mpirun: String? = {
-  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-    let path = "\(dir)/mpirun"
-    if FileManager.default.isExecutableFile(atPath: path) { return path }
-  }
-  return nil
-}()
+private let mpirun = ChildProcess.which("mpirun")
 
-/// Runs mpirun with a clean MPI environment and a hard deadline; returns (exit code, output).
+/// Runs mpirun with a clean MPI environment (the singleton test may have initialised MPI in this
+/// process: its OMPI_/PMIX_ variables must not leak into the job) and a hard deadline; returns
+/// (exit code, output).
 private func runMPI(np: Int, _ extra: [String], deadline: Double = 120) throws -> (Int32, String) {
   guard let mpirun, let binary = mpiCheckBinary else { return (-1, "not available") }
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: mpirun)
-  process.arguments = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "\(np)",
-                       binary.path] + extra
-  // The singleton test may have initialised MPI in this process: its OMPI_/PMIX_ variables must not
-  // leak into the job.
-  var env = ProcessInfo.processInfo.environment.filter {
-    !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("OPAL_")
-  }
-  env["KMP_BLOCKTIME"] = "0"
-  process.environment = env
-  let log = FileManager.default.temporaryDirectory.appendingPathComponent("palm-mpi-\(UUID().uuidString).log")
-  _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-  let handle = try FileHandle(forWritingTo: log)
-  defer { try? FileManager.default.removeItem(at: log) }
-  process.standardOutput = handle
-  process.standardError = handle
-  try process.run()
-  let end = Date(timeIntervalSinceNow: deadline)
-  while process.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-  if process.isRunning {
-    process.terminate()
-    process.waitUntilExit()
-    return (-2, "mpirun did not finish within \(deadline) s:\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
-  }
-  try handle.close()
-  return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+  return try runProgram(mpirun, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "\(np)",
+                                 binary.path] + extra, deadline: deadline)
 }
 
 @Suite("MPI backend", .serialized)

@@ -6,6 +6,7 @@
 // `mpirun -np 2 palm train --mesh pod=2` when mpirun is available.
 
 import Foundation
+import PalmBench
 import PalmModel
 import PalmParallel
 import PalmTensor
@@ -186,48 +187,25 @@ private let palmBinary: String? = {
   return nil
 }()
 
-private let mpirunPath: String? = {
-  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-    let path = "\(dir)/mpirun"
-    if FileManager.default.isExecutableFile(atPath: path) { return path }
-  }
-  return nil
-}()
+private let mpirunPath = ChildProcess.which("mpirun")
 
-/// Runs a program with a clean MPI environment and a deadline; returns (exit code, stdout + stderr).
-/// Polls for exit (Process.waitUntilExit can hang inside the test runner).
 /// `output` without Open MPI's banners: blocks that start and end with a line of dashes, with the
 /// newline after them, so that a line the banner was written into is whole again.
 func withoutMPIBanners(_ output: String) -> String {
   output.replacingOccurrences(of: #"-{20,}\n[\s\S]*?\n-{20,}\n?"#, with: "", options: .regularExpression)
 }
 
-private func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120,
-                        environment extra: [String: String] = [:]) throws -> (Int32, String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  var env = ProcessInfo.processInfo.environment.filter {
-    !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("OPAL_")
+/// Runs a program with a clean MPI environment and a deadline; returns (exit code, stdout + stderr),
+/// or (-2, why) past the deadline.
+func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120,
+                environment extra: [String: String] = [:]) throws -> (Int32, String) {
+  do {
+    let r = try ChildProcess.run(executable, arguments, environment: ChildProcess.cleanEnvironment.merging(extra) { $1 },
+                                 deadline: deadline)
+    return (r.status, String(decoding: r.stdout, as: UTF8.self) + String(decoding: r.stderr, as: UTF8.self))
+  } catch let failure as ChildProcess.Failure {
+    return (-2, failure.description)
   }
-  env["KMP_BLOCKTIME"] = "0"
-  env.merge(extra) { $1 }
-  process.environment = env
-  let log = FileManager.default.temporaryDirectory.appendingPathComponent("palm-cli-\(UUID().uuidString).log")
-  _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-  let handle = try FileHandle(forWritingTo: log)
-  defer { try? FileManager.default.removeItem(at: log) }
-  process.standardOutput = handle
-  process.standardError = handle
-  try process.run()
-  let end = Date(timeIntervalSinceNow: deadline)
-  while process.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-  if process.isRunning {
-    process.terminate()
-    return (-2, "\(executable) did not finish within \(deadline) s:\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
-  }
-  try handle.close()
-  return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
 }
 
 /// A tiny-config run: byte data (vocab 256), 4 sequences of 32 bytes.
