@@ -27,8 +27,11 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
 done
 [ $# -gt 0 ] && shift  # the --
 [ $n -ge 1 ] && [ $n -le 6 ] || { echo "run.sh: 1 to 6 variants" >&2; exit 2; }
-for i in $(seq $n 5); do echo "void *pk_sgemm_v$i;" > "$work/d$i.c"; "$cc" -c "$work/d$i.c" -o "$work/d$i.o"; objs+=("$work/d$i.o"); done
-others=$(ls "$root"/CKernels/*.c | grep -v '/gemm\.c$')
-"$cc" "${flags[@]}" -DNVARIANTS=$n "$root/bench/gemm_ab/gemm_ab.c" "${objs[@]}" $others -o "$work/gemm_ab" \
-  -L/usr/lib/llvm-14/lib -Wl,-rpath,/usr/lib/llvm-14/lib -lm
+others=()
+for f in "$root"/CKernels/*.c; do [ "$(basename "$f")" = gemm.c ] || others+=("$f"); done
+# libomp: wherever clang's -fopenmp=libomp finds it (Debian: libomp-dev's /usr/lib/llvm-NN/lib).
+omplib=$(ls /usr/lib/llvm-*/lib/libomp.so 2>/dev/null | sort -V | tail -1 || true)
+ompdir=${omplib:+$(dirname "$omplib")}
+"$cc" "${flags[@]}" -DNVARIANTS=$n "$root/bench/gemm_ab/gemm_ab.c" "${objs[@]}" "${others[@]}" -o "$work/gemm_ab" \
+  ${ompdir:+-L"$ompdir" -Wl,-rpath,"$ompdir"} -lm
 KMP_BLOCKTIME=0 "$work/gemm_ab" "$threads" "$samples" "$@"
