@@ -92,8 +92,7 @@ void pk_threads_set_blocktime(int ms) { kmp_set_blocktime(ms < 0 ? 0 : ms); }
  * (madvise; Debian's default THP mode is "madvise"). A GEMM walks its operands with large strides
  * (a C tile touches 14 rows, each a different 4 KiB page when ldc >= 1024); with 4 KiB pages the
  * TLB misses and the page-bounded hardware prefetchers cost pk_sgemm 0-2% on the transformer
- * shapes on a quiet machine and 3-5% on a busy one (docs/BENCHMARKS.md, "GEMM"). numpy does the
- * same for its arrays. Smaller buffers stay 64-byte aligned. */
+ * shapes on a quiet machine (docs/BENCHMARKS.md, "GEMM"). numpy does the same for its arrays. Smaller buffers stay 64-byte aligned. */
 #define PK_HUGE_PAGE ((size_t)2 << 20)
 void *pk_aligned_alloc(size_t bytes) {
   if (bytes == 0) return NULL;

@@ -172,12 +172,12 @@ PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t
  * L2; the B micro-panel (KC x 32) streams from L2/L3; the B panel (KC x NC, 8 MiB) lives in L3.
  * A deep KC halves the passes over C, each of which re-reads C tiles whose 14 rows share L1 sets
  * when ldc is a multiple of 1024 floats. TN (weight gradients, whose packs read A and B row by
- * row) prefers KC 512. Measured side by side in one process at 1 and 2 threads: KC 1024 against
- * 512 gave +1.5-2.6% on 4096x512x2048 NN and NT, +-0.5% elsewhere and -2.5% on TN, hence the
- * split; with KC 1024, NC 4096 (a 16 MiB panel) lost 7% on 4096^3 and NC 2048 gained 5%; a
- * 112 KiB A block against 224 KiB gained 3-4% on 2048^3 and 4096^3 at 1 thread (probably as fewer
- * C rows then share an L2 set) and +-1% elsewhere. KC 256 lost 3-6% to
- * 512 (twice the C passes). -D overrides are for tuning runs only. */
+ * row) keeps KC 512. Each choice against its alternative, side by side in one process
+ * (docs/BENCHMARKS.md, "GEMM": bench/gemm_ab/run.sh T 7 CKernels/gemm.c
+ * CKernels/gemm.c:-DPK_GEMM_AVX512_KC=512 ...), 1 / 2 threads: KC 512 for NN/NT loses 3-4% on
+ * 4096x512x2048 NN and NT and 2-3% on 2048^3 and 4096^3; KC 1024 for TN loses up to 2-3% on the
+ * weight gradients; NC 4096 (a 16 MiB panel) loses 19% / 3% on 4096^3; a 224 KiB A block loses
+ * 2-3% / 1% on 2048^3 and 4096^3. -D overrides are for such tuning runs only. */
 #ifndef PK_GEMM_AVX512_A_BLOCK
 #define PK_GEMM_AVX512_A_BLOCK (28 * 1024)
 #endif
