@@ -163,21 +163,23 @@ public final class Model: @unchecked Sendable {
 
   /// Forward and backward over `tokens` and `targets` (each B·T ids in [0, V), row-major (B, T));
   /// ADDS the gradient of the mean (cross-entropy + z-loss) to `gradients`.
-  /// - Parameter dropoutKey: which masks `dropout` draws (ignored when dropout is off); the same key
+  /// - Parameter dropoutKey: which masks `dropout` draws: required when dropout is on (nil throws), ignored when it is off; the same key
   ///   gives the same masks, so a training loop passes a new one each update
   ///   (`DropoutKey.training(runSeed:update:microBatch:tokensPerMicroBatch:)`).
   /// - Returns: the step's losses (means over tokens).
   /// - Throws: `Model.InputError` for wrong counts or ids, `KernelError` from a kernel.
   public func forwardBackward(tokens: [Int32], targets: [Int32],
-                              dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
+                              dropoutKey: DropoutKey? = nil) throws -> StepLoss {
     try forwardBackward(tokens: tokens[...], targets: targets[...], dropoutKey: dropoutKey)
   }
 
   /// `forwardBackward(tokens:targets:dropoutKey:)` on views (e.g. one micro-batch's rows of a larger
   /// batch), read in place without copying.
   public func forwardBackward(tokens: ArraySlice<Int32>, targets: ArraySlice<Int32>,
-                              dropoutKey: DropoutKey = DropoutKey()) throws -> StepLoss {
+                              dropoutKey: DropoutKey? = nil) throws -> StepLoss {
     if forwardOnly { throw InputError(description: "forwardBackward on a model built with init(sharing:) (forward only: its gradients are another model's)") }
+    // A default key would draw the same masks on every call: with dropout on, the caller says which.
+    if !dropout.isOff && dropoutKey == nil { throw InputError(description: "dropout is on: pass a dropoutKey (a new one each update)") }
     try check(tokens: tokens, targets: targets)
     let key: DropoutKey? = dropout.isOff ? nil : dropoutKey
     return try tokens.withUnsafeBufferPointer { tok in

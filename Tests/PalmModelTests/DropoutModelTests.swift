@@ -137,6 +137,14 @@ extension ModelTests {
     }
   }
 
+  @Test func dropoutWithoutAKeyThrows() throws {
+    let m = try Model(config: awkward, seed: 7, dropout: testRates)
+    let n = awkward.batch * awkward.seqLen
+    let x = randomIds(n, vocab: awkward.vocab, seed: 8), y = randomIds(n, vocab: awkward.vocab, seed: 9)
+    #expect(throws: Model.InputError.self) { try m.forwardBackward(tokens: x, targets: y) }
+    _ = try m.forwardBackward(tokens: x, targets: y, dropoutKey: testKey)
+  }
+
   @Test func zeroRatesAreTheModelWithoutDropout() throws {
     try withKernelLock {  // bit-for-bit comparisons: no other suite may change the ISA or threads meanwhile
       let (l0, g0, _) = try step(awkward, .selective, threads: 2)
