@@ -49,13 +49,15 @@ public struct ShardedEquivalence: Sendable {
   public func runSingleDevice() throws -> (losses: [StepLoss], parameters: Parameters) {
     let model = try Model(config: config, remat: .none, batch: batch, seed: seed)
     let opt = try Optimizer(.adamW(adamW), parameters: model.parameters.entries.map { ($0.name, $0.shape) })
+    let plan = try opt.bind(params: model.parameters.named, grads: model.gradients.named)
+    let gradients = GradientClipping.Table(model.gradients.named.map(\.tensor))
     var losses: [StepLoss] = []
     for k in 0..<steps {
       let (x, y) = batch(step: k)
       model.gradients.zero()
       losses.append(try model.forwardBackward(tokens: x, targets: y))
-      if let clipNorm { try GradientClipping.clip(model.gradients.named.map(\.tensor), maxNorm: clipNorm) }
-      try opt.step(params: model.parameters.named, grads: model.gradients.named, lr: lr)
+      if let clipNorm { try GradientClipping.clip(gradients, maxNorm: clipNorm) }
+      try opt.step(plan, lr: lr)
     }
     return (losses, model.parameters)
   }
