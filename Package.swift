@@ -45,7 +45,7 @@ let package = Package(
         "PalmBench", "PalmParallel", "PalmTrain", "PalmModel", "PalmTensor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
-    .executableTarget(name: "palm-mpi-check", dependencies: ["PalmParallel"], path: "Tests/MPICheck"),
+    .executableTarget(name: "palm-mpi-check", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor"], path: "Tests/MPICheck"),
 
     // MARK: - Tests
     .target(name: "_PalmTestSupport", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),

@@ -269,22 +269,27 @@ pk_status pk_adamw_update(float *param, float *m, float *v, const float *grad, i
   return PK_STATUS_OK;
 }
 
-pk_status pk_adafactor_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
-                              float beta1, float decay_exponent, float eps1, float eps2,
-                              float clip_threshold, float weight_decay, int64_t step) {
+static int adafactor_args_bad(float lr, float beta1, float decay_exponent, float eps1, float eps2,
+                              float clip_threshold, float weight_decay) {
+  return bad_float(lr) || bad_float(weight_decay) || bad_float(decay_exponent) || decay_exponent < 0 ||
+         !(beta1 >= 0 && beta1 < 1) || !(eps1 >= 0) || bad_float(eps1) || !(eps2 >= 0) ||
+         bad_float(eps2) || bad_float(clip_threshold);
+}
+
+pk_status pk_adafactor_sums(double *ssq_param, double *ssq_update, const float *param, float *v,
+                            const float *grad, int64_t n, float decay_exponent, float eps1, int64_t step) {
+  if (!ssq_param || !ssq_update) return PK_STATUS_NULL_POINTER;
   if (n < 0 || step < 1) return PK_STATUS_BAD_SIZE;
-  if (bad_float(lr) || bad_float(weight_decay) || bad_float(decay_exponent) || decay_exponent < 0 ||
-      !(beta1 >= 0 && beta1 < 1) || !(eps1 >= 0) || bad_float(eps1) || !(eps2 >= 0) ||
-      bad_float(eps2) || bad_float(clip_threshold))
-    return PK_STATUS_BAD_ARGUMENT;
+  if (adafactor_args_bad(0, 0, decay_exponent, eps1, 0, 0, 0)) return PK_STATUS_BAD_ARGUMENT;
+  *ssq_param = 0;
+  *ssq_update = 0;
   if (n == 0) return PK_STATUS_OK;
-  if (!param || !m || !v || !grad) return PK_STATUS_NULL_POINTER;
+  if (!param || !v || !grad) return PK_STATUS_NULL_POINTER;
   int avx = use_avx512();
   int64_t bs = block_size(n), nb = block_count(n);
-  adafactor_k k = {.beta2 = (float)(1.0 - pow((double)step, -(double)decay_exponent)),
-                   .eps1 = eps1, .beta1 = beta1, .keep = 1.0f - weight_decay};
-
-  /* Sweep 1: RMS(p) before the update, and the v update with the sum of y^2 (per-block partials). */
+  adafactor_k k = {.beta2 = (float)(1.0 - pow((double)step, -(double)decay_exponent)), .eps1 = eps1};
+  /* RMS(p) before the update, and the v update with the sum of y^2 (per-block partials, added in
+   * block order: the same sums at any thread count). */
   double ssq_p[MAX_BLOCKS], ssq_y[MAX_BLOCKS];
 #pragma omp parallel for schedule(static) num_threads(team_for(nb)) if (nb > 1)
   for (int64_t blk = 0; blk < nb; blk++) {
@@ -298,12 +303,26 @@ pk_status pk_adafactor_update(float *param, float *m, float *v, const float *gra
   }
   double sp = 0, sy = 0;
   for (int64_t blk = 0; blk < nb; blk++) { sp += ssq_p[blk]; sy += ssq_y[blk]; }
-  double rms_p = sqrt(sp / (double)n), rms_y = sqrt(sy / (double)n);
-  double clip = clip_threshold > 0 ? fmax(1.0, rms_y / (double)clip_threshold) : 1.0;
-  k.inv_clip = (float)(1.0 / clip);
-  k.scale = (float)((double)lr * fmax((double)eps2, rms_p));
+  *ssq_param = sp;
+  *ssq_update = sy;
+  return PK_STATUS_OK;
+}
 
-  /* Sweep 2: momentum of the clipped, scaled update; decayed parameter minus it. */
+pk_status pk_adafactor_apply(float *param, float *m, const float *v, const float *grad, int64_t n, float lr,
+                             float beta1, float eps2, float clip_threshold, float weight_decay,
+                             double rms_param, double rms_update) {
+  if (n < 0) return PK_STATUS_BAD_SIZE;
+  if (adafactor_args_bad(lr, beta1, 0, 0, eps2, clip_threshold, weight_decay) || !(rms_param >= 0) ||
+      !(rms_update >= 0))
+    return PK_STATUS_BAD_ARGUMENT;
+  if (n == 0) return PK_STATUS_OK;
+  if (!param || !m || !v || !grad) return PK_STATUS_NULL_POINTER;
+  int avx = use_avx512();
+  int64_t bs = block_size(n), nb = block_count(n);
+  double clip = clip_threshold > 0 ? fmax(1.0, rms_update / (double)clip_threshold) : 1.0;
+  adafactor_k k = {.beta1 = beta1, .keep = 1.0f - weight_decay, .inv_clip = (float)(1.0 / clip),
+                   .scale = (float)((double)lr * fmax((double)eps2, rms_param))};
+  /* Momentum of the clipped, scaled update; decayed parameter minus it. */
 #pragma omp parallel for schedule(static) num_threads(team_for(nb)) if (nb > 1)
   for (int64_t blk = 0; blk < nb; blk++) {
     int64_t b = blk * bs, e = b + bs < n ? b + bs : n;
@@ -314,6 +333,21 @@ pk_status pk_adafactor_update(float *param, float *m, float *v, const float *gra
       adafactor_b_scalar(param, m, v, grad, b, e, &k);
   }
   return PK_STATUS_OK;
+}
+
+pk_status pk_adafactor_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
+                              float beta1, float decay_exponent, float eps1, float eps2,
+                              float clip_threshold, float weight_decay, int64_t step) {
+  if (n < 0 || step < 1) return PK_STATUS_BAD_SIZE;
+  if (adafactor_args_bad(lr, beta1, decay_exponent, eps1, eps2, clip_threshold, weight_decay))
+    return PK_STATUS_BAD_ARGUMENT;
+  if (n == 0) return PK_STATUS_OK;
+  if (!param || !m || !v || !grad) return PK_STATUS_NULL_POINTER;
+  double sp, sy;
+  pk_status st = pk_adafactor_sums(&sp, &sy, param, v, grad, n, decay_exponent, eps1, step);
+  if (st != PK_STATUS_OK) return st;
+  return pk_adafactor_apply(param, m, v, grad, n, lr, beta1, eps2, clip_threshold, weight_decay,
+                            sqrt(sp / (double)n), sqrt(sy / (double)n));
 }
 
 pk_status pk_sum_squares(double *out, const float *x, int64_t n) {

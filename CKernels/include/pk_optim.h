@@ -55,6 +55,18 @@ pk_status pk_adafactor_update(float *param /* (n) in/out */, float *m /* (n) in/
                               float lr, float beta1, float decay_exponent, float eps1, float eps2,
                               float clip_threshold, float weight_decay, int64_t step);
 
+/* pk_adafactor_update in its two sweeps, for a tensor whose elements are spread over ranks (a mesh
+ * shard holds part of it): pk_adafactor_sums updates v and returns the sums of p^2 (before the
+ * update) and of y^2 over its n elements; the caller adds them over every part of the tensor and
+ * passes RMS(p) = sqrt(sum p^2 / count) and RMS(y) likewise to pk_adafactor_apply, which updates
+ * m and p. pk_adafactor_update(...) == sums, then apply with the tensor's own RMS values. */
+pk_status pk_adafactor_sums(double *ssq_param, double *ssq_update, const float *param /* (n) */,
+                            float *v /* (n) in/out */, const float *grad /* (n) */, int64_t n,
+                            float decay_exponent, float eps1, int64_t step);
+pk_status pk_adafactor_apply(float *param /* (n) in/out */, float *m /* (n) in/out */, const float *v /* (n) */,
+                             const float *grad /* (n) */, int64_t n, float lr, float beta1, float eps2,
+                             float clip_threshold, float weight_decay, double rms_param, double rms_update);
+
 /* *out = sum of x[i]^2 over i < n, accumulated in fp64 (per-block partials in block order). */
 pk_status pk_sum_squares(double *out, const float *x /* (n) */, int64_t n);
 

@@ -64,7 +64,12 @@ public struct MemoryPlan: Sendable, Equatable {
   public let buffers: [Buffer]
 
   /// The plan for `config` with `batch` sequences of `seqLen` tokens (the preset's by default).
-  public init(config: PalmConfig, policy: RematPolicy, batch: Int? = nil, seqLen: Int? = nil) {
+  /// On a mesh, `config` is a model shard's (`ShardedLayout.local`) and `batch` the rank's rows;
+  /// `modelParallel` (model axis > 1) adds `grad.dhkv` (N·d + 2·(d·2Q)): the input gradient and the
+  /// partial K/V weight gradient packed for the backward's one model all-reduce per layer, and the
+  /// K/V gradient of earlier micro-batches set aside meanwhile.
+  public init(config: PalmConfig, policy: RematPolicy, batch: Int? = nil, seqLen: Int? = nil,
+              modelParallel: Bool = false) {
     let b = batch ?? config.batch, t = seqLen ?? config.seqLen
     self.config = config
     self.policy = policy
@@ -109,7 +114,7 @@ public struct MemoryPlan: Sendable, Equatable {
       Buffer(name: "grad.dx", shape: [n, d], lifetime: .gradient),
       Buffer(name: "grad.dcg", shape: [n, cout], lifetime: .gradient),
       Buffer(name: "grad.dqkv", shape: [n, config.qkvColumns], lifetime: .gradient),
-    ]
+    ] + (modelParallel ? [Buffer(name: "grad.dhkv", shape: [n * d + 2 * d * 2 * config.headDim], lifetime: .gradient)] : [])
     buffers = saved + head + scratch + grads
   }
 

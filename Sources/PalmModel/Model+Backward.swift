@@ -13,7 +13,12 @@
 //   dw_in  += hᵀ · dproj                       (TN, beta 1)
 //   dh      = dproj · w_inᵀ                    (NT, into the h buffer)
 //   dx     += LN_bwd(dh);  dscale += ...       (the parallel block's single LayerNorm)
-// Gradients of parameters are ACCUMULATED into `gradients` (the caller zeroes them).
+// Gradients of parameters are ACCUMULATED into the gradients (the caller zeroes them).
+// On a mesh (hooks, ShardStorage.swift): each layer's weights are gathered again over data before
+// its backward; with model > 1 ONE all-reduce over model per layer sums dh (each shard's part of
+// the input gradient) packed with the shards' partial K/V weight gradients (the K/V head is
+// replicated); the layer's gradient is then reduce-scattered over data and, on the last
+// micro-batch, its pod exchange starts while the layers below run.
 
 import CKernels
 import PalmTensor
@@ -21,21 +26,23 @@ import PalmTensor
 extension Model {
   /// Backward of the head already ran (`head(backward: true)` left dlogits in `logits`); this does
   /// the output projection, the final LayerNorm, the blocks and the embedding.
-  func backwardLayers(tokens: UnsafePointer<Int32>, dropout key: DropoutKey?) throws {
+  func backwardLayers(tokens: UnsafePointer<Int32>, dropout key: DropoutKey?, exchange: Bool) throws {
     let v = config.vocab
     let scale = 1 / Float(d).squareRoot()
-    let dEmbed = gradients.embed.pointer
+    let W = store.headWeights, G = store.headGradients
     // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
-    try Kernels.gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, dEmbed, d)
+    try Kernels.gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, G.embed.pointer, d)
     let dh = headH  // d h_f overwrites h_f, dead once d embed has it
-    try Kernels.gemm(.nn, n, d, v, scale, logits.pointer, v, parameters.embed.pointer, d, 0, dh.pointer, d)
+    try Kernels.gemm(.nn, n, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
-      pk_layernorm_backward(dx.pointer, Int64(d), gradients.lnFinalScale.pointer, dh.pointer, Int64(d),
+      pk_layernorm_backward(dx.pointer, Int64(d), G.lnFinal.pointer, dh.pointer, Int64(d),
                             headX.pointer, Int64(d), headMean.pointer, headRstd.pointer,
-                            parameters.lnFinalScale.pointer, Int64(n), Int64(d)), "layernorm_backward")
+                            W.lnFinal.pointer, Int64(n), Int64(d)), "layernorm_backward")
     for i in stride(from: config.layers - 1, through: 0, by: -1) {
-      try blockBackward(i, layerBuffers[i], parameters.layers[i], gradients.layers[i], dropout: key)
+      let Wi = try store.layerWeights(i), Gi = store.layerGradients(i)
+      try blockBackward(i, layerBuffers[i], Wi, Gi, dropout: key)
+      try store.finishLayer(i, exchange: exchange)
     }
     if let key, dropout.embedding > 0 {
       try KernelError.check(
@@ -43,8 +50,9 @@ extension Model {
                             DropoutKey.embeddingStream, Int64(key.tokenOffset * d)), "dropout_backward")
     }
     try KernelError.check(
-      pk_embedding_backward(dEmbed, dx.pointer, Int64(d), tokens, 1, Int64(n), Int64(v), Int64(d)),
+      pk_embedding_backward(G.embed.pointer, dx.pointer, Int64(d), tokens, 1, Int64(n), Int64(v), Int64(d)),
       "embedding_backward")
+    try store.finishHead(exchange: exchange)
   }
 
   func blockBackward(_ i: Int, _ L: LayerBuffers, _ W: LayerParameters, _ G: LayerParameters,
@@ -74,21 +82,50 @@ extension Model {
     try KernelError.check(
       pk_attention_backward(dqkv.pointer, Int64(pqkv), dcg.pointer, Int64(cout), L.proj.pointer,
                             Int64(cin), L.cg.pointer, Int64(cout), L.lse.pointer, Int64(batch),
-                            Int64(seqLen), Int64(config.heads), Int64(config.headDim)),
+                            Int64(seqLen), Int64(local.heads), Int64(config.headDim)),
       "attention_backward")
     try KernelError.check(
       pk_swiglu_backward(L.proj.pointer + pqkv, Int64(cin), dcg.pointer + hq, Int64(cout),
-                         L.proj.pointer + pqkv, Int64(cin), Int64(n), Int64(config.dFF)),
+                         L.proj.pointer + pqkv, Int64(cin), Int64(n), Int64(local.dFF)),
       "swiglu_backward")
     copyRows(L.proj.pointer, cin, dqkv.pointer, pqkv, cols: pqkv)
     let dproj = L.proj
-    // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ, written over h (dead once d w_in has it)
-    try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
-    let dh = L.h
-    try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
-    // dx += LN_bwd(dh) (dx already holds the residual path's gradient)
+    guard let pack = dhkv else {
+      // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ, written over h (dead once d w_in has it)
+      try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
+      let dh = L.h
+      try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
+      try layerNormBackward(L, W, G, dh: dh.pointer)
+      return
+    }
+    // model > 1: the K/V columns of d w_in are a replicated weight's gradient, of which this shard
+    // computes the part from its own heads. Set aside what earlier micro-batches accumulated (the
+    // complete sums), let the GEMM add this micro-batch's partial to zero, sum the partials over
+    // model together with dh in ONE all-reduce, and add the earlier sums back.
+    let q2 = 2 * config.headDim, kvc = local.keyColumn
+    let dh = pack.pointer, kv = pack.pointer + n * d, gw = G.wIn.pointer
+    let earlier = kv + d * q2  // the pack's spare (d, 2Q) region (MemoryPlan grad.dhkv)
+    for r in 0..<d {
+      (earlier + r * q2).update(from: gw + r * cin + kvc, count: q2)
+      (gw + r * cin + kvc).update(repeating: 0, count: q2)
+    }
+    try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, gw, cin)
+    try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh, d)
+    for r in 0..<d { (kv + r * q2).update(from: gw + r * cin + kvc, count: q2) }
+    // The pack's first N·d + d·2Q floats (not the set-aside region after them).
+    try mesh.modelComm.allReduce(Tensor(storage: pack.storage, offset: pack.offset, shape: [n * d + d * q2]))
+    for r in 0..<d {
+      let g = gw + r * cin + kvc, s = kv + r * q2, e = earlier + r * q2
+      for c in 0..<q2 { g[c] = e[c] + s[c] }
+    }
+    try layerNormBackward(L, W, G, dh: dh)
+  }
+
+  /// dx += LN_bwd(dh) (dx already holds the residual path's gradient); d ln.scale += ...
+  private func layerNormBackward(_ L: LayerBuffers, _ W: LayerParameters, _ G: LayerParameters,
+                                 dh: UnsafePointer<Float>) throws {
     try KernelError.check(
-      pk_layernorm_backward(dx.pointer, Int64(d), G.lnScale.pointer, dh.pointer, Int64(d), L.x.pointer,
+      pk_layernorm_backward(dx.pointer, Int64(d), G.lnScale.pointer, dh, Int64(d), L.x.pointer,
                             Int64(d), L.mean.pointer, L.rstd.pointer, W.lnScale.pointer, Int64(n),
                             Int64(d)), "layernorm_backward")
   }

@@ -40,10 +40,14 @@ public struct LayerParameters: Sendable {
 /// | name | shape |
 /// |---|---|
 /// | `embed` | (V, d) — shared input embedding / output projection |
+/// | `ln_f.scale` | (d) |
 /// | `layers.{i}.ln.scale` | (d) |
 /// | `layers.{i}.w_in` | (d, H·Q + 2Q + 2F) |
 /// | `layers.{i}.w_out` | (H·Q + F, d) |
-/// | `ln_f.scale` | (d) |
+///
+/// The head's two tensors come first and each layer's three are adjacent, so the buffer is a run of
+/// contiguous buckets `[embed | ln_f] [layer 0] [layer 1] ...`: the units a mesh gathers and
+/// reduces (ShardedLayout.swift). A model shard's parameters are this layout for its shard config.
 ///
 /// ```swift
 /// let params = Parameters(config: .tiny)          // zeros
@@ -69,13 +73,12 @@ public final class Parameters: @unchecked Sendable {
     let d = config.dModel
     let cin = config.inputProjectionColumns
     let cout = config.outputProjectionRows
-    var shapes: [(String, [Int])] = [("embed", [config.vocab, d])]
+    var shapes: [(String, [Int])] = [("embed", [config.vocab, d]), ("ln_f.scale", [d])]
     for i in 0..<config.layers {
       shapes.append(("layers.\(i).ln.scale", [d]))
       shapes.append(("layers.\(i).w_in", [d, cin]))
       shapes.append(("layers.\(i).w_out", [cout, d]))
     }
-    shapes.append(("ln_f.scale", [d]))
     var entries: [ParameterEntry] = []
     var offset = 0
     for (name, shape) in shapes {
@@ -87,12 +90,22 @@ public final class Parameters: @unchecked Sendable {
 
   /// A zero-filled parameter set for `config` (validated first).
   /// - Throws: `PalmConfig.Invalid`.
-  public init(config: PalmConfig) throws {
+  public convenience init(config: PalmConfig) throws {
+    try config.validate()
+    try self.init(config: config, flat: Tensor(shape: [Parameters.layout(for: config).floats]))
+  }
+
+  /// Named views over `flat` (no copy), which must hold exactly `layout(for: config).floats` floats:
+  /// e.g. a mesh rank's shard storage when it is the whole model shard (data axis 1).
+  /// - Throws: `PalmConfig.Invalid` for a bad config or a buffer of another size.
+  public init(config: PalmConfig, flat: Tensor) throws {
     try config.validate()
     self.config = config
     let (entries, floats) = Parameters.layout(for: config)
+    guard flat.count == floats else {
+      throw PalmConfig.Invalid(message: "a parameter buffer of \(flat.count) floats for a layout of \(floats)")
+    }
     self.entries = entries
-    let flat = Tensor(shape: [floats])
     self.flat = flat
     var index: [String: Int] = [:]
     for (i, e) in entries.enumerated() { index[e.name] = i }

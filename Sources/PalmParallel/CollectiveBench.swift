@@ -7,6 +7,7 @@
 // send/recv 1 (a ping-pong between ranks 0 and 1, time = half the round trip). Every repeat
 // checks its result against values that are exact in Float.
 
+import PalmModel
 import PalmTrain
 
 /// Collective bandwidth measurements.

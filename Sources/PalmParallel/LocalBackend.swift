@@ -7,6 +7,7 @@
 // result is bit-identical to one device adding the same buffers in rank order. Every wait is bounded by
 // `timeout`; errors name the ranks that did not arrive or that failed. Send is buffered (a copy).
 
+import PalmModel
 import Foundation
 
 /// Runs a closure once per logical device (rank), each on its own thread.

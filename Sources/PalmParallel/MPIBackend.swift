@@ -8,6 +8,7 @@
 // thrown `.timeout` naming it, never a hang. `Completion.blocking` calls MPI_Allreduce, ... under a
 // watchdog instead. Reference: MPI 3.1 §5.12 (non-blocking collectives), §8.3 (error handlers).
 
+import PalmModel
 import CMPI
 import Foundation
 

@@ -5,6 +5,7 @@
 // rank before MPI_Init, so a mesh that does not match the job is refused before any MPI call (and
 // `mpi` is the default exactly when that variable is set).
 
+import PalmModel
 import Foundation
 import PalmTensor
 

@@ -1,4 +1,4 @@
-// ShardedBench: timed training steps of ShardedTrainer on a mesh, for `palm bench step --mesh …`
+// ShardedBench: timed training updates of the one Trainer on a mesh, for `palm bench step --mesh …`
 // (issue #5 item 7: two pods of one thread each against one pod of two threads, same global batch;
 // the exchange's cost is the difference). Runs on any communicator (MPI under mpirun) or in-process
 // on a LocalCluster. Reports min/median step time, tokens/s and the pod exchange statistics.
@@ -29,31 +29,35 @@ public struct ShardedBenchResult: Sendable, Equatable {
 }
 
 public enum ShardedBench {
-  /// Runs `warmup + steps` training steps (AdamW, lr 1e-4, random tokens from `seed`) of `config`
-  /// on `shape` over `world` (collective: every rank calls it). Sets this thread's OpenMP thread
-  /// count to `threadsPerRank`. Step times are rank 0's on every rank; `exchange` is this rank's.
+  /// Runs `warmup + steps` training updates (the one Trainer: forward, backward, exchange, clipping
+  /// and the optimizer update; lr 1e-4 on a random byte text from `seed`) of `config` on `shape` over
+  /// `world` (collective: every rank calls it). Sets this thread's OpenMP thread count to
+  /// `threadsPerRank`. Step times are rank 0's on every rank; `exchange` is this rank's.
   public static func run(config: PalmConfig, shape: MeshShape, world: any Communicator, batch: Int,
-                         steps: Int, warmup: Int = 1, threadsPerRank: Int, seed: UInt64 = 1) throws -> ShardedBenchResult {
+                         steps: Int, warmup: Int = 1, threadsPerRank: Int, seed: UInt64 = 1,
+                         remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings())) throws -> ShardedBenchResult {
     guard steps >= 1, warmup >= 0 else { throw MeshError("bench needs steps ≥ 1 and warmup ≥ 0 (got \(steps), \(warmup))") }
     var c = config
     c.batch = batch
-    try ShardedLayout(config: c, shape: shape, batch: batch).config.validate()  // errors before any work
+    _ = try ShardedLayout(config: c, shape: shape)  // errors before any work
     Threads.count = threadsPerRank
     let mesh = try Mesh(shape: shape, world: world)
-    let trainer = try ShardedTrainer(config: c, mesh: mesh, batch: batch, optimizer: .adamW(AdamWSettings()))
-    let full = try Parameters(config: c)
-    full.initialize(seed: seed)
-    try trainer.load(from: full)
-    let run = ShardedEquivalence(config: c, batch: batch, steps: 0, seed: seed)
+    var run = ShardedEquivalence(config: c, steps: warmup + steps, seed: seed, lr: 1e-4, remat: remat, optimizer: optimizer)
+    run.config.vocab = 256
+    var o = run.options
+    o.maxSteps = nil
+    o.timeBudget = 1e9
+    let trainer = try Trainer(options: o, dataset: try run.dataset, mesh: mesh)
     var times: [Double] = [], stats: [ExchangeStats] = [], losses: [Float] = []
     for k in 0..<(warmup + steps) {
-      let (x, y) = run.batch(step: k)
       try world.barrier()
-      let r = try trainer.step(tokens: x, targets: y, lr: 1e-4)
+      let t0 = pk_now_seconds()
+      try trainer.trainStep()
+      let dt = pk_now_seconds() - t0
       if k >= warmup {
-        times.append(r.seconds)
-        stats.append(r.exchange)
-        losses.append(r.loss.total)
+        times.append(dt)
+        stats.append(trainer.model.lastExchange)
+        losses.append(Float(trainer.history.last?.loss ?? .nan))
       }
     }
     // Rank 0's timings everywhere (the step is collective).
@@ -70,7 +74,7 @@ public enum ShardedBench {
                               threadsPerRank: Int, seed: UInt64 = 1, timeout: Double = 600) throws -> ShardedBenchResult {
     var c = config
     c.batch = batch
-    _ = try ShardedLayout(config: c, shape: shape, batch: batch)  // errors before starting threads
+    _ = try ShardedLayout(config: c, shape: shape)  // errors before starting threads
     let cluster = try LocalCluster(size: shape.count, timeout: timeout)
     return try cluster.run { comm in
       try run(config: config, shape: shape, world: comm, batch: batch, steps: steps, warmup: warmup,

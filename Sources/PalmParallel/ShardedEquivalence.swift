@@ -1,119 +1,111 @@
-// ShardedEquivalence: the same few training steps run on one device (Model + Optimizer + clipping)
-// and on a mesh (ShardedTrainer), for the proof that sharding changes nothing but rounding
-// (issue #5 item 5). Used by Tests/PalmParallelTests/ShardedModelTests.swift (LocalCluster) and by
-// palm-mpi-check --sharded (Tests/MPICheck/ShardedCheck.swift, under mpirun).
+// ShardedEquivalence: the same few training updates of the ONE Trainer on the mesh (1,1,1) and on
+// any other mesh, for the proof that sharding changes nothing but rounding. Used by
+// Tests/PalmParallelTests/ShardedModelTests.swift (LocalCluster) and by palm-mpi-check --sharded
+// (Tests/MPICheck/ShardedCheck.swift, under mpirun).
 
 import PalmModel
 import PalmTensor
 import PalmTrain
 
-/// A reproducible small training run and the comparison of its single-device and sharded results.
+/// A reproducible small training run on an in-memory byte dataset, and the comparison of runs.
 public struct ShardedEquivalence: Sendable {
   public var config: PalmConfig
-  public var batch: Int
   public var steps: Int
   public var seed: UInt64
   public var lr: Float
-  public var clipNorm: Double?
-  public var adamW: AdamWSettings
+  public var remat: RematPolicy
+  public var optimizer: OptimizerSettings
+  public var microBatches: Int
+  public var dropout: Dropout?
 
-  /// A debug-speed config: d 64, 2 layers, 4 heads × 16, d_ff 128, vocab 64, T 16, global batch 4.
+  /// A debug-speed config: d 64, 2 layers, 4 heads × 16, d_ff 128, bytes (vocab 256), T 16, global batch 4.
   public static let debugConfig = PalmConfig(name: "debug", dModel: 64, layers: 2, heads: 4, headDim: 16,
-                                             dFF: 128, vocab: 64, seqLen: 16, batch: 4)
+                                             dFF: 128, vocab: 256, seqLen: 16, batch: 4)
 
-  public init(config: PalmConfig = ShardedEquivalence.debugConfig, batch: Int = 4, steps: Int = 3,
-              seed: UInt64 = 7, lr: Float = 1e-2, clipNorm: Double? = 1.0, adamW: AdamWSettings = AdamWSettings()) {
+  public init(config: PalmConfig = ShardedEquivalence.debugConfig, steps: Int = 3, seed: UInt64 = 7,
+              lr: Float = 2e-3, remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings()),
+              microBatches: Int = 1, dropout: Dropout? = nil) {
     self.config = config
-    self.batch = batch
     self.steps = steps
     self.seed = seed
     self.lr = lr
-    self.clipNorm = clipNorm
-    self.adamW = adamW
+    self.remat = remat
+    self.optimizer = optimizer
+    self.microBatches = microBatches
+    self.dropout = dropout
   }
 
-  /// The global batch of step `k`: (tokens, targets), B·T ids each, deterministic.
-  public func batch(step k: Int) -> (tokens: [Int32], targets: [Int32]) {
-    let n = batch * config.seqLen
-    var state = seed &+ UInt64(k + 1) &* 0x9E37_79B9_7F4A_7C15
-    func next() -> Int32 {
-      state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-      return Int32(truncatingIfNeeded: (state >> 33) % UInt64(config.vocab))
+  /// What one rank's run returns: per-update losses and gradient norms (global), this rank's pod
+  /// exchange, and the final parameters in the single-device layout (assembled on every rank).
+  public struct Outcome: Sendable {
+    public let losses: [Double]
+    public let norms: [Double]
+    public let exchangeBytes: [Int]
+    public let exchangeHidden: [Double]
+    public let parameters: [(name: String, values: [Float])]
+  }
+
+  /// The options of the run (no evaluation, no checkpoints: the updates only).
+  public var options: TrainOptions {
+    var o = TrainOptions(config: config)
+    o.remat = remat
+    o.optimizer = optimizer
+    o.microBatches = microBatches
+    o.maxSteps = steps
+    o.seed = seed
+    o.learningRate = .steps(.constant(lr))
+    o.dropout = dropout
+    o.evalEvery = 0
+    o.checkpointEvery = 0
+    o.spikes.enabled = false
+    return o
+  }
+
+  /// A deterministic byte text of ~16 KiB (the same on every rank).
+  public var dataset: TokenDataset {
+    get throws {
+      var state = seed &+ 0x9E37_79B9_7F4A_7C15
+      let bytes = (0..<16_384).map { _ -> UInt8 in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return UInt8(truncatingIfNeeded: state >> 56)
+      }
+      return try TokenDataset(bytes: bytes, sequenceLength: config.seqLen)
     }
-    let tokens = (0..<n).map { _ in next() }
-    let targets = (0..<n).map { _ in next() }
-    return (tokens, targets)
   }
 
-  /// The single-device run: losses of every step and the final parameters.
-  public func runSingleDevice() throws -> (losses: [StepLoss], parameters: Parameters) {
-    let model = try Model(config: config, remat: .none, batch: batch, seed: seed)
-    let opt = try Optimizer(.adamW(adamW), parameters: model.parameters.entries.map { ($0.name, $0.shape) })
-    let plan = try opt.bind(params: model.parameters.named, grads: model.gradients.named)
-    let gradients = GradientClipping.Table(model.gradients.named.map(\.tensor))
-    var losses: [StepLoss] = []
-    for k in 0..<steps {
-      let (x, y) = batch(step: k)
-      model.gradients.zero()
-      losses.append(try model.forwardBackward(tokens: x, targets: y))
-      if let clipNorm { try GradientClipping.clip(gradients, maxNorm: clipNorm) }
-      try opt.step(plan, lr: lr)
-    }
-    return (losses, model.parameters)
+  /// `steps` updates of the one Trainer on `mesh` (collective: every rank calls it).
+  public func run(mesh: Mesh = .single()) throws -> Outcome {
+    let trainer = try Trainer(options: options, dataset: try dataset, mesh: mesh)
+    for _ in 0..<steps { try trainer.trainStep() }
+    let records = trainer.history.filter { $0.type == "step" }
+    var parameters: [(name: String, values: [Float])] = []
+    try trainer.model.forEachFullTensor { name, t in parameters.append((name, t.array)) }
+    return Outcome(losses: records.compactMap(\.loss), norms: records.compactMap(\.gradNorm),
+                   exchangeBytes: records.map { $0.exchangeBytes ?? 0 },
+                   exchangeHidden: records.map { $0.exchangeHidden ?? 1 }, parameters: parameters)
   }
 
-  /// The sharded run on `mesh` (collective: every rank calls it): losses, final parameters gathered
-  /// to the single-device layout, and the exchange statistics of every step.
-  public func runSharded(mesh: Mesh) throws -> (losses: [StepLoss], parameters: Parameters, results: [ShardedStepResult]) {
-    let trainer = try ShardedTrainer(config: config, mesh: mesh, batch: batch, optimizer: .adamW(adamW),
-                                     clipNorm: clipNorm)
-    var c = config
-    c.batch = batch
-    let initial = try Parameters(config: c)
-    initial.initialize(seed: seed)
-    try trainer.load(from: initial)
-    var results: [ShardedStepResult] = []
-    for k in 0..<steps {
-      let (x, y) = batch(step: k)
-      results.append(try trainer.step(tokens: x, targets: y, lr: lr))
-    }
-    return (results.map(\.loss), try trainer.gatherParameters(), results)
-  }
-
-  /// Largest relative loss difference |a − b| / |b| over steps (total loss).
-  public static func lossDifference(_ a: [StepLoss], _ b: [StepLoss]) -> Double {
-    guard a.count == b.count else { return .infinity }
-    return zip(a, b).map { Double(abs($0.total - $1.total)) / max(Double(abs($1.total)), 1e-30) }.max() ?? 0
+  /// Largest relative loss difference |a − b| / |b| over updates.
+  public static func lossDifference(_ a: [Double], _ b: [Double]) -> Double {
+    guard a.count == b.count, !a.isEmpty else { return .infinity }
+    return zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-30) }.max() ?? 0
   }
 
   /// Largest per-tensor relative difference ‖a − b‖₂ / ‖b‖₂, and the tensor where it occurs.
-  public static func parameterDifference(_ a: Parameters, _ b: Parameters) -> (value: Double, tensor: String) {
+  public static func parameterDifference(_ a: [(name: String, values: [Float])],
+                                         _ b: [(name: String, values: [Float])]) -> (value: Double, tensor: String) {
+    guard a.count == b.count else { return (.infinity, "tensor count") }
     var worst = (0.0, "")
-    for ((name, ta), (_, tb)) in zip(a.named, b.named) {
+    for (ta, tb) in zip(a, b) {
+      guard ta.name == tb.name, ta.values.count == tb.values.count else { return (.infinity, ta.name) }
       var diff = 0.0, scale = 0.0
-      for i in 0..<ta.count {
-        let e = Double(ta.pointer[i]) - Double(tb.pointer[i]), r = Double(tb.pointer[i])
+      for (x, y) in zip(ta.values, tb.values) {
+        let e = Double(x) - Double(y)
         diff += e * e
-        scale += r * r
+        scale += Double(y) * Double(y)
       }
       let rel = scale > 0 ? (diff / scale).squareRoot() : diff.squareRoot()
-      if rel > worst.0 || rel.isNaN { worst = (rel, name) }
-    }
-    return worst
-  }
-
-  /// Largest per-tensor element-wise difference max|a − b| / max|b| (stricter than the norm-wise
-  /// `parameterDifference`: AdamW divides by √v, so elements with near-zero gradients amplify rounding).
-  public static func maxElementDifference(_ a: Parameters, _ b: Parameters) -> (value: Double, tensor: String) {
-    var worst = (0.0, "")
-    for ((name, ta), (_, tb)) in zip(a.named, b.named) {
-      var diff = 0.0, scale = 0.0
-      for i in 0..<ta.count {
-        diff = max(diff, Double(abs(ta.pointer[i] - tb.pointer[i])))
-        scale = max(scale, Double(abs(tb.pointer[i])))
-      }
-      let rel = scale > 0 ? diff / scale : diff
-      if rel > worst.0 || rel.isNaN { worst = (rel, name) }
+      if rel > worst.0 || rel.isNaN { worst = (rel, ta.name) }
     }
     return worst
   }

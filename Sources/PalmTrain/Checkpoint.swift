@@ -54,7 +54,8 @@ public struct CheckpointContents {
   public var step: Int
   public var config: PalmConfig
   public var parameters: [(name: String, tensor: Tensor)]
-  public var optimizer: Optimizer?
+  /// The optimizer's settings, update count and moments ("m.<name>", "v.<name>"), or nil.
+  public var optimizerState: (settings: OptimizerSettings, step: Int, tensors: [(name: String, tensor: Tensor)])?
   public var schedule: LearningRateSchedule?
   public var sampler: SamplerState?
   public var rngSeed: UInt64?
@@ -67,7 +68,7 @@ public struct CheckpointContents {
     self.step = step
     self.config = config
     self.parameters = parameters
-    self.optimizer = optimizer
+    self.optimizerState = optimizer.map { ($0.settings, $0.step, $0.stateTensors) }
     self.schedule = schedule
     self.sampler = sampler
     self.rngSeed = rngSeed
@@ -198,14 +199,14 @@ public struct CheckpointStore: Sendable {
       let meta = ["format": "pt", "palm.step": "\(contents.step)", "palm.config": contents.config.name]
       try SafeTensors.write(contents.parameters, metadata: meta, to: "\(tmp)/model.safetensors")
       files["model.safetensors"] = try CheckpointStore.record("\(tmp)/model.safetensors")
-      if let opt = contents.optimizer {
-        try SafeTensors.write(opt.stateTensors, metadata: meta.merging(["palm.optimizer": opt.settings.kind]) { $1 },
+      if let opt = contents.optimizerState {
+        try SafeTensors.write(opt.tensors, metadata: meta.merging(["palm.optimizer": opt.settings.kind]) { $1 },
                               to: "\(tmp)/optimizer.safetensors")
         files["optimizer.safetensors"] = try CheckpointStore.record("\(tmp)/optimizer.safetensors")
       }
       let manifest = CheckpointManifest(
         formatVersion: CheckpointManifest.currentFormatVersion, step: contents.step, config: contents.config,
-        optimizer: contents.optimizer?.settings, optimizerStep: contents.optimizer?.step, schedule: contents.schedule,
+        optimizer: contents.optimizerState?.settings, optimizerStep: contents.optimizerState?.step, schedule: contents.schedule,
         sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, metrics: contents.metrics,
         createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
       try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))

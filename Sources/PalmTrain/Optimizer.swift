@@ -156,14 +156,25 @@ public final class Optimizer: @unchecked Sendable {
       let m: Tensor
       let v: Tensor
       let count: Int64
+      /// The whole tensor this entry is (a part of), for Adafactor's RMS terms; whether this
+      /// part's sums count (false for a copy another rank counts: replicated on a mesh).
+      var group = 0
+      var counted = true
     }
     /// In update order (the order of the items given to `bind`).
     let entries: [Entry]
     /// The optimizer whose moments `entries` point into.
     let owner: ObjectIdentifier
-    init(entries: [Entry], owner: ObjectIdentifier) {
+    /// Sharded plans: elements of each whole tensor (group), and the sum over the mesh of the
+    /// per-group sums (nil: every entry is a whole tensor, updated on its own).
+    let groupCounts: [Int]
+    let reduce: ((inout [Double]) throws -> Void)?
+    init(entries: [Entry], owner: ObjectIdentifier, groupCounts: [Int] = [],
+         reduce: ((inout [Double]) throws -> Void)? = nil) {
       self.entries = entries
       self.owner = owner
+      self.groupCounts = groupCounts
+      self.reduce = reduce
     }
   }
 
@@ -209,6 +220,38 @@ public final class Optimizer: @unchecked Sendable {
   /// Gradients are read, not changed (clip them first with `GradientClipping`).
   /// - Throws: `OptimizerError` for a non-finite learning rate or another optimizer's plan (nothing
   ///   is updated then); `KernelError` from a kernel.
+  /// The plan of a mesh rank whose optimizer has ONE table entry over its whole shard (`param`,
+  /// `grad` and the moments all in the shard layout): `parts` are ranges of the shard, each a part
+  /// of the whole tensor `group` (of `groupCounts[group]` elements over the mesh); `counted: false`
+  /// marks a copy that another rank counts. AdamW updates every part on its own; Adafactor takes
+  /// its RMS terms over the whole tensor: per-part sums, added per group, `reduce` (the sum over
+  /// the mesh), then the update of every part with its group's RMS values.
+  public func bind(shard param: Tensor, grad: Tensor, parts: [(range: Range<Int>, group: Int, counted: Bool)],
+                   groupCounts: [Int], reduce: @escaping (inout [Double]) throws -> Void) throws -> UpdatePlan {
+    guard table.count == 1, param.count == table[0].shape.reduce(1, *), grad.count == param.count else {
+      throw OptimizerError("a shard plan needs one table entry of the shard's size (\(param.count))")
+    }
+    let entries = try parts.map { p -> UpdatePlan.Entry in
+      guard p.range.lowerBound >= 0, p.range.upperBound <= param.count, groupCounts.indices.contains(p.group) else {
+        throw OptimizerError("part \(p.range) of group \(p.group) is outside the shard")
+      }
+      func view(_ t: Tensor) -> Tensor { Tensor(storage: t.storage, offset: t.offset + p.range.lowerBound, shape: [p.range.count]) }
+      var e = UpdatePlan.Entry(name: "\(table[0].name)[\(p.range)]", param: view(param), grad: view(grad), m: view(m[0]),
+                               v: view(v[0]), count: Int64(p.range.count))
+      e.group = p.group
+      e.counted = p.counted
+      return e
+    }
+    return UpdatePlan(entries: entries, owner: ObjectIdentifier(self), groupCounts: groupCounts, reduce: reduce)
+  }
+
+  /// The moments as two flat buffers in the table's layout (each entry 16-float aligned, in order):
+  /// for a table of `Parameters` entries that is the parameters' own layout.
+  public var flatMoments: (m: Tensor, v: Tensor) {
+    let total = storage.count / 2
+    return (Tensor(storage: storage, offset: 0, shape: [total]), Tensor(storage: storage, offset: total, shape: [total]))
+  }
+
   public func step(_ plan: UpdatePlan, lr: Float) throws {
     try Optimizer.check(lr: lr)
     guard plan.owner == ObjectIdentifier(self) else { throw OptimizerError("update plan bound to another optimizer") }
@@ -218,6 +261,24 @@ public final class Optimizer: @unchecked Sendable {
       for e in plan.entries {
         try KernelError.check(pk_adamw_update(e.param.pointer, e.m.pointer, e.v.pointer, e.grad.pointer, e.count,
                                               lr, h.beta1, h.beta2, h.eps, h.weightDecay, k), "adamw_update \(e.name)")
+      }
+    case .adafactor(let h) where plan.reduce != nil:
+      let decay = h.weightDecay(lr: lr)
+      var sums = [Double](repeating: 0, count: 2 * plan.groupCounts.count)
+      for e in plan.entries {
+        var sp = 0.0, sy = 0.0
+        try KernelError.check(pk_adafactor_sums(&sp, &sy, e.param.pointer, e.v.pointer, e.grad.pointer, e.count,
+                                                h.decayExponent, h.eps1, k), "adafactor_sums \(e.name)")
+        if e.counted { sums[2 * e.group] += sp; sums[2 * e.group + 1] += sy }
+      }
+      try plan.reduce!(&sums)
+      for e in plan.entries {
+        let n = Double(max(plan.groupCounts[e.group], 1))
+        try KernelError.check(pk_adafactor_apply(e.param.pointer, e.m.pointer, e.v.pointer, e.grad.pointer, e.count,
+                                                 lr, h.beta1, h.eps2, h.clippingThreshold, decay,
+                                                 (max(sums[2 * e.group], 0) / n).squareRoot(),
+                                                 (max(sums[2 * e.group + 1], 0) / n).squareRoot()),
+                              "adafactor_apply \(e.name)")
       }
     case .adafactor(let h):
       let decay = h.weightDecay(lr: lr)

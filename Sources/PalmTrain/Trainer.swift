@@ -8,6 +8,11 @@
 // DropoutKey.training(runSeed: seed, update: k, microBatch: j, ...) (PalmModel/Dropout.swift), so
 // they depend only on checkpointed state; the rates are recorded in the manifest; evaluation never
 // drops out.
+// One trainer for every mesh (the single device is the mesh (1,1,1)): on a mesh every rank builds
+// one over its shard of the Model, draws the same GLOBAL batch, and every decision (spike, clip,
+// stop) uses global values (losses, norm), so every rank decides the same; rank 0's clock decides
+// when to stop and the learning rate (broadcast each update). Checkpoints are in the single-device
+// layout (assembled tensor by tensor, written by rank 0), so any mesh resumes any other's.
 // Reference: llm.c train_gpt2.c main loop; nanoGPT train.py (accumulation, eval, checkpoints).
 
 import CKernels
@@ -27,6 +32,8 @@ import PalmTensor
 public final class Trainer: @unchecked Sendable {
   public let options: TrainOptions
   public let model: Model
+  /// The mesh of this rank (`Mesh.single()` on one device).
+  public var mesh: Mesh { model.mesh }
   /// The dropout rates of the updates: `options.dropout`, or after `resume()` the checkpoint's.
   public var dropout: Dropout { model.dropout }
   public let dataset: TokenDataset
@@ -65,32 +72,63 @@ public final class Trainer: @unchecked Sendable {
   private var startTime = pk_now_seconds()
   private var lastCheckpointStep: Int?
 
-  /// Builds the model (PaLM init from `options.seed`), optimizer and sampler.
-  /// - Throws: `TrainError` for bad options, or a dataset whose sequence length is not the config's.
-  public init(options: TrainOptions, dataset: TokenDataset) throws {
+  /// Checks options and mesh together, with no communication and no allocation (the CLI calls it
+  /// before MPI starts). Throws `TrainError.badOptions` naming the first problem.
+  public static func validate(options: TrainOptions, shape: MeshShape) throws {
     try options.validate()
+    do { try shape.validate(config: options.config, batch: options.config.batch) } catch let e as MeshError {
+      throw TrainError.badOptions(e.message)
+    }
+  }
+
+  /// Builds the model (PaLM init from `options.seed`), optimizer and sampler; on a mesh this
+  /// rank's shard of them (collective: every rank of `mesh` builds its trainer).
+  /// - Throws: `TrainError` for bad options, or a dataset whose sequence length is not the config's.
+  public init(options: TrainOptions, dataset: TokenDataset, mesh: Mesh = .single()) throws {
+    try Trainer.validate(options: options, shape: mesh.shape)
     guard dataset.sequenceLength == options.config.seqLen else {
       throw TrainError.data("dataset windows are \(dataset.sequenceLength) tokens, the model's sequence is \(options.config.seqLen)")
     }
     self.options = options
     self.dataset = dataset
     let c = options.config
-    model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off)
-    optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
-    updatePlan = try optimizer.bind(params: model.parameters.named, grads: model.gradients.named)
-    gradientTable = GradientClipping.Table(model.gradients.named.map(\.tensor))
+    model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off, mesh: mesh)
+    if mesh.isSingle {
+      optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
+      updatePlan = try optimizer.bind(params: model.parameters.named, grads: model.gradients.named)
+      gradientTable = GradientClipping.Table(model.gradients.named.map(\.tensor))
+    } else {
+      let parts = Trainer.shardParts(model)
+      optimizer = try Optimizer(options.optimizer, parameters: [("shard", [model.layout.shardFloats])])
+      let m = mesh
+      updatePlan = try optimizer.bind(shard: model.shard, grad: model.gradientShard, parts: parts,
+                                      groupCounts: Parameters.layout(for: c).entries.map(\.count)) { sums in
+        if m.shape.data > 1 { try m.dataComm.allReduce(&sums) }
+        if m.shape.model > 1 { try m.modelComm.allReduce(&sums) }
+      }
+      // The norm counts every element of the model once: replicated copies on model shard 0 only.
+      let g = model.gradientShard
+      gradientTable = GradientClipping.Table(parts.filter(\.counted).map {
+        Tensor(storage: g.storage, offset: g.offset + $0.range.lowerBound, shape: [$0.range.count])
+      })
+    }
     sampler = BatchSampler(dataset: dataset, batchSize: options.microBatches * c.batch, seed: options.seed)
     if let dir = options.checkpointDirectory {
       store = CheckpointStore(directory: dir, keepLast: options.keepLast)
       privateStore = false
     } else {
-      let dir = NSTemporaryDirectory() + "palm-train-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+      // One private directory for the whole mesh (rank 0 writes, every rank reads on a rollback).
+      var tag: [Float] = [Float(getpid() & 0xFFFF), Float(UInt16.random(in: 0...UInt16.max))]
+      if !mesh.isSingle { try mesh.world.broadcast(&tag, root: 0) }
+      let dir = NSTemporaryDirectory() + "palm-train-\(Int(tag[0]))-\(Int(tag[1]))-\(options.seed)"
       store = CheckpointStore(directory: dir, keepLast: 1)
       privateStore = true
     }
-    let windows = min(options.evalWindows, dataset.validationWindowCount)
+    // Evaluation batches: a multiple of pod·data (each rank evaluates its rows of them).
+    let split = mesh.shape.pod * mesh.shape.data
+    let windows = min(options.evalWindows, dataset.validationWindowCount) / split * split
     if windows > 0 {
-      let eb = min(c.batch, windows)
+      let eb = max(min(c.batch, windows) / split * split, split)
       // Shares the training model's weights (no copy, no second set): only its arena is its own.
       evalModel = try Model(sharing: model, remat: .full, batch: eb)
       evalBatches = BatchSampler(dataset: dataset, batchSize: eb, seed: 0).spreadValidationBatches(windows: windows / eb * eb)
@@ -103,7 +141,36 @@ public final class Trainer: @unchecked Sendable {
   }
 
   deinit {
-    if privateStore { try? FileManager.default.removeItem(atPath: store.directory) }
+    if privateStore && mesh.world.rank == 0 { try? FileManager.default.removeItem(atPath: store.directory) }
+  }
+
+  /// The ranges of this rank's shard that hold parameters (padding left out), each part of one
+  /// whole tensor of the single-device layout (its index), split where a model-replicated range
+  /// begins or ends so that `counted` is false exactly on the copies model shard 0 counts.
+  static func shardParts(_ model: Model) -> [(range: Range<Int>, group: Int, counted: Bool)] {
+    let L = model.layout, data = model.mesh.data
+    let replicated = model.mesh.model == 0 ? [] : L.replicatedRanges
+    var parts: [(range: Range<Int>, group: Int, counted: Bool)] = []
+    var r = 0
+    for (t, e) in L.localEntries.enumerated() {
+      var cursor = e.offset
+      let end = e.offset + e.count
+      func emit(_ a: Int, _ b: Int, _ counted: Bool) {
+        guard a < b, let s = L.shardRange(of: a..<b, data: data) else { return }
+        parts.append((s, t, counted))
+      }
+      while r < replicated.count && replicated[r].upperBound <= cursor { r += 1 }
+      var k = r
+      while k < replicated.count && replicated[k].lowerBound < end {
+        let lo = max(replicated[k].lowerBound, cursor), hi = min(replicated[k].upperBound, end)
+        emit(cursor, lo, true)
+        emit(lo, hi, false)
+        cursor = hi
+        k += 1
+      }
+      emit(cursor, end, true)
+    }
+    return parts
   }
 
   /// Seconds since the run started, including time before a resume.
@@ -119,18 +186,32 @@ public final class Trainer: @unchecked Sendable {
   public func resume() throws -> Int? {
     guard !privateStore else { throw TrainError.checkpoint("--resume needs --checkpoint-dir") }
     let dirs = store.stepDirectories()
-    if dirs.isEmpty { return nil }
-    var firstError: String?
-    let quiet = CheckpointStore(directory: store.directory, keepLast: store.keepLast, warn: { _ in })
-    guard let ck = quiet.latest() else {
-      do { _ = try CheckpointStore.load(path: dirs[0].path) } catch { firstError = "\(error)" }
-      throw TrainError.checkpoint("cannot resume: no usable checkpoint in \(store.directory) (newest: \(firstError ?? "unreadable"))")
+    var found: LoadedCheckpoint?
+    var problem: String?
+    if !dirs.isEmpty {
+      let quiet = CheckpointStore(directory: store.directory, keepLast: store.keepLast, warn: { _ in })
+      found = quiet.latest()
+      if found == nil {
+        var why = "unreadable"
+        do { _ = try CheckpointStore.load(path: dirs[0].path) } catch { why = "\(error)" }
+        problem = "cannot resume: no usable checkpoint in \(store.directory) (newest: \(why))"
+      } else if found!.path != dirs[0].path, mesh.world.rank == 0 {
+        var why = "unreadable"
+        do { _ = try CheckpointStore.load(path: dirs[0].path) } catch { why = "\(error)" }
+        store.warn("skipping \(why)")
+      }
     }
-    if ck.path != dirs[0].path {
-      var why = "unreadable"
-      do { _ = try CheckpointStore.load(path: dirs[0].path) } catch { why = "\(error)" }
-      store.warn("skipping \(why)")
+    if !mesh.isSingle {
+      // Every rank reads the directory itself; they must agree before any of them loads.
+      let mine: Float = found.map { Float($0.manifest.step) } ?? (problem == nil ? -1 : -2)
+      let all = try mesh.world.allGather([mine])
+      guard all.allSatisfy({ $0 == all[0] }) else {
+        throw TrainError.checkpoint("ranks see different checkpoints in \(store.directory) (steps \(all.map { Int($0) })): "
+                                    + "--resume needs the checkpoint directory on a filesystem every rank sees")
+      }
     }
+    if let problem { throw TrainError.checkpoint(problem) }
+    guard let ck = found else { return nil }
     try restore(ck, resetClock: true)
     return step
   }
@@ -142,7 +223,7 @@ public final class Trainer: @unchecked Sendable {
       throw TrainError.checkpoint("checkpoint \(ck.path) was trained with dropout \(saved), this run asks for \(wanted) (omit --dropout to continue with the checkpoint's)")
     }
     do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
-    let s = try ck.restoreForTraining(config: model.config, parameters: model.parameters.named, optimizer: optimizer)
+    let s = try ck.restoreForTraining(model: model, optimizer: optimizer)
     if saved != model.dropout { try model.setDropout(saved) }  // validated above
     let m = CheckpointMetrics(decoding: ck.manifest.metrics)
     sampler.state = s
@@ -160,22 +241,39 @@ public final class Trainer: @unchecked Sendable {
 
   // MARK: - Checkpoints
 
-  /// Writes a checkpoint of the current state. - Returns: its directory.
+  /// Writes a checkpoint of the current state in the single-device layout (collective on a mesh:
+  /// every rank takes part in assembling the tensors, rank 0 writes them and tells the others
+  /// whether it succeeded). - Returns: its directory.
   @discardableResult
   public func saveCheckpoint() throws -> String {
     let m = CheckpointMetrics(tokens: tokens, seconds: seconds, rollbacks: rollbacks, recentLosses: recentLosses,
                               validationLoss: lastValidationLoss).encoded
     var schedule: LearningRateSchedule?
     if case .steps(let s) = options.learningRate { schedule = s }
-    do {
-      let path = try store.save(CheckpointContents(
-        step: step, config: model.config, parameters: model.parameters.named, optimizer: optimizer,
-        schedule: schedule, sampler: sampler.state, rngSeed: options.seed, dropout: model.dropout, metrics: m))
-      lastCheckpointStep = step
-      return path
-    } catch let e as CheckpointError {
-      throw TrainError.checkpoint(e.description)
+    let writer = mesh.world.rank == 0
+    // Tensors in the single-device layout: views at (1,1,1); on a mesh, assembled one at a time
+    // (rank 0 keeps them for the write; the other ranks drop each at once).
+    var params: [(name: String, tensor: Tensor)] = [], moments: [(name: String, tensor: Tensor)] = []
+    try model.forEachFullTensor { name, t in if writer { params.append((name, t)) } }
+    let flat = optimizer.flatMoments
+    try model.forEachFullTensor(of: flat.m) { name, t in if writer { moments.append(("m.\(name)", t)) } }
+    try model.forEachFullTensor(of: flat.v) { name, t in if writer { moments.append(("v.\(name)", t)) } }
+    var failure: String?
+    if writer {
+      var contents = CheckpointContents(
+        step: step, config: model.config, parameters: params, schedule: schedule, sampler: sampler.state,
+        rngSeed: options.seed, dropout: model.dropout, metrics: m)
+      contents.optimizerState = (optimizer.settings, optimizer.step, moments)
+      do { _ = try store.save(contents) } catch let e as CheckpointError { failure = e.description } catch { failure = "\(error)" }
     }
+    if !mesh.isSingle {
+      var ok: [Float] = [failure == nil ? 1 : 0]
+      try mesh.world.broadcast(&ok, root: 0)
+      if ok[0] == 0 && failure == nil { failure = "rank 0 could not write the checkpoint of step \(step)" }
+    }
+    if let failure { throw TrainError.checkpoint(failure) }
+    lastCheckpointStep = step
+    return "\(store.directory)/\(CheckpointStore.directoryName(step: step))"
   }
 
   // MARK: - Evaluation
@@ -191,7 +289,7 @@ public final class Trainer: @unchecked Sendable {
   /// end of `run()`.
   public func evaluateFullSplit() throws -> Double? {
     guard let evalModel else { return nil }
-    let eb = evalModel.batch
+    let eb = evalModel.config.batch  // global: every rank evaluates its rows
     let windows = dataset.validationWindowCount / eb * eb
     return try evaluate(BatchSampler(dataset: dataset, batchSize: eb, seed: 0).validationBatches(maxWindows: windows))
   }
@@ -212,10 +310,14 @@ public final class Trainer: @unchecked Sendable {
     if lastCheckpointStep == nil { try saveCheckpoint() }  // the rollback target before the first interval
     var lastStepSeconds = 0.0
     while true {
-      if let n = options.maxSteps, step >= n { break }
-      if let b = options.timeBudget, pk_now_seconds() - runStart + lastStepSeconds > b { break }
+      // Rank 0's clock decides (the ranks' clocks differ): go on, and the seconds the schedule reads.
+      var plan: [Double] = [1, pk_now_seconds() - runStart]
+      if let n = options.maxSteps, step >= n { plan[0] = 0 }
+      if let b = options.timeBudget, plan[1] + lastStepSeconds > b { plan[0] = 0 }
+      if !mesh.isSingle { try mesh.world.broadcast(&plan, root: 0) }
+      if plan[0] == 0 { break }
       let t0 = pk_now_seconds()
-      try trainStep(runSeconds: t0 - runStart)
+      try trainStep(runSeconds: plan[1])
       lastStepSeconds = pk_now_seconds() - t0
     }
     if history.last?.valLoss == nil || history.last?.type != "step", let v = try evaluate() {
@@ -236,29 +338,35 @@ public final class Trainer: @unchecked Sendable {
   /// - Parameter runSeconds: seconds since this process's run started (the time-cosine schedule).
   public func trainStep(runSeconds: Double = 0) throws {
     let c = model.config
-    let k = options.microBatches, rowTokens = c.batch * c.seqLen
+    let k = options.microBatches, rowTokens = c.batch * c.seqLen  // the GLOBAL micro-batch's tokens
     let position = sampler.state.step
     let batch = sampler.next()[0]
     let t0 = pk_now_seconds()
-    model.gradients.zero()
+    let grads = model.gradientShard
+    grads.fill(0)
     var lossSum = 0.0, ceSum = 0.0
     for j in 0..<k {
       let key = DropoutKey.training(runSeed: options.seed, update: step + 1, microBatch: j,
                                     tokensPerMicroBatch: rowTokens)
       let r = j * rowTokens..<(j + 1) * rowTokens  // micro-batch j's rows, read in place
-      let l = try model.forwardBackward(tokens: batch.inputs[r], targets: batch.targets[r], dropoutKey: key)
+      // The pod exchange starts during the last micro-batch's backward only.
+      let l = try model.forwardBackward(tokens: batch.inputs[r], targets: batch.targets[r], dropoutKey: key,
+                                        exchange: j == k - 1)
       lossSum += Double(l.total)
       ceSum += Double(l.crossEntropy)
     }
+    let exchange = try model.finishExchange()
     var loss = lossSum / Double(k), ce = ceSum / Double(k)
     if poison?(position) == true { loss = .nan; ce = .nan }
     // Each micro-batch added the gradient of ITS mean; the update wants the mean over all k.
     if k > 1 {
-      try KernelError.check(pk_scale_inplace(model.gradients.flat.pointer, Int64(model.gradients.flat.count),
-                                             1 / Float(k)), "scale_inplace")
+      try KernelError.check(pk_scale_inplace(grads.pointer, Int64(grads.count), 1 / Float(k)), "scale_inplace")
     }
-    let norm = options.clipNorm > 0 ? try GradientClipping.clip(gradientTable, maxNorm: options.clipNorm).norm
-                                     : try GradientClipping.globalNorm(gradientTable)
+    let norm = try globalGradientNorm()
+    if options.clipNorm > 0, norm.isFinite, norm > options.clipNorm {
+      try KernelError.check(pk_scale_inplace(grads.pointer, Int64(grads.count), Float(options.clipNorm / norm)),
+                            "scale_inplace")
+    }
     if let reason = options.spikes.spikeReason(loss: loss, norm: norm, recent: recentLosses) {
       try rollback(reason: reason, position: position, loss: loss, norm: norm)
       return
@@ -287,6 +395,11 @@ public final class Trainer: @unchecked Sendable {
       r.hfu = hardwareFLOPsPerToken * tps / peak
     }
     r.dataPosition = position
+    if !mesh.isSingle {
+      r.exchangeBytes = exchange.bytes
+      r.exchangeSeconds = exchange.transferSeconds
+      r.exchangeHidden = exchange.hiddenFraction
+    }
     if options.evalEvery > 0 && step % options.evalEvery == 0, let v = try evaluate() {
       lastValidationLoss = v
       r.valLoss = v
@@ -298,6 +411,16 @@ public final class Trainer: @unchecked Sendable {
     }
     r.seconds = seconds
     emit(r)
+  }
+
+  /// The global gradient norm: this rank's counted parts, summed over data and model (the pods
+  /// hold the same gradients after the exchange).
+  private func globalGradientNorm() throws -> Double {
+    if mesh.isSingle { return try GradientClipping.globalNorm(gradientTable) }
+    var sq = [pow(try GradientClipping.globalNorm(gradientTable), 2)]
+    if mesh.shape.data > 1 { try mesh.dataComm.allReduce(&sq) }
+    if mesh.shape.model > 1 { try mesh.modelComm.allReduce(&sq) }
+    return sq[0].squareRoot()
   }
 
   private func rollback(reason: String, position: Int, loss: Double, norm: Double) throws {
@@ -330,18 +453,34 @@ public final class Trainer: @unchecked Sendable {
 }
 
 extension LoadedCheckpoint {
-  /// Restores parameters and optimizer state for a training run (single device or mesh) and
-  /// returns the data position to continue from; every failure is one `TrainError.checkpoint`.
-  public func restoreForTraining(config: PalmConfig, parameters: [(name: String, tensor: Tensor)],
-                                 optimizer: Optimizer) throws -> SamplerState {
+  /// Restores parameters and optimizer state into `model`'s shard (any mesh: every tensor is read
+  /// from the single-device layout and this rank keeps its part) and returns the data position to
+  /// continue from; every failure is one `TrainError.checkpoint`.
+  public func restoreForTraining(model: Model, optimizer: Optimizer) throws -> SamplerState {
     do {
-      try restore(config: config, parameters: parameters, optimizer: optimizer)
+      try checkCompatible(with: model.config)
+      let table = Parameters.layout(for: model.config).entries
+      try self.model.check(expected: table.map { ($0.name, $0.shape) })
+      guard let state = optimizerState, let saved = manifest.optimizer else {
+        throw CheckpointError.incomplete(path: path, reason: "it holds no optimizer state")
+      }
+      if saved.kind != optimizer.settings.kind {
+        throw OptimizerError("checkpoint \(path) holds \(saved.kind) state, the run uses \(optimizer.settings.kind)")
+      }
+      try state.check(expected: table.flatMap { [("m.\($0.name)", $0.shape), ("v.\($0.name)", $0.shape)] })
+      let flat = optimizer.flatMoments
+      try model.loadFull { name, t in try self.model.copy(name, into: t) }
+      try model.loadFull(into: flat.m) { name, t in try state.copy("m.\(name)", into: t) }
+      try model.loadFull(into: flat.v) { name, t in try state.copy("v.\(name)", into: t) }
+      try optimizer.setStep(manifest.optimizerStep ?? manifest.step)
     } catch let e as CheckpointError {
       throw TrainError.checkpoint(e.description)
     } catch let e as SafeTensorsError {
       throw TrainError.checkpoint("checkpoint \(path): \(e.description)")
     } catch let e as OptimizerError {
       throw TrainError.checkpoint(e.description)
+    } catch let e as MeshError {
+      throw TrainError.checkpoint("checkpoint \(path): \(e.message)")
     }
     guard let s = manifest.sampler else {
       throw TrainError.checkpoint("checkpoint \(path) has no data position (sampler state)")

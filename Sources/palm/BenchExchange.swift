@@ -95,7 +95,7 @@ struct BenchExchange: ParsableCommand {
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
     if part != .collectives && !underMPI {
-      do { _ = try ShardedLayout(config: c, shape: try MeshShape(pod: 2), batch: c.batch) } catch { throw CLIError("\(error)") }
+      do { _ = try ShardedLayout(config: c, shape: try MeshShape(pod: 2)) } catch { throw CLIError("\(error)") }
     }
     var report = Report(backend: devices.rawValue, collectives: [], comparison: nil)
     if part != .pods { report.collectives = try collectives(devices: devices, underMPI: underMPI) }

@@ -1,4 +1,4 @@
-// palm bench step --mesh: timed sharded training steps (PalmParallel/ShardedBench.swift) on a mesh,
+// palm bench step --mesh: timed training updates of the one Trainer (PalmParallel/ShardedBench.swift) on a mesh,
 // in-process or under mpirun; rank 0 prints a ShardedBenchReport (text, or one JSON line that
 // `palm bench exchange` reads back from its mpirun child).
 import ArgumentParser
@@ -15,18 +15,23 @@ extension BenchStep {
     let shape: MeshShape
     do {
       shape = try MeshShape(parsing: text)
-      _ = try ShardedLayout(config: c, shape: shape, batch: c.batch)  // divisibility, before any work
+      _ = try ShardedLayout(config: c, shape: shape)  // divisibility, before any work
+      guard RematPolicy(rawValue: remat) != nil else { throw MeshError("--remat must be none, selective or full") }
       try MeshLauncher.check(shape, devices: devices)
     } catch {
       throw MeshCLI.beforeWork(error, devices: devices)
     }
     let threads = threadsPerRank ?? compute.threads ?? MeshLauncher.defaultThreadsPerRank(shape, devices: devices)
-    let (cfg, steps, warmup) = (c, self.steps, self.warmup)
+    let (cfg, steps, warmup, policy) = (c, self.steps, self.warmup, RematPolicy(rawValue: remat)!)
+    if MeshCLI.isReporter(devices) {
+      let memory = try MeshMemory(config: c, shape: shape, remat: policy)
+      FileHandle.standardError.write(Data("planned bytes per rank: \(memory.summary)\n".utf8))
+    }
     let result: ShardedBenchResult
     do {
       result = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) { comm in
         try ShardedBench.run(config: cfg, shape: shape, world: comm, batch: cfg.batch, steps: steps, warmup: warmup,
-                             threadsPerRank: threads)
+                             threadsPerRank: threads, remat: policy)
       }
     } catch {
       throw MeshCLI.afterStart(error, devices: devices, command: "bench step")

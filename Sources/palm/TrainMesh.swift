@@ -1,4 +1,4 @@
-// palm train --mesh: the sharded run (PalmParallel/MeshTrainer.swift) on a LocalCluster or as one
+// palm train --mesh: the one Trainer (PalmTrain/Trainer.swift) on a mesh, on a LocalCluster or as one
 // rank of an mpirun job. Bad input (a mesh that does not divide the model or the batch, a mesh size
 // that is not the number of ranks, an option the sharded trainer lacks) is one error line before any
 // work; under mpirun only rank 0 prints it (every rank finds the same error) and all exit non-zero.
@@ -16,7 +16,7 @@ extension Train {
     let shape: MeshShape
     do {
       shape = try MeshShape(parsing: meshText)
-      try MeshTrainer.validate(options: o, shape: shape)
+      try Trainer.validate(options: o, shape: shape)
       try MeshLauncher.check(shape, devices: devices)
     } catch {
       throw MeshCLI.beforeWork(error, devices: devices)
@@ -32,7 +32,8 @@ extension Train {
     let (resume, log, printEvery, checkpointDir) = (self.resume, self.log, max(self.printEvery, 1), self.checkpointDir)
     let options = o
     let header = Train.modelSummary(cfg)
-      + "global batch \(cfg.batch), mesh \(shape) on \(devices) devices, \(threads) thread(s) per rank, adamw; "
+      + "global batch \(o.microBatches)x\(cfg.batch), mesh \(shape) on \(devices) devices, \(threads) thread(s) per rank, "
+      + "\(o.optimizer.kind), remat \(o.remat); planned bytes per rank: \(Train.rankBytesText(cfg, shape: shape, options: o)); "
       + "\(Train.dataSummary(dataset)); peak \(Train.peakText(options.peakFLOPS)) "
       + "(\(peakGflops != nil ? "--peak-gflops" : "\(peakSource) × \(shape.count) ranks"))"
     let outcome: (end: MetricsRecord, history: [MetricsRecord])
@@ -40,7 +41,7 @@ extension Train {
       outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = "[rank \(comm.rank)/\(comm.size)] "
-        let trainer = try MeshTrainer(options: options, dataset: dataset, world: comm, shape: shape)
+        let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
         if comm.rank == 0 { Train.say(header) }
         if resume { Train.say(prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)) }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
@@ -67,14 +68,23 @@ extension Train {
                title: "palm train \(cfg.name) mesh \(shape): loss (nats/byte) — \(outcome.end.step) updates")
   }
 
+  /// The planned bytes of one rank (MeshMemory): parameters, gradients, optimizer state, gathered
+  /// buffers and activations.
+  static func rankBytesText(_ cfg: PalmConfig, shape: MeshShape, options o: TrainOptions) -> String {
+    guard let m = try? MeshMemory(config: cfg, shape: shape, remat: o.remat) else { return "-" }
+    return m.summary
+  }
+
   /// One log line of a mesh run (the exchange figures are this rank's).
   static func meshLine(_ r: MetricsRecord) -> String {
     switch r.type {
     case "end":
-      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/byte (\(fmt(r.valBitsPerByte)) bits/byte)"
+      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/byte (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
+    case "spike":
+      return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-")"
     default:
       return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% | \(fmt(r.stepSeconds, 3)) s/step | exchange "
+        + "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% HFU \(fmt(r.hfu.map { $0 * 100 }, 1))% | \(fmt(r.stepSeconds, 3)) s/step | exchange "
         + "\(String(format: "%.2f", Double(r.exchangeBytes ?? 0) / 1e6)) MB \(fmt((r.exchangeSeconds ?? 0) * 1e3, 1)) ms "
         + "hidden \(fmt((r.exchangeHidden ?? 1) * 100, 0))% | lr \(String(format: "%.2e", r.lr ?? 0))"
         + (r.checkpoint.map { " | checkpoint \($0)" } ?? "")

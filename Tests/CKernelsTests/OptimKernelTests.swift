@@ -159,6 +159,52 @@ struct OptimKernelTests {
     }
   }
 
+  @Test("Adafactor in parts (a mesh shard's pieces): sums added over the parts, then apply, equals the whole-tensor update")
+  func adafactorInParts() throws {
+    let n = 40_003, cut = 12_345
+    let (p0, grads) = inputs(n, seed: 9)
+    var whole = p0, mw = [Float](repeating: 0, count: n), vw = mw
+    var parts = p0, mp = mw, vp = mw
+    for (k, g) in grads.enumerated() {
+      let step = Int64(k + 1)
+      #expect(pk_adafactor_update(&whole, &mw, &vw, g, Int64(n), 1e-2, 0.9, 0.8, 1e-30, 1e-3, 1.0, 1e-4, step) == PK_STATUS_OK)
+      var sp = 0.0, sy = 0.0
+      for r in [0..<cut, cut..<n] {
+        var a = 0.0, b = 0.0
+        try parts.withUnsafeMutableBufferPointer { pp in
+          try vp.withUnsafeMutableBufferPointer { vv in
+            try g.withUnsafeBufferPointer { gg in
+              try #require(pk_adafactor_sums(&a, &b, pp.baseAddress! + r.lowerBound, vv.baseAddress! + r.lowerBound,
+                                             gg.baseAddress! + r.lowerBound, Int64(r.count), 0.8, 1e-30, step) == PK_STATUS_OK)
+            }
+          }
+        }
+        sp += a; sy += b
+      }
+      let rmsP = (sp / Double(n)).squareRoot(), rmsY = (sy / Double(n)).squareRoot()
+      for r in [0..<cut, cut..<n] {
+        parts.withUnsafeMutableBufferPointer { pp in
+          mp.withUnsafeMutableBufferPointer { mm in
+            vp.withUnsafeBufferPointer { vv in
+              g.withUnsafeBufferPointer { gg in
+                #expect(pk_adafactor_apply(pp.baseAddress! + r.lowerBound, mm.baseAddress! + r.lowerBound,
+                                           vv.baseAddress! + r.lowerBound, gg.baseAddress! + r.lowerBound, Int64(r.count),
+                                           1e-2, 0.9, 1e-3, 1.0, 1e-4, rmsP, rmsY) == PK_STATUS_OK)
+              }
+            }
+          }
+        }
+      }
+    }
+    // Only the order of the fp64 sums differs: the parameters agree to float rounding, and moved.
+    let d = zip(whole, parts).map { abs($0 - $1) }.max()!
+    #expect(d <= 2e-8, "max difference \(d)")
+    #expect(zip(whole, p0).map { abs($0 - $1) }.max()! > 1e-5)
+    var x = 0.0, y = 0.0
+    #expect(pk_adafactor_apply(&parts, &mp, vp, grads[0], Int64(n), 1e-2, 0.9, 1e-3, 1.0, 0, -1, 0) == PK_STATUS_BAD_ARGUMENT)
+    #expect(pk_adafactor_sums(&x, &y, parts, &vp, grads[0], -1, 0.8, 1e-30, 1) == PK_STATUS_BAD_SIZE)
+  }
+
   @Test("Adafactor update clipping bounds the update RMS by lr·scale·d")
   func adafactorClipBoundsUpdate() throws {
     // First step: beta2 = 0 so |y| = 1 everywhere (RMS 1): with d = 0.5 the update is halved.

@@ -10,6 +10,7 @@
 // --bench runs the all-reduce bandwidth sweep (1 KiB ... 64 MiB) instead of the checks.
 
 import Foundation
+import PalmModel
 import PalmParallel
 
 // MARK: - Options

@@ -265,8 +265,9 @@ func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads:
   @Test func layoutNamesCountsAlignment() throws {
     let p = try Parameters(config: awkward)
     #expect(p.count == awkward.parameterCount)
-    #expect(p.entries.map(\.name) == ["embed", "layers.0.ln.scale", "layers.0.w_in", "layers.0.w_out",
-                                      "layers.1.ln.scale", "layers.1.w_in", "layers.1.w_out", "ln_f.scale"])
+    // The head first, then each layer's three tensors: contiguous buckets (ShardedLayout.swift).
+    #expect(p.entries.map(\.name) == ["embed", "ln_f.scale", "layers.0.ln.scale", "layers.0.w_in", "layers.0.w_out",
+                                      "layers.1.ln.scale", "layers.1.w_in", "layers.1.w_out"])
     #expect(p["layers.1.w_in"]!.shape == [32, 2 * 16 + 2 * 16 + 2 * 48])
     #expect(p["layers.1.w_out"]!.shape == [2 * 16 + 48, 32])
     #expect(p["nope"] == nil)

@@ -1,5 +1,5 @@
-// MeshTrainTests: `palm train --mesh` (issue #5 items 4 and 6). MeshTrainer on a LocalCluster equals
-// the single-device Trainer; its checkpoints are the single-device layout in both directions
+// MeshTrainTests: `palm train --mesh`. The one Trainer on a LocalCluster mesh equals the
+// single-device Trainer; its checkpoints are the single-device layout in both directions
 // ((1,2,2) mesh -> single-device Model, single-device checkpoint -> mesh resume); bad input is
 // refused before any work. Then the palm executable itself: --devices local runs, bad meshes give
 // one error line and a non-zero exit, bench step / bench exchange print their JSON, and a real
@@ -47,10 +47,11 @@ private func meshRun(_ options: TrainOptions, _ data: TokenDataset, _ shape: Mes
                      resume: Bool = false) throws -> (params: [Float], losses: [Double]) {
   try LocalCluster(size: shape.count, timeout: 120).run { comm -> (params: [Float], losses: [Double]) in
     Threads.count = 1
-    let t = try MeshTrainer(options: options, dataset: data, world: comm, shape: shape)
+    let t = try Trainer(options: options, dataset: data, mesh: try Mesh(shape: shape, world: comm))
     if resume { _ = try t.resume() }
     _ = try t.run()
-    let p = try t.sharded.gatherParameters()
+    let p = try Parameters(config: t.model.config)
+    try t.model.forEachFullTensor { name, x in p[name]!.copy(from: x) }
     return (params: p.flat.array, losses: t.history.compactMap { $0.type == "step" ? $0.loss : nil })
   }[0]
 }
@@ -64,7 +65,7 @@ private func maxRelative(_ a: [Float], _ b: [Float]) -> Double {
   return (diff / max(scale, 1e-30)).squareRoot()
 }
 
-@Suite("palm train --mesh (MeshTrainer)", .serialized)
+@Suite("palm train --mesh (the one Trainer on a mesh)", .serialized)
 struct MeshTrainerTests {
   let data: TokenDataset
 
@@ -143,24 +144,23 @@ struct MeshTrainerTests {
         arguments: [((1, 1, 3), "heads"), ((1, 3, 1), "batch"), ((3, 1, 1), "batch")])
   func badMesh(axes: (Int, Int, Int), fragment: String) throws {
     let shape = try MeshShape(pod: axes.0, data: axes.1, model: axes.2)
-    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) }
-    do { try MeshTrainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) } catch {
+    #expect(throws: TrainError.self) { try Trainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) }
+    do { try Trainer.validate(options: debugOptions(steps: 1, checkpointDirectory: nil), shape: shape) } catch {
       #expect("\(error)".contains(fragment), "\(error)")
     }
   }
 
-  @Test("Adafactor, micro-batches, d_ff and a mesh larger than the MPI job are refused")
+  @Test("Adafactor, micro-batches and remat are accepted on a mesh; d_ff and a mesh larger than the MPI job are refused")
   func otherRefusals() throws {
     var o = debugOptions(steps: 1, checkpointDirectory: nil)
     o.optimizer = .adafactor(AdafactorSettings())
-    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: o, shape: try MeshShape(data: 2)) }
-    o = debugOptions(steps: 1, checkpointDirectory: nil)
     o.microBatches = 2
-    #expect(throws: TrainError.self) { try MeshTrainer.validate(options: o, shape: try MeshShape()) }
+    o.remat = .full
+    try Trainer.validate(options: o, shape: try MeshShape(data: 2, model: 2))
     o = debugOptions(steps: 1, checkpointDirectory: nil)
     o.config.heads = 2
     o.config.dFF = 129
-    do { try MeshTrainer.validate(options: o, shape: try MeshShape(model: 2)); Issue.record("d_ff 129 on model=2 accepted") } catch {
+    do { try Trainer.validate(options: o, shape: try MeshShape(model: 2)); Issue.record("d_ff 129 on model=2 accepted") } catch {
       #expect("\(error)".contains("d_ff"), "\(error)")
     }
     if MPILaunch.worldSize == nil {
@@ -224,8 +224,7 @@ struct MeshCLITests {
   @Test("bad input: one error line before any work, non-zero exit",
         arguments: [(["--mesh", "model=3"], "does not divide heads"),
                     (["--mesh", "data=3"], "does not divide batch"),
-                    (["--mesh", "data=2", "--optimizer", "adafactor"], "AdamW only"),
-                    (["--mesh", "data=2", "--micro-batches", "2"], "--micro-batches"),
+                    (["--mesh", "data=2", "--optimizer", "adafactor", "--micro-batches", "2", "--batch", "3"], "does not divide batch"),
                     (["--mesh", "pod=2", "--devices", "mpi"], "has 2 devices but"),
                     (["--mesh", "pods=2"], "unknown axis")])
   func badInput(extra: [String], fragment: String) throws {
@@ -239,13 +238,15 @@ struct MeshCLITests {
     #expect(Date().timeIntervalSince(start) < 30)
   }
 
-  @Test("--devices local on (1,2,2): every rank logs, rank 0 writes a checkpoint palm sample reads, and --resume continues")
+  @Test("--devices local on (1,2,2) with Adafactor and remat full: every rank logs, rank 0 writes a checkpoint palm sample reads, and --resume continues")
   func localRun() throws {
     let data = try dataFile()
     let dir = tempDirectory("cli-ck"), log = dir + "/m.jsonl"
     defer { try? FileManager.default.removeItem(atPath: dir) }
+    // PaLM's recipe on the mesh: Adafactor and full rematerialization (refused before the one trainer).
     let args = ["train", "--data", data, "--steps", "2", "--mesh", "pod=1,data=2,model=2", "--devices", "local",
-                "--checkpoint-dir", dir, "--log", log, "--print-every", "1"] + tinyArguments
+                "--checkpoint-dir", dir, "--log", log, "--print-every", "1", "--optimizer", "adafactor",
+                "--remat", "full"] + tinyArguments
     let (status, output) = try runProgram(palmBinary!, args)
     #expect(status == 0, "\(output)")
     for r in 0..<4 { #expect(output.contains("[rank \(r)/4] step 2"), "\(output)") }

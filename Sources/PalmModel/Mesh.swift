@@ -7,7 +7,6 @@
 // `ici_*/dcn_*_parallelism`; paxml `ICI_MESH_SHAPE`/`DCN_MESH_SHAPE` over ['replica', 'data', 'mdl'].
 
 import Foundation
-import PalmModel
 
 /// The sizes of the three mesh axes.
 ///
@@ -135,6 +134,16 @@ public final class Mesh: Sendable {
     dataComm = try world.split(color: pod * shape.model + model, key: data)
     modelComm = try world.split(color: pod * shape.data + data, key: model)
   }
+
+  /// The mesh (1,1,1) of one device: every axis a `SoloCommunicator`, so every collective of the
+  /// model and the trainer returns at once (and the model skips them: it checks the axis sizes).
+  public static func single() -> Mesh {
+    // A solo world's splits cannot fail.
+    try! Mesh(shape: MeshShape(), world: SoloCommunicator(name: "world"))
+  }
+
+  /// True for the mesh of one device.
+  public var isSingle: Bool { shape.count == 1 }
 
   /// `shape.validate(config:batch:)`: throws a `MeshError` naming what the mesh does not divide.
   public func validate(config: PalmConfig, batch: Int) throws {

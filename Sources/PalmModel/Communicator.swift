@@ -1,6 +1,8 @@
-// Communicator: the collective layer of PalmParallel (issue #5).
+// Communicator: the collective layer (the contract; PalmParallel holds the backends).
 //
-// One protocol over Float32 buffers with two backends: `LocalCluster` (threads as logical devices in
+// It lives in PalmModel because the one Model computes its shard of any mesh and calls the
+// collectives itself (Model.swift, "Mesh hooks"). One protocol over Float32 buffers with three backends:
+// `SoloCommunicator` (one rank, every operation a no-op: the single device, here),  `LocalCluster` (threads as logical devices in
 // one process; LocalBackend.swift) and `MPICommunicator` (Open MPI processes; MPIBackend.swift).
 // Reductions are sums. Semantics follow the MPI 3.1 standard, chapter 5 (collectives) and 3 (point to
 // point). This file is the contract; it has no implementation besides array/Tensor conveniences.
@@ -168,23 +170,23 @@ extension Communicator {
 /// and the result falls back towards Float's precision. Exact alternative, not done: all-gather the
 /// Doubles' bit patterns and add in Double. Values beyond Float's range, and non-finite ones, come
 /// back as ±inf or NaN.
-enum FloatPair {
-  static func split(_ x: Double) -> (hi: Float, lo: Float) {
+package enum FloatPair {
+  package static func split(_ x: Double) -> (hi: Float, lo: Float) {
     let f = Float(x)
     guard f.isFinite else { return (f, 0) }
     let hi = Float(bitPattern: f.bitPattern & ~0xFFF)
     return (hi, Float(x - Double(hi)))
   }
 
-  static func join(_ hi: Float, _ lo: Float) -> Double { Double(hi) + Double(lo) }
+  package static func join(_ hi: Float, _ lo: Float) -> Double { Double(hi) + Double(lo) }
 
   /// `values` as [hi₀, lo₀, hi₁, lo₁, …].
-  static func pack(_ values: [Double]) -> [Float] {
+  package static func pack(_ values: [Double]) -> [Float] {
     values.flatMap { x -> [Float] in let p = split(x); return [p.hi, p.lo] }
   }
 
   /// The doubles of `pack`'s layout.
-  static func unpack(_ floats: [Float]) -> [Double] {
+  package static func unpack(_ floats: [Float]) -> [Double] {
     (0..<(floats.count / 2)).map { join(floats[2 * $0], floats[2 * $0 + 1]) }
   }
 }
@@ -249,23 +251,64 @@ final class TensorRequest: CommRequest, @unchecked Sendable {
 
 // MARK: - Argument checks shared by the backends
 
-enum CommCheck {
-  static func rank(_ r: Int, _ what: String, _ comm: some Communicator) throws {
+package enum CommCheck {
+  package static func rank(_ r: Int, _ what: String, _ comm: some Communicator) throws {
     guard r >= 0 && r < comm.size else {
       throw CommError(.badArgument, "\(what) on \(comm.name): rank \(r) is outside 0..<\(comm.size)")
     }
   }
 
-  static func tag(_ t: Int, _ comm: some Communicator) throws {
+  package static func tag(_ t: Int, _ comm: some Communicator) throws {
     guard t >= 0 && t < 32_767 else {
       throw CommError(.badArgument, "tag \(t) on \(comm.name) must be in 0..<32767")
     }
   }
 
-  static func gatherSizes(_ op: String, send: Int, receive: Int, _ comm: some Communicator) throws {
+  package static func gatherSizes(_ op: String, send: Int, receive: Int, _ comm: some Communicator) throws {
     guard receive == send * comm.size else {
       throw CommError(.badArgument,
         "\(op) on \(comm.name): receive buffer holds \(receive) floats, expected \(send) × \(comm.size) = \(send * comm.size)")
     }
   }
+}
+
+// MARK: - One rank
+
+/// The communicator of a group of one rank: the single device, and every axis of size 1. Sums,
+/// gathers and broadcasts of one rank leave the data as it is, so every operation returns at once
+/// (the gathers copy when input and output are different buffers). Point-to-point calls throw:
+/// a rank has no peer to talk to.
+public final class SoloCommunicator: Communicator, @unchecked Sendable {
+  public let name: String
+  public init(name: String = "solo") { self.name = name }
+  public var rank: Int { 0 }
+  public var size: Int { 1 }
+  public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
+  public func allGather(_ send: UnsafeBufferPointer<Float>, into receive: UnsafeMutableBufferPointer<Float>) throws {
+    try CommCheck.gatherSizes("allGather", send: send.count, receive: receive.count, self)
+    if let s = send.baseAddress, let r = receive.baseAddress, s != UnsafePointer(r) { r.update(from: s, count: send.count) }
+  }
+  public func reduceScatter(_ send: UnsafeBufferPointer<Float>, into receive: UnsafeMutableBufferPointer<Float>) throws {
+    try CommCheck.gatherSizes("reduceScatter", send: receive.count, receive: send.count, self)
+    if let s = send.baseAddress, let r = receive.baseAddress, s != UnsafePointer(r) { r.update(from: s, count: send.count) }
+  }
+  public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws { try CommCheck.rank(root, "broadcast", self) }
+  public func send(_ buffer: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws {
+    throw CommError(.badArgument, "send on \(name): a group of one rank has no peer")
+  }
+  public func receive(into buffer: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws {
+    throw CommError(.badArgument, "receive on \(name): a group of one rank has no peer")
+  }
+  public func barrier() throws {}
+  public func iAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any CommRequest { DoneRequest() }
+  public func split(color: Int, key: Int) throws -> any Communicator {
+    guard color >= 0 else { throw CommError(.badArgument, "split on \(name): color \(color) < 0") }
+    return SoloCommunicator(name: "\(name)/split(\(color))")
+  }
+}
+
+/// A request that completed when it was made.
+final class DoneRequest: CommRequest, @unchecked Sendable {
+  func wait() throws {}
+  func test() throws -> Bool { true }
 }
