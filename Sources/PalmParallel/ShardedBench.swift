@@ -71,14 +71,15 @@ public enum ShardedBench {
   /// OpenMP threads. The bench `pods=2 × 1 thread` vs `pods=1 × 2 threads` is
   /// `runLocal(shape: pod=2, threadsPerRank: 1)` vs `runLocal(shape: pod=1, threadsPerRank: 2)`.
   public static func runLocal(config: PalmConfig, shape: MeshShape, batch: Int, steps: Int, warmup: Int = 1,
-                              threadsPerRank: Int, seed: UInt64 = 1, timeout: Double = 600) throws -> ShardedBenchResult {
+                              threadsPerRank: Int, seed: UInt64 = 1, timeout: Double = 600, remat: RematPolicy = .none,
+                              optimizer: OptimizerSettings = .adamW(AdamWSettings())) throws -> ShardedBenchResult {
     var c = config
     c.batch = batch
     _ = try ShardedLayout(config: c, shape: shape)  // errors before starting threads
     let cluster = try LocalCluster(size: shape.count, timeout: timeout)
     return try cluster.run { comm in
       try run(config: config, shape: shape, world: comm, batch: batch, steps: steps, warmup: warmup,
-              threadsPerRank: threadsPerRank, seed: seed)
+              threadsPerRank: threadsPerRank, seed: seed, remat: remat, optimizer: optimizer)
     }[0]
   }
 }

@@ -48,6 +48,8 @@ struct BenchStep: ParsableCommand {
   @Option(help: "With --mesh: local (threads of this process) or mpi (the ranks of mpirun). Default: mpi under mpirun, else local.")
   var devices: DeviceBackend?
 
+  @Option(help: "With --mesh: the optimizer of the timed update, adamw or adafactor (PaLM's).")
+  var optimizer: String?
   @Option(help: "With --mesh: OpenMP threads per rank (default: --threads, else cores / ranks on this machine).")
   var threadsPerRank: Int?
 
@@ -65,8 +67,9 @@ struct BenchStep: ParsableCommand {
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
     if let t = threadsPerRank, t < 1 { throw ValidationError("--threads-per-rank must be at least 1") }
-    if mesh == nil && (devices != nil || threadsPerRank != nil) {
-      throw ValidationError("--devices and --threads-per-rank need --mesh")
+    if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
+    if mesh == nil && (devices != nil || threadsPerRank != nil || optimizer != nil) {
+      throw ValidationError("--devices, --threads-per-rank and --optimizer need --mesh (without it the step is forward + backward, no update)")
     }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }

@@ -5,8 +5,14 @@ import ArgumentParser
 import Foundation
 import PalmModel
 import PalmParallel
+import PalmTrain
 
 extension BenchStep {
+  /// The optimizer settings of `--optimizer` (AdamW by default).
+  static func optimizerSettings(_ name: String?) -> OptimizerSettings {
+    name == "adafactor" ? .adafactor(AdafactorSettings()) : .adamW(AdamWSettings())
+  }
+
   func runMesh(_ text: String) throws {
     let devices = self.devices ?? DeviceBackend.detected
     var c = PalmConfig.presets[config]!
@@ -31,7 +37,7 @@ extension BenchStep {
     do {
       result = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) { comm in
         try ShardedBench.run(config: cfg, shape: shape, world: comm, batch: cfg.batch, steps: steps, warmup: warmup,
-                             threadsPerRank: threads, remat: policy)
+                             threadsPerRank: threads, remat: policy, optimizer: BenchStep.optimizerSettings(optimizer))
       }
     } catch {
       throw MeshCLI.afterStart(error, devices: devices, command: "bench step")

@@ -82,6 +82,35 @@ struct ShardedModelTests {
     #expect(ShardedEquivalence.parameterDifference(initial.parameters, reference.parameters).value > 1e-3)
   }
 
+  /// The whole matrix (opt-in: PALM_MESH_MATRIX=1; bench/mesh_matrix.sh): every mesh × remat ×
+  /// optimizer × micro-batches 1, 2 × dropout 0, 0.1 against (1,1,1), one line per case.
+  @Test("the whole matrix of meshes × recipes equals (1,1,1) (PALM_MESH_MATRIX=1)",
+        .enabled(if: ProcessInfo.processInfo.environment["PALM_MESH_MATRIX"] != nil, "set PALM_MESH_MATRIX=1"))
+  func fullMatrix() throws {
+    var worst = (loss: 0.0, params: 0.0), count = 0
+    for mesh in Self.meshes.dropFirst() {
+      for remat in [RematPolicy.none, .selective, .full] {
+        for adafactor in [false, true] {
+          for k in [1, 2] {
+            for p: Float in [0, 0.1] {
+              let c = RecipeCase(mesh: mesh, remat: remat, adafactor: adafactor, microBatches: k, dropout: p)
+              let shape = try MeshShape(pod: mesh.0, data: mesh.1, model: mesh.2)
+              let reference = try c.run.run()
+              let r = try onMesh(shape) { m in try c.run.run(mesh: m) }[0]
+              let dl = ShardedEquivalence.lossDifference(r.losses, reference.losses)
+              let dp = ShardedEquivalence.parameterDifference(r.parameters, reference.parameters).value
+              worst = (max(worst.loss, dl), max(worst.params, dp))
+              count += 1
+              print(String(format: "matrix %@: loss %.2e params %.2e %@", c.testDescription, dl, dp, dl <= 1e-5 && dp <= 1e-5 ? "ok" : "OVER"))
+              #expect(dl <= 1e-5 && dp <= 1e-5, "\(c.testDescription): loss \(dl), params \(dp)")
+            }
+          }
+        }
+      }
+    }
+    print(String(format: "matrix: %d cases, worst relative loss difference %.2e, worst parameter difference %.2e", count, worst.loss, worst.params))
+  }
+
   @Test("at (1,1,1) a step issues no collective and copies no weights")
   func singleDeviceHasNoCommunication() throws {
     let comm = CountingComm(SoloCommunicator())
