@@ -33,6 +33,14 @@ enum MeshCLI {
     return parts.count == 2 ? (parts[0], parts[1]) : nil
   }
 
+  /// Fault drill for tests: PALM_FAULT_KILL=RANK:STEP makes that rank kill itself with SIGKILL
+  /// (kill -9: no cleanup, no message) after that update.
+  static var killDrill: (rank: Int, step: Int)? {
+    guard let v = ProcessInfo.processInfo.environment["PALM_FAULT_KILL"] else { return nil }
+    let parts = v.split(separator: ":").compactMap { Int($0) }
+    return parts.count == 2 ? (parts[0], parts[1]) : nil
+  }
+
   /// True on the rank that prints results: rank 0 of an mpirun job, or the local process.
   static func isReporter(_ devices: DeviceBackend) -> Bool { devices == .local || (MPILaunch.worldRank ?? 0) == 0 }
 }

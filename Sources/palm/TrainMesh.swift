@@ -46,12 +46,13 @@ extension Train {
         if resume { Train.say(prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)) }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
         let metrics = try comm.rank == 0 ? Train.openMetricsLog(log, append: resume) : nil
-        let hang = MeshCLI.hangDrill
+        let hang = MeshCLI.hangDrill, kill9 = MeshCLI.killDrill
         trainer.onRecord = { r in
           metrics?.write(r)
           if Train.isMilestone(r) || r.checkpoint != nil || r.step % printEvery == 0 {
             Train.say(prefix + Train.meshLine(r))
           }
+          if let kill9, kill9.rank == comm.rank, kill9.step == r.step, r.type == "step" { kill(getpid(), SIGKILL) }
           if let hang, hang.rank == comm.rank, hang.step == r.step, r.type == "step" {
             Train.say(prefix + "fault drill: hanging after step \(r.step)")
             while true { sleep(3600) }

@@ -331,4 +331,31 @@ struct MeshCLITests {
     let ck = try #require(latest, "no loadable checkpoint:\n\(output)")
     #expect(ck.manifest.step == 1)
   }
+
+  @Test("mpirun -np 2: kill -9 of one rank after update 2 ends the job non-zero within the timeout, naming it; the last checkpoint loads and --resume on another mesh continues",
+        .enabled(if: mpirunPath != nil, "needs mpirun"))
+  func mpirunKilledTrainRank() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("mpi-kill")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let start = Date()
+    let (status, output) = try runProgram(
+      mpirunPath!, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!, "train",
+                    "--data", data, "--steps", "6", "--checkpoint-dir", dir, "--checkpoint-every", "1",
+                    "--mesh", "pod=2", "--comm-timeout", "5", "--print-every", "1"] + tinyArguments,
+      deadline: 90, environment: ["PALM_FAULT_KILL": "1:2"])
+    #expect(status != 0 && status != -2, "exit \(status):\n\(output)")
+    #expect(Date().timeIntervalSince(start) < 60)
+    #expect(!output.contains("[rank 0/2] step 6"), "\(output)")
+    // mpirun names the killed rank: "mpirun noticed that process rank 1 ... exited on signal 9".
+    #expect(output.contains("process rank 1") && output.contains("signal 9"), "\(output)")
+    let latest = CheckpointStore.latest(in: dir, warn: { _ in })
+    let ck = try #require(latest, "no loadable checkpoint:\n\(output)")
+    #expect((1...2).contains(ck.manifest.step))
+    // The run continues on a mesh of another shape, in-process.
+    let (s2, out2) = try runProgram(palmBinary!, ["train", "--data", data, "--steps", "4", "--checkpoint-dir", dir,
+                                                  "--resume", "--mesh", "data=2,model=2", "--devices", "local",
+                                                  "--print-every", "1"] + tinyArguments)
+    #expect(s2 == 0 && out2.contains("resumed from step \(ck.manifest.step)") && out2.contains("[rank 0/4] step 4"), "\(out2)")
+  }
 }
