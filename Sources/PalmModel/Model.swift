@@ -237,42 +237,69 @@ public final class Model: @unchecked Sendable {
   /// Calls `body` with every tensor of the single-device layout, in `Parameters`' order, assembled
   /// from the shards `source` (`shard` by default, or a buffer in its layout: gradients, optimizer
   /// moments) of every rank: collective over `data` and `model` (every rank of the mesh calls it,
-  /// with the same buffers); each tensor is built, handed to `body` on every rank and dropped
-  /// before the next one, so no rank holds more than one full tensor. At (1,1,1), the tensors are
-  /// views into `source` (no copy).
+  /// with the same buffers); one bucket is gathered at a time and each tensor is handed to `body` on
+  /// every rank, so no rank needs more than one bucket and the tensor in hand. At (1,1,1), the
+  /// tensors are views into `source` (no copy).
   public func forEachFullTensor(of source: Tensor? = nil, _ body: (String, Tensor) throws -> Void) throws {
-    let src = source ?? shard
-    if mesh.isSingle {
-      for e in Parameters.layout(for: config).entries {
-        try body(e.name, Tensor(storage: src.storage, offset: src.offset + e.offset, shape: e.shape))
-      }
-      return
-    }
-    let fullEntries = Parameters.layout(for: config).entries
-    let M = mesh.shape.model, D = mesh.shape.data
-    var b = -1
-    var bucket = Tensor(shape: [1]), all = Tensor(shape: [1])
-    for (e, le) in zip(fullEntries, layout.localEntries) {
-      let eb = layout.buckets.firstIndex { $0.contains(le.offset) }!
-      if eb != b {  // gather the next bucket over data, then over model
-        b = eb
-        let chunk = Tensor(storage: src.storage, offset: src.offset + layout.chunkOffsets[b], shape: [layout.chunkFloats[b]])
-        bucket = Tensor(shape: [layout.chunkFloats[b] * D])
-        try mesh.dataComm.allGather(chunk, into: bucket)
-        all = Tensor(shape: [bucket.count * M])
-        try mesh.modelComm.allGather(bucket, into: all)
-      }
-      let full = Tensor(shape: e.shape)
-      let base = le.offset - layout.buckets[b].lowerBound
-      for m in 0..<M {
-        for run in layout.runs(of: e.name, model: m) {
-          (full.pointer + run.full).update(from: all.pointer + m * bucket.count + base + run.local, count: run.count)
-        }
-      }
-      try body(e.name, full)
-    }
+    let cursor = FullTensorCursor(model: self, sources: [source ?? shard])
+    while let (name, t) = try cursor.next() { try body(name, t) }
+  }
+}
+
+/// The tensors of the single-device layout, one at a time, assembled from one or more shard buffers
+/// of a model (e.g. the parameters, then the two optimizer moments): `Model.forEachFullTensor` as a
+/// cursor, for a writer that pulls. Collective: every rank calls `next()` the same number of times
+/// (`drain()` finishes the sequence on a rank that stops early, so the others are not left waiting).
+public final class FullTensorCursor {
+  let model: Model
+  let sources: [Tensor]
+  let entries: [ParameterEntry]
+  private var index = 0
+  private var bucket = -1
+  private var gathered = Tensor(shape: [1]), bucketSize = 0
+
+  public init(model: Model, sources: [Tensor]) {
+    self.model = model
+    self.sources = sources
+    entries = Parameters.layout(for: model.config).entries
   }
 
+  /// Tensors in the whole sequence (entries × sources).
+  public var count: Int { entries.count * sources.count }
+
+  /// The next (name, tensor), or nil at the end.
+  public func next() throws -> (String, Tensor)? {
+    guard index < count else { return nil }
+    let s = index / entries.count, e = entries[index % entries.count], le = model.layout.localEntries[index % entries.count]
+    index += 1
+    let src = sources[s], layout = model.layout, mesh = model.mesh
+    if mesh.isSingle { return (e.name, Tensor(storage: src.storage, offset: src.offset + e.offset, shape: e.shape)) }
+    let b = layout.buckets.firstIndex { $0.contains(le.offset) }!
+    let key = s * layout.bucketCount + b
+    if key != bucket {  // gather the next bucket over data, then over model
+      bucket = key
+      let chunk = Tensor(storage: src.storage, offset: src.offset + layout.chunkOffsets[b], shape: [layout.chunkFloats[b]])
+      let full = Tensor(shape: [layout.chunkFloats[b] * mesh.shape.data])
+      try mesh.dataComm.allGather(chunk, into: full)
+      bucketSize = full.count
+      gathered = Tensor(shape: [full.count * mesh.shape.model])
+      try mesh.modelComm.allGather(full, into: gathered)
+    }
+    let t = Tensor(shape: e.shape)
+    let base = le.offset - layout.buckets[b].lowerBound
+    for m in 0..<mesh.shape.model {
+      for run in layout.runs(of: e.name, model: m) {
+        (t.pointer + run.full).update(from: gathered.pointer + m * bucketSize + base + run.local, count: run.count)
+      }
+    }
+    return (e.name, t)
+  }
+
+  /// Runs the rest of the sequence (its collectives), discarding the tensors.
+  public func drain() throws { while try next() != nil {} }
+}
+
+extension Model {
   // MARK: - Sizes (of this rank's shard: on one device, the model's)
 
   /// This rank's rows (tokens) of a step, and the global batch's.

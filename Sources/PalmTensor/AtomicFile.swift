@@ -46,12 +46,20 @@ public enum AtomicFile {
   /// - Throws: `FileError` naming the failing call (open, write, fsync, rename); the temporary file
   ///   is removed and any previous file at `path` is left untouched.
   public static func write(to path: String, parts: [UnsafeRawBufferPointer]) throws {
+    try write(to: path) { put in for part in parts { try put(part) } }
+  }
+
+  /// Writes what `produce` hands to `put`, in order, to `path` atomically: for a file assembled
+  /// piece by piece (a checkpoint streamed tensor by tensor). Errors as `write(to:parts:)`; an
+  /// error thrown by `produce` also leaves the previous file untouched.
+  public static func write(to path: String,
+                           produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
     let (dir, base) = split(path)
     let tmp = "\(dir)/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
     if fd < 0 { throw FileError("open", tmp) }
     do {
-      for part in parts { try writeAll(fd, part, path: tmp) }
+      try produce { part in try writeAll(fd, part, path: tmp) }
       if fsync(fd) != 0 { throw FileError("fsync", tmp) }
     } catch {
       close(fd)

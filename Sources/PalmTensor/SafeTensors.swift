@@ -65,8 +65,18 @@ public enum SafeTensors {
   ///   file system fails, e.g. a full disk; the previous file at `path` is then intact).
   public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
                            to path: String) throws {
+    let sorted = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    try write(table: sorted.map { ($0.name, $0.tensor.shape) }, metadata: metadata, to: path) { sorted[$0].tensor }
+  }
+
+  /// A file whose tensors are produced one at a time, in `table`'s order (the data section follows
+  /// that order; the header lists them by name): `tensor(i)` is called once for i = 0, 1, ... and
+  /// its result written at once, so the writer never holds more than one tensor. Errors as
+  /// `write(_:metadata:to:)`; a tensor of another shape than its table entry is `.shapeMismatch`.
+  public static func write(table: [(name: String, shape: [Int])], metadata: [String: String] = [:], to path: String,
+                           tensor: (Int) throws -> Tensor) throws {
     var seen = Set<String>()
-    for (name, _) in tensors {
+    for (name, _) in table {
       if name.isEmpty || name == "__metadata__" {
         throw SafeTensorsError(.badName, path, "tensor name \"\(name)\" is not allowed")
       }
@@ -74,7 +84,9 @@ public enum SafeTensors {
         throw SafeTensorsError(.duplicateName, path, "tensor \(name) appears twice")
       }
     }
-    let sorted = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    var offsets: [Int] = [], offset = 0
+    for (_, shape) in table { offsets.append(offset); offset += shape.reduce(1, *) * 4 }
+    let byName = table.indices.sorted { table[$0].name.utf8.lexicographicallyPrecedes(table[$1].name.utf8) }
     var json = "{"
     var first = true
     if !metadata.isEmpty {
@@ -84,14 +96,12 @@ public enum SafeTensors {
       json += "}"
       first = false
     }
-    var offset = 0
-    for (name, t) in sorted {
-      let bytes = t.count * 4
+    for i in byName {
+      let (name, shape) = table[i]
       if !first { json += "," }
       first = false
-      json += "\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],"
-      json += "\"data_offsets\":[\(offset),\(offset + bytes)]}"
-      offset += bytes
+      json += "\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],"
+      json += "\"data_offsets\":[\(offsets[i]),\(offsets[i] + shape.reduce(1, *) * 4)]}"
     }
     json += "}"
     var header = Array(json.utf8)
@@ -101,12 +111,15 @@ public enum SafeTensors {
     for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: n); n >>= 8 }
     let head = prefix + header
     do {
-      try head.withUnsafeBytes { headBytes in
-        var parts = [headBytes]
-        for (_, t) in sorted {
-          parts.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(t.pointer), count: t.count * 4))
+      try AtomicFile.write(to: path) { put in
+        try head.withUnsafeBytes { try put($0) }
+        for (i, (name, shape)) in table.enumerated() {
+          let t = try tensor(i)
+          guard t.shape == shape else {
+            throw SafeTensorsError(.shapeMismatch, path, "tensor \(name) is \(t.shape), its header entry \(shape)")
+          }
+          try put(UnsafeRawBufferPointer(start: UnsafeRawPointer(t.pointer), count: t.count * 4))
         }
-        try AtomicFile.write(to: path, parts: parts)
       }
     } catch let e as FileError {
       throw SafeTensorsError(.io, path, e.description)

@@ -49,6 +49,16 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   public var files: [String: CheckpointFileRecord]
 }
 
+/// Tensors handed to a writer one at a time, in `table`'s order (`tensor(i)` for i = 0, 1, ...).
+public struct TensorStream {
+  public let table: [(name: String, shape: [Int])]
+  public let tensor: (Int) throws -> Tensor
+  public init(table: [(name: String, shape: [Int])], tensor: @escaping (Int) throws -> Tensor) {
+    self.table = table
+    self.tensor = tensor
+  }
+}
+
 /// What a checkpoint holds, for `CheckpointStore.save`.
 public struct CheckpointContents {
   public var step: Int
@@ -56,6 +66,9 @@ public struct CheckpointContents {
   public var parameters: [(name: String, tensor: Tensor)]
   /// The optimizer's settings, update count and moments ("m.<name>", "v.<name>"), or nil.
   public var optimizerState: (settings: OptimizerSettings, step: Int, tensors: [(name: String, tensor: Tensor)])?
+  /// Instead of `parameters` and `optimizerState.tensors`: tensors streamed to the files one at a
+  /// time (a mesh assembles each from every rank's shard; no rank holds the whole model).
+  public var streamed: (parameters: TensorStream, moments: TensorStream)?
   public var schedule: LearningRateSchedule?
   public var sampler: SamplerState?
   public var rngSeed: UInt64?
@@ -197,11 +210,19 @@ public struct CheckpointStore: Sendable {
     do {
       var files: [String: CheckpointFileRecord] = [:]
       let meta = ["format": "pt", "palm.step": "\(contents.step)", "palm.config": contents.config.name]
-      try SafeTensors.write(contents.parameters, metadata: meta, to: "\(tmp)/model.safetensors")
+      if let st = contents.streamed {
+        try SafeTensors.write(table: st.parameters.table, metadata: meta, to: "\(tmp)/model.safetensors", tensor: st.parameters.tensor)
+      } else {
+        try SafeTensors.write(contents.parameters, metadata: meta, to: "\(tmp)/model.safetensors")
+      }
       files["model.safetensors"] = try CheckpointStore.record("\(tmp)/model.safetensors")
       if let opt = contents.optimizerState {
-        try SafeTensors.write(opt.tensors, metadata: meta.merging(["palm.optimizer": opt.settings.kind]) { $1 },
-                              to: "\(tmp)/optimizer.safetensors")
+        let optMeta = meta.merging(["palm.optimizer": opt.settings.kind]) { $1 }
+        if let st = contents.streamed {
+          try SafeTensors.write(table: st.moments.table, metadata: optMeta, to: "\(tmp)/optimizer.safetensors", tensor: st.moments.tensor)
+        } else {
+          try SafeTensors.write(opt.tensors, metadata: optMeta, to: "\(tmp)/optimizer.safetensors")
+        }
         files["optimizer.safetensors"] = try CheckpointStore.record("\(tmp)/optimizer.safetensors")
       }
       let manifest = CheckpointManifest(

@@ -251,21 +251,29 @@ public final class Trainer: @unchecked Sendable {
     var schedule: LearningRateSchedule?
     if case .steps(let s) = options.learningRate { schedule = s }
     let writer = mesh.world.rank == 0
-    // Tensors in the single-device layout: views at (1,1,1); on a mesh, assembled one at a time
-    // (rank 0 keeps them for the write; the other ranks drop each at once).
-    var params: [(name: String, tensor: Tensor)] = [], moments: [(name: String, tensor: Tensor)] = []
-    try model.forEachFullTensor { name, t in if writer { params.append((name, t)) } }
     let flat = optimizer.flatMoments
-    try model.forEachFullTensor(of: flat.m) { name, t in if writer { moments.append(("m.\(name)", t)) } }
-    try model.forEachFullTensor(of: flat.v) { name, t in if writer { moments.append(("v.\(name)", t)) } }
+    var contents = CheckpointContents(
+      step: step, config: model.config, parameters: [], schedule: schedule, sampler: sampler.state,
+      rngSeed: options.seed, dropout: model.dropout, metrics: m)
+    contents.optimizerState = (optimizer.settings, optimizer.step, [])
+    // The tensors in the single-device layout, pulled one at a time by the writer (views at
+    // (1,1,1); on a mesh each assembled from every rank's shard, collectively: the other ranks run
+    // the same sequence of gathers, and rank 0 finishes it even when its write fails).
+    let cursor = FullTensorCursor(model: model, sources: [model.shard, flat.m, flat.v])
+    let table = Parameters.layout(for: model.config).entries.map { ($0.name, $0.shape) }
+    func pull(_ expected: String) throws -> Tensor {
+      guard let (name, t) = try cursor.next(), name == expected else { throw TrainError.checkpoint("checkpoint stream out of order at \(expected)") }
+      return t
+    }
+    contents.streamed = (TensorStream(table: table) { try pull(table[$0].0) },
+                         TensorStream(table: table.map { ("m.\($0.0)", $0.1) } + table.map { ("v.\($0.0)", $0.1) }) {
+                           try pull(table[$0 % table.count].0)
+                         })
     var failure: String?
     if writer {
-      var contents = CheckpointContents(
-        step: step, config: model.config, parameters: params, schedule: schedule, sampler: sampler.state,
-        rngSeed: options.seed, dropout: model.dropout, metrics: m)
-      contents.optimizerState = (optimizer.settings, optimizer.step, moments)
       do { _ = try store.save(contents) } catch let e as CheckpointError { failure = e.description } catch { failure = "\(error)" }
     }
+    try cursor.drain()
     if !mesh.isSingle {
       var ok: [Float] = [failure == nil ? 1 : 0]
       try mesh.world.broadcast(&ok, root: 0)

@@ -111,6 +111,27 @@ struct SafeTensorsTests {
     #expect(throws: SafeTensorsError.self) { try file.tensor("ids") }
   }
 
+  @Test("Streamed writing: tensors pulled one at a time in the table's order read back by name; a wrong shape leaves no file")
+  func streamed() throws {
+    let dir = try temporaryDirectory("st-stream")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let tensors = sampleTensors().reversed().map { $0 }  // not in name order
+    var pulled: [Int] = []
+    try SafeTensors.write(table: tensors.map { ($0.name, $0.tensor.shape) }, metadata: ["k": "v"], to: dir + "/s.safetensors") { i in
+      pulled.append(i)
+      return tensors[i].tensor
+    }
+    #expect(pulled == Array(tensors.indices))
+    let f = try SafeTensorsFile(path: dir + "/s.safetensors")
+    #expect(f.metadata["k"] == "v")
+    for (name, t) in tensors { #expect(try f.tensor(name).array == t.array) }
+    #expect(throws: SafeTensorsError.self) {
+      try SafeTensors.write(table: [("a", [2])], to: dir + "/bad.safetensors") { _ in Tensor(shape: [3]) }
+    }
+    #expect(!FileManager.default.fileExists(atPath: dir + "/bad.safetensors"))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["s.safetensors"])
+  }
+
   @Test("check(expected:) names the problem")
   func expectedTable() throws {
     let file = try SafeTensorsFile(bytes: image(
