@@ -39,19 +39,23 @@ PK_TARGET_AVX512 static inline __m512i pair_word512(__m512 lo, __m512 hi) {
 static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
 
 /* Element (p, r) at src[p*ld + r] (A in TN, B in NN/TN): rows p and p + 1 of the block, 16
- * values of r at a time, make 16 pair words; rows past mn and the k past an odd kc are zero. */
+ * values of r at a time, make 16 pair words; rows past mn and the k past an odd kc are zero. The
+ * pair of rows is packed into every panel before the next pair, so each source line is read once
+ * (panel by panel, the 4 panels of a TN A block re-read each line from L2: 1-4% slower on the
+ * weight gradient 2048x512x4096 TN at 1 thread, two side-by-side runs on Zen 4). */
 PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_contiguous(
     uint32_t *restrict dst, const float *restrict src, int64_t ld, int64_t mn, int64_t kc, const int R) {
   const int64_t kw = (kc + 1) / 2;
-  for (int64_t r0 = 0; r0 < mn; r0 += R) {
-    uint32_t *d = dst + r0 * kw;
-    const float *s = src + r0;
-    for (int h = 0; h < R; h += 16) {
-      const __mmask16 load = pk_mask16(clamp16(mn - r0 - h)), store = pk_mask16(clamp16(R - h));
-      for (int64_t q = 0; q < kw; q++) {
-        const __m512 lo = _mm512_maskz_loadu_ps(load, s + 2 * q * ld + h);
-        const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(load, s + (2 * q + 1) * ld + h) : _mm512_setzero_ps();
-        _mm512_mask_storeu_epi32(d + q * R + h, store, pair_word512(lo, hi));
+  for (int64_t q = 0; q < kw; q++) {
+    const float *lo_row = src + 2 * q * ld, *hi_row = lo_row + ld;
+    const int odd = 2 * q + 1 == kc; /* the last k of an odd kc pairs with zero */
+    for (int64_t r0 = 0; r0 < mn; r0 += R) {
+      uint32_t *d = dst + r0 * kw + q * R;
+      for (int h = 0; h < R; h += 16) {
+        const __mmask16 load = pk_mask16(clamp16(mn - r0 - h)), store = pk_mask16(clamp16(R - h));
+        const __m512 lo = _mm512_maskz_loadu_ps(load, lo_row + r0 + h);
+        const __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(load, hi_row + r0 + h);
+        _mm512_mask_storeu_epi32(d + h, store, pair_word512(lo, hi));
       }
     }
   }
