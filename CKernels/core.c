@@ -60,6 +60,27 @@ pk_isa pk_isa_active(void) {
   return (pk_isa)g_active;
 }
 
+/* Native bf16 (AVX512_BF16): on where the CPU has it, unless PALM_ISA names a plain level
+ * (scalar, avx2, avx512; "avx512bf16" or no PALM_ISA leave it on) or pk_isa_force_bf16(0). */
+static int g_bf16 = -1;
+
+static int bf16_allowed(void) {
+  if (g_bf16 < 0) {
+    const char *env = getenv("PALM_ISA");
+    const int plain = env && (strcmp(env, "scalar") == 0 || strcmp(env, "avx2") == 0 || strcmp(env, "avx512") == 0);
+    g_bf16 = pk_cpu_has_avx512_bf16() && !plain;
+  }
+  return g_bf16;
+}
+
+int pk_isa_bf16_active(void) { return pk_isa_active() == PK_ISA_AVX512 && bf16_allowed(); }
+
+pk_status pk_isa_force_bf16(int enabled) {
+  if (enabled && !pk_cpu_has_avx512_bf16()) return PK_STATUS_BAD_ARGUMENT;
+  g_bf16 = enabled != 0;
+  return PK_STATUS_OK;
+}
+
 pk_status pk_isa_force(pk_isa isa) {
   if ((int)isa < 0 || (int)isa > (int)pk_isa_detected()) return PK_STATUS_BAD_ARGUMENT;
   g_active = (int)isa;

@@ -8,13 +8,11 @@
  * share the B panel they pack together) or, for wide C, the columns (see the work split below).
  * Reference: Goto & van de Geijn (2008); BLIS sandbox/gemmlike/bls_gemm_bp_var1.c. */
 #include "gemm_internal.h"
-#include "pk_gemm.h"
+#include "gemm_pack.h"
 #include "pk_kernel.h"
 #include "pk_omp.h"
-#include <immintrin.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <string.h>
 
 /* ---- Team barrier --------------------------------------------------------------------------
  * A sense-reversing spin barrier for the threads of one GEMM. The OpenMP barrier puts a waiting
@@ -44,129 +42,23 @@ static void team_barrier_wait(team_barrier *b, int nt, int *local_sense) {
   }
 }
 
+/* ---- Packing (gemm_pack.h): plain copies for scalar and AVX2, register transposes for AVX-512 - */
+PK_DEFINE_PACK(pack_a_scalar, PK_TARGET_NONE, 4, trans, 0)
+PK_DEFINE_PACK(pack_b_scalar, PK_TARGET_NONE, 8, !trans, 0)
+PK_DEFINE_PACK(pack_a_avx2, PK_TARGET_AVX2, 6, trans, 0)
+PK_DEFINE_PACK(pack_b_avx2, PK_TARGET_AVX2, 16, !trans, 0)
+
+PK_TARGET_AVX512 static void pack_a_avx512(void *dst, const float *src, int64_t ld, int trans,
+                                           int64_t mn, int64_t kc) {
+  pack_avx512((float *)dst, src, ld, trans, mn, kc, 14, 0);
+}
+
+PK_TARGET_AVX512 static void pack_b_avx512(void *dst, const float *src, int64_t ld, int trans,
+                                           int64_t mn, int64_t kc) {
+  pack_avx512((float *)dst, src, ld, !trans, mn, kc, 32, 0);
+}
+
 /* ---- Block sizes: one table per ISA ------------------------------------------------------ */
-typedef void (*pk_gemm_pack_fn)(float *dst, const float *src, int64_t ld, int trans, int64_t mn,
-                                int64_t kc);
-typedef struct {
-  int mr, nr;              /* micro-tile */
-  int64_t a_block;         /* floats in the packed A block (L2): MC = a_block / max(min(KC, k), 256) */
-  int64_t kc, kc_tn, nc;   /* KC for NN/NT and for TN; the B panel is KC x NC (L3) */
-  pk_gemm_ukernel_fn ukernel;
-  pk_gemm_pack_fn pack_a, pack_b;
-} pk_gemm_config;
-
-/* ---- Packing ------------------------------------------------------------------------------
- * pack_a: dst = ceil(mc/MR) micro-panels, each (kc, MR): dst[ir*kc + p*MR + i] = A(ir+i, p),
- *         A(i, p) = src[i*ld + p] (NN, NT) or src[p*ld + i] (TN, trans = 1); rows past mc are 0.
- * pack_b: the same with NR columns: B(p, j) = src[p*ld + j] (NN, TN) or src[j*ld + p] (NT). */
-static inline __attribute__((always_inline)) void pack_panels(float *restrict dst,
-                                                              const float *restrict src, int64_t ld,
-                                                              int contiguous, int64_t mn, int64_t kc,
-                                                              const int R) {
-  for (int64_t r0 = 0; r0 < mn; r0 += R) {
-    int64_t rr = mn - r0 < R ? mn - r0 : R;
-    float *d = dst + r0 * kc;
-    if (contiguous) { /* element (p, r) at src[p*ld + r]: copy rows of R */
-      const float *s = src + r0;
-      if (rr == R)
-        for (int64_t p = 0; p < kc; p++)
-          for (int r = 0; r < R; r++) d[p * R + r] = s[p * ld + r];
-      else
-        for (int64_t p = 0; p < kc; p++)
-          for (int r = 0; r < R; r++) d[p * R + r] = r < rr ? s[p * ld + r] : 0.0f;
-    } else { /* element (p, r) at src[r*ld + p]: transpose R rows */
-      const float *s = src + r0 * ld;
-      if (rr == R)
-        for (int64_t p = 0; p < kc; p++)
-          for (int r = 0; r < R; r++) d[p * R + r] = s[r * ld + p];
-      else
-        for (int64_t p = 0; p < kc; p++)
-          for (int r = 0; r < R; r++) d[p * R + r] = r < rr ? s[r * ld + p] : 0.0f;
-    }
-  }
-}
-
-#define PK_DEFINE_PACK(name, target, R, contiguous_when)                                           \
-  target static void name(float *dst, const float *src, int64_t ld, int trans, int64_t mn,      \
-                          int64_t kc) {                                                         \
-    if (contiguous_when) pack_panels(dst, src, ld, 1, mn, kc, R);                               \
-    else pack_panels(dst, src, ld, 0, mn, kc, R);                                               \
-  }
-#define PK_TARGET_NONE
-#define PK_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-
-/* A is contiguous along MR when transposed (TN); B is contiguous along NR unless NT. */
-PK_DEFINE_PACK(pack_a_scalar, PK_TARGET_NONE, 4, trans)
-PK_DEFINE_PACK(pack_b_scalar, PK_TARGET_NONE, 8, !trans)
-PK_DEFINE_PACK(pack_a_avx2, PK_TARGET_AVX2, 6, trans)
-PK_DEFINE_PACK(pack_b_avx2, PK_TARGET_AVX2, 16, !trans)
-
-/* AVX-512 transposing packs (A in NN/NT, B in NT): 16 k at a time, rows loaded as zmm and
- * transposed in registers (unpack ps, unpack pd, two rounds of 128-bit lane shuffles). */
-PK_TARGET_AVX512 static inline void transpose16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int g = 0; g < 4; g++) {
-    __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
-    __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
-    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-  }
-  /* r[4g + j], 128-bit lane L, now holds rows 4g..4g+3 of column 4L + j. */
-  __m512 out[16];
-  for (int j = 0; j < 4; j++) {
-    __m512 x0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), x1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-    __m512 y0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-    __m512 y1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-    out[j] = _mm512_shuffle_f32x4(x0, y0, 0x88);
-    out[8 + j] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
-    out[4 + j] = _mm512_shuffle_f32x4(x1, y1, 0x88);
-    out[12 + j] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
-  }
-  for (int i = 0; i < 16; i++) r[i] = out[i];
-}
-
-/* Full panels of R = 14 (A) or 32 (B) rows, element (p, r) at src[r*ld + p]. */
-PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_transposed_avx512(
-    float *restrict d, const float *restrict s, int64_t ld, int64_t kc, const int R) {
-  int64_t p = 0;
-  for (; p + 16 <= kc; p += 16) {
-    for (int h = 0; h < R; h += 16) {
-      const int rows = R - h < 16 ? R - h : 16;
-      __m512 r[16];
-      for (int i = 0; i < 16; i++)
-        r[i] = i < rows ? _mm512_loadu_ps(s + (h + i) * ld + p) : _mm512_setzero_ps();
-      transpose16x16(r);
-      const __mmask16 mk = (__mmask16)((1u << rows) - 1);
-      for (int c = 0; c < 16; c++) _mm512_mask_storeu_ps(d + (p + c) * R + h, mk, r[c]);
-    }
-  }
-  for (; p < kc; p++)
-    for (int r = 0; r < R; r++) d[p * R + r] = s[r * ld + p];
-}
-
-PK_TARGET_AVX512 static void pack_a_avx512(float *dst, const float *src, int64_t ld, int trans,
-                                           int64_t mn, int64_t kc) {
-  if (trans) { pack_panels(dst, src, ld, 1, mn, kc, 14); return; }
-  const int64_t full = mn / 14 * 14;
-  for (int64_t r0 = 0; r0 < full; r0 += 14) pack_transposed_avx512(dst + r0 * kc, src + r0 * ld, ld, kc, 14);
-  if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 14);
-}
-
-PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t ld, int trans,
-                                           int64_t mn, int64_t kc) {
-  if (!trans) { pack_panels(dst, src, ld, 1, mn, kc, 32); return; }
-  const int64_t full = mn / 32 * 32;
-  for (int64_t r0 = 0; r0 < full; r0 += 32) pack_transposed_avx512(dst + r0 * kc, src + r0 * ld, ld, kc, 32);
-  if (full < mn) pack_panels(dst + full * kc, src + full * ld, ld, 0, mn - full, kc, 32);
-}
-
 /* AVX-512 blocks for Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3). The A block is 112 KiB
  * (MC x KC = 28 x 1024 for NN/NT, 56 x 512 for TN; shallower k gives taller blocks) and stays in
  * L2; the B micro-panel (KC x 32) streams from L2/L3; the B panel (KC x NC, 8 MiB) lives in L3.
@@ -191,11 +83,13 @@ PK_TARGET_AVX512 static void pack_b_avx512(float *dst, const float *src, int64_t
 #define PK_GEMM_AVX512_NC 2048
 #endif
 static const pk_gemm_config CONFIGS[3] = {
-    [PK_ISA_SCALAR] = {4, 8, 128 * 256, 256, 256, 2048, pk_gemm_ukernel_scalar_4x8, pack_a_scalar, pack_b_scalar},
-    [PK_ISA_AVX2] = {6, 16, 144 * 256, 256, 256, 4096, pk_gemm_ukernel_avx2_6x16, pack_a_avx2, pack_b_avx2},
-    [PK_ISA_AVX512] = {14, 32, PK_GEMM_AVX512_A_BLOCK, PK_GEMM_AVX512_KC, PK_GEMM_AVX512_KC_TN, PK_GEMM_AVX512_NC,
+    [PK_ISA_SCALAR] = {4, 8, 1, 128 * 256, 256, 256, 2048, pk_gemm_ukernel_scalar_4x8, pack_a_scalar, pack_b_scalar},
+    [PK_ISA_AVX2] = {6, 16, 1, 144 * 256, 256, 256, 4096, pk_gemm_ukernel_avx2_6x16, pack_a_avx2, pack_b_avx2},
+    [PK_ISA_AVX512] = {14, 32, 1, PK_GEMM_AVX512_A_BLOCK, PK_GEMM_AVX512_KC, PK_GEMM_AVX512_KC_TN, PK_GEMM_AVX512_NC,
                        pk_gemm_ukernel_avx512_14x32, pack_a_avx512, pack_b_avx512},
 };
+
+const pk_gemm_config *pk_gemm_config_fp32(pk_isa isa) { return &CONFIGS[isa]; }
 
 /* ---- Pack buffers: grow-only, one pair per thread (no malloc in steady state) -------------- */
 static _Thread_local pk_scratch tl_pack_a, tl_pack_b;
@@ -228,6 +122,12 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
                    float *c, int64_t ldc) {
   pk_status st = pk_sgemm_check(layout, m, n, k, a, lda, b, ldb, c, ldc);
   if (st != PK_STATUS_OK) return st;
+  return pk_gemm_run(&CONFIGS[pk_isa_active()], layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+pk_status pk_gemm_run(const pk_gemm_config *cfg, pk_layout layout, int64_t m, int64_t n, int64_t k,
+                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                      float *c, int64_t ldc) {
   if (m == 0 || n == 0) return PK_STATUS_OK;
   if (k == 0 || alpha == 0.0f) {
     scale_c(m, n, beta, c, ldc);
@@ -235,13 +135,14 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   }
   /* FLOP counting mode (pk_core.h): a multiply-add counts 2, as in FLOPs.swift. */
   pk_flops_add(2.0 * (double)m * (double)n * (double)k);
-  const pk_gemm_config *cfg = &CONFIGS[pk_isa_active()];
   const int MR = cfg->mr, NR = cfg->nr;
   const int trans_a = layout == PK_LAYOUT_TN, trans_b = layout == PK_LAYOUT_NT;
   /* TN (the weight gradients) has its own, shallower KC; MC fills the A block for this k, up to
    * the height it has at k = 256 (taller blocks were not measured faster). */
   const int64_t KC = min64(trans_a ? cfg->kc_tn : cfg->kc, k);
   const int64_t mrows = cfg->a_block / (KC > 256 ? KC : 256) / MR, MCB = (mrows > 0 ? mrows : 1) * MR;
+  /* Packed words per panel row (gemm_internal.h): KW for a full KC block, kw for the one at hand. */
+  const int64_t KW = ceil_div(KC, cfg->kpack);
   const int64_t NC = min64(cfg->nc, ceil_div(n, NR) * NR);
 
   int nth = pk_threads_get();
@@ -264,7 +165,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
    * pass without waiting for each other (nt regions of ceil(P / nt) panels fit in P + nth). */
   if (nth > 64) nth = 64;
   const int64_t bpanels = ceil_div(NC, NR);
-  float *bpack = pk_scratch_reserve(&tl_pack_b, (size_t)(KC * (bpanels + (split_n ? nth : 0)) * NR));
+  float *bpack = pk_scratch_reserve(&tl_pack_b, (size_t)(KW * (bpanels + (split_n ? nth : 0)) * NR));
   if (!bpack) return PK_STATUS_NO_MEMORY;
   int failed[64] = {0};
   team_barrier barrier = {0, 0};
@@ -273,7 +174,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     int sense = 0;
-    float *apack = pk_scratch_reserve(&tl_pack_a, (size_t)(MCB * KC));
+    float *apack = pk_scratch_reserve(&tl_pack_a, (size_t)(MCB * KW));
     failed[tid] = apack == NULL;
     /* This thread's rows [r0, r1) in blocks of MC, and its share of every NC panel. */
     const int64_t r0 = split_n ? 0 : min64(m, tid * rpanels / nt * MR);
@@ -289,17 +190,17 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
         const int64_t q0 = split_n ? tid * npanels / nt : 0;
         const int64_t q1 = split_n ? (tid + 1) * npanels / nt : npanels;
         /* Where column jmine's micro-panel starts in the B buffer (shared, or this thread's own). */
-        float *const bmine = split_n ? bpack + tid * KC * ceil_div(bpanels, nt) * NR : bpack;
+        float *const bmine = split_n ? bpack + tid * KW * ceil_div(bpanels, nt) * NR : bpack;
         const int64_t jmine = split_n ? q0 * NR : 0;
         for (int64_t pc = 0; pc < k; pc += KC) { /* PC loop: KC of the shared dimension */
-          const int64_t kc = min64(KC, k - pc);
+          const int64_t kc = min64(KC, k - pc), kw = ceil_div(kc, cfg->kpack);
           const float beta_pc = pc == 0 ? beta : 1.0f;
           { /* pack B(pc:pc+kc, jc:jc+nc) together: thread tid packs its share of micro-panels,
              * [p0, p1), which under split_n is exactly the [q0, q1) it multiplies by */
             const int64_t p0 = tid * npanels / nt, p1 = (tid + 1) * npanels / nt;
             const int64_t j0 = p0 * NR, j1 = min64(p1 * NR, nc);
             const float *src = trans_b ? b + (jc + j0) * ldb + pc : b + pc * ldb + jc + j0;
-            if (j1 > j0) cfg->pack_b(bmine + (j0 - jmine) * kc, src, ldb, trans_b, j1 - j0, kc);
+            if (j1 > j0) cfg->pack_b(bmine + (j0 - jmine) * kw, src, ldb, trans_b, j1 - j0, kc);
           }
           if (!split_n) team_barrier_wait(&barrier, nt, &sense);
           for (int64_t ic = r0; ic < r1; ic += MC) { /* IC loop over this thread's rows */
@@ -327,7 +228,7 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
                     __builtin_prefetch(cn + i * ldc + NR - 1, 0, 2);
                   }
                 }
-                cfg->ukernel(kc, apack + ir * kc, bmine + (jr - jmine) * kc, c + (ic + ir) * ldc + jc + jr,
+                cfg->ukernel(kw, apack + ir * kw, bmine + (jr - jmine) * kw, c + (ic + ir) * ldc + jc + jr,
                              ldc, alpha, beta_pc, mr, nr);
               }
             }

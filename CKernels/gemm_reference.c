@@ -1,5 +1,6 @@
-/* gemm_reference.c: argument checking and the plain triple-loop SGEMM (the algorithmic reference
- * every fast path is tested against; also the fallback for any ISA without a micro-kernel). */
+/* gemm_reference.c: argument checking and the plain triple-loop SGEMM and bf16 GEMM (the
+ * algorithmic references the fast paths are tested against). */
+#include "gemm_pack.h"
 #include "pk_gemm.h"
 
 static int mul_overflows(int64_t a, int64_t b) {
@@ -25,9 +26,10 @@ pk_status pk_sgemm_check(pk_layout layout, int64_t m, int64_t n, int64_t k, cons
   return PK_STATUS_OK;
 }
 
-pk_status pk_sgemm_reference(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha,
-                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                             float *c, int64_t ldc) {
+/* The triple loop; with `round`, each element of A and B is rounded to bf16 as it is read. */
+static inline __attribute__((always_inline)) pk_status reference(
+    pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+    const float *b, int64_t ldb, float beta, float *c, int64_t ldc, const int round) {
   pk_status st = pk_sgemm_check(layout, m, n, k, a, lda, b, ldb, c, ldc);
   if (st != PK_STATUS_OK) return st;
   for (int64_t i = 0; i < m; i++) {
@@ -36,11 +38,23 @@ pk_status pk_sgemm_reference(pk_layout layout, int64_t m, int64_t n, int64_t k, 
       for (int64_t p = 0; p < k; p++) {
         float av = layout == PK_LAYOUT_TN ? a[p * lda + i] : a[i * lda + p];
         float bv = layout == PK_LAYOUT_NT ? b[j * ldb + p] : b[p * ldb + j];
-        sum += av * bv;
+        sum += pk_pack_value(av, round) * pk_pack_value(bv, round);
       }
       float *cij = &c[i * ldc + j];
       *cij = beta == 0.0f ? alpha * sum : alpha * sum + beta * *cij;
     }
   }
   return PK_STATUS_OK;
+}
+
+pk_status pk_sgemm_reference(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha,
+                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                             float *c, int64_t ldc) {
+  return reference(layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0);
+}
+
+pk_status pk_bgemm_reference(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha,
+                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                             float *c, int64_t ldc) {
+  return reference(layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
 }

@@ -25,8 +25,9 @@ PK_AVX2 static inline void store8(float *c, __m256 acc, __m256 va, __m256 vb, fl
   }
 }
 
-PK_AVX2 void pk_gemm_ukernel_avx2_6x16(int64_t k, const float *a, const float *b, float *c,
+PK_AVX2 void pk_gemm_ukernel_avx2_6x16(int64_t k, const void *pa, const void *pb, float *c,
                                        int64_t ldc, float alpha, float beta, int m, int n) {
+  const float *a = pa, *b = pb;
   __m256 acc[MR][2];
   for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma clang loop unroll_count(4)

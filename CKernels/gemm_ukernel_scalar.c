@@ -4,8 +4,9 @@
 
 enum { MR = 4, NR = 8 };
 
-void pk_gemm_ukernel_scalar_4x8(int64_t k, const float *a, const float *b, float *c, int64_t ldc,
+void pk_gemm_ukernel_scalar_4x8(int64_t k, const void *pa, const void *pb, float *c, int64_t ldc,
                                 float alpha, float beta, int m, int n) {
+  const float *a = pa, *b = pb;
   float acc[MR][NR] = {{0}};
   for (int64_t p = 0; p < k; p++) {
     for (int i = 0; i < MR; i++)

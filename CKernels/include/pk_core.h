@@ -3,7 +3,8 @@
  * Every kernel returns pk_status and never aborts; outputs come first in argument lists, then
  * saved-for-backward values, inputs, weights, sizes. All sizes are int64_t (row-major layouts).
  * The ISA is detected once (cpuid via __builtin_cpu_supports); PALM_ISA=scalar|avx2|avx512 or
- * pk_isa_force() selects a lower one, for tests and comparisons. */
+ * pk_isa_force() selects a lower one, for tests and comparisons (and PALM_ISA=avx512 also turns
+ * native bf16 off; PALM_ISA=avx512bf16 is the detected level on a CPU with AVX512_BF16). */
 #ifndef PK_CORE_H
 #define PK_CORE_H
 #include <stdint.h>
@@ -37,6 +38,13 @@ pk_isa pk_isa_detected(void);
 pk_isa pk_isa_active(void);
 /* Use `isa` from now on (it must be <= detected, else PK_STATUS_BAD_ARGUMENT). */
 pk_status pk_isa_force(pk_isa isa);
+/* 1 when the bf16 GEMM runs natively (vdpbf16ps): the CPU has AVX512_BF16, the active ISA is
+ * AVX512, and neither PALM_ISA=scalar|avx2|avx512 (a plain level; PALM_ISA=avx512bf16 or none
+ * keeps bf16) nor pk_isa_force_bf16(0) turned it off. Otherwise pk_bgemm emulates it (pk_gemm.h). */
+int pk_isa_bf16_active(void);
+/* Allow (1) or forbid (0) native bf16 from now on; 1 needs AVX512_BF16 (else PK_STATUS_BAD_ARGUMENT).
+ * Independent of pk_isa_force: native bf16 also needs the active ISA to be AVX512. */
+pk_status pk_isa_force_bf16(int enabled);
 /* "scalar", "avx2", "avx512". */
 const char *pk_isa_name(pk_isa isa);
 /* 1 when the CPU has AVX512-BF16 (vdpbf16ps). */

@@ -1,6 +1,7 @@
-// GEMMBench: times pk_sgemm on one shape/layout/thread count (warm-up, R samples, median and
-// min), checks a sample of the result against fp64 dot products, and reports GFLOP/s and the
-// fraction of the measured FMA peak. The standard set is the square sizes and the transformer
+// GEMMBench: times pk_sgemm or pk_bgemm (bf16) on one shape/layout/thread count (warm-up, R
+// samples, median and min), checks a sample of the result against fp64 dot products (of the
+// bf16-rounded operands for bf16), and reports GFLOP/s and the fraction of the measured peak (the
+// caller's: fp32 FMA for fp32, vdpbf16ps for bf16). The standard set is the square sizes and the transformer
 // shapes of /work/shared/anchors/sgemm.py (tokens 4096, d_model 512, d_ff 2048), so the figures
 // sit next to numpy/OpenBLAS (bench/compare/numpy_gemm.py).
 
@@ -9,16 +10,20 @@ import Foundation
 import PalmTensor
 import PalmTrain
 
-/// One GEMM to time: `C(m, n) = op(A)(m, k) · op(B)(k, n)` in `layout`, on `threads` threads.
+/// One GEMM to time: `C(m, n) = op(A)(m, k) · op(B)(k, n)` in `layout`, on `threads` threads,
+/// with fp32 or bf16 multiplications (`precision`).
 public struct GEMMCase: Sendable, Equatable {
   public var name: String
   public var m: Int, n: Int, k: Int
   public var layout: GEMMLayout
   public var threads: Int
+  public var precision: GEMMPrecision
 
-  public init(name: String? = nil, m: Int, n: Int, k: Int, layout: GEMMLayout = .nn, threads: Int = 1) {
+  public init(name: String? = nil, m: Int, n: Int, k: Int, layout: GEMMLayout = .nn, threads: Int = 1,
+              precision: GEMMPrecision = .fp32) {
     self.name = name ?? "\(m)x\(n)x\(k)"
     self.m = m; self.n = n; self.k = k; self.layout = layout; self.threads = threads
+    self.precision = precision
   }
 
   /// Multiply-adds counted twice: `2·m·n·k`.
@@ -28,10 +33,13 @@ public struct GEMMCase: Sendable, Equatable {
 /// The measurement of one `GEMMCase` (one JSON object per line in `palm bench matmul`).
 public struct GEMMResult: Codable, Sendable {
   public var kernel: String
+  /// "fp32" or "bf16" (the multiplications; accumulation and C are fp32 in both).
+  public var dtype: String
   public var name: String
   public var m: Int, n: Int, k: Int
   public var layout: String
   public var threads: Int
+  /// The ISA level; "avx512bf16" for native bf16.
   public var isa: String
   /// Timed samples; each sample runs the product `inner` times and counts the mean.
   public var repeats: Int
@@ -43,9 +51,11 @@ public struct GEMMResult: Codable, Sendable {
   /// From the best time.
   public var gflopsMax: Double
   public var peakGflops: Double?
+  /// What `peakGflops` measured: "fp32" (FMA) or "bf16" (vdpbf16ps).
+  public var peakKind: String?
   /// `gflops / peakGflops`.
   public var fractionOfPeak: Double?
-  /// Largest |C - C_fp64| / sum_p |a_ip b_pj| over the sampled entries.
+  /// Largest |C - C_fp64| / sum_p |a_ip b_pj| over the sampled entries (bf16: of the rounded a, b).
   public var maxRelError: Double
   /// Largest share of the machine's CPU time other processes used during a kept sample.
   public var foreignCPU: Double
@@ -53,14 +63,15 @@ public struct GEMMResult: Codable, Sendable {
   public var attempts: Int
 
   enum CodingKeys: String, CodingKey {
-    case kernel, name, m, n, k, layout, threads, isa, repeats, inner
+    case kernel, dtype, name, m, n, k, layout, threads, isa, repeats, inner
     case secondsMedian = "seconds_median", secondsMin = "seconds_min", gflops
-    case gflopsMax = "gflops_max", peakGflops = "peak_gflops", fractionOfPeak = "fraction_of_peak"
+    case gflopsMax = "gflops_max", peakGflops = "peak_gflops", peakKind = "peak_kind"
+    case fractionOfPeak = "fraction_of_peak"
     case maxRelError = "max_rel_error", foreignCPU = "foreign_cpu", attempts
   }
 }
 
-/// Times `pk_sgemm` (see `GEMMCase`, `GEMMResult`).
+/// Times `pk_sgemm` or `pk_bgemm` (see `GEMMCase`, `GEMMResult`).
 ///
 /// ```swift
 /// let r = try GEMMBench.run(GEMMCase(m: 2048, n: 2048, k: 2048, threads: 1), repeats: 5,
@@ -74,7 +85,7 @@ public enum GEMMBench {
   /// The standard set at one thread count: squares 256...4096 and the three transformer products
   /// in every layout: NN is the forward `X·W`, NT the input gradient `dY·Wᵀ`, TN the weight
   /// gradient `Xᵀ·dY` (K = tokens).
-  public static func standardSet(threads: Int) -> [GEMMCase] {
+  public static func standardSet(threads: Int, precision: GEMMPrecision = .fp32) -> [GEMMCase] {
     var cases: [GEMMCase] = []
     for s in [256, 512, 1024, 2048, 4096] {
       for l in GEMMLayout.allCases {
@@ -93,16 +104,17 @@ public enum GEMMBench {
     for (name, m, k, n) in forward {  // dW = Xᵀ·dY: (m, k)ᵀ · (m, n) gives (k, n)
       cases.append(GEMMCase(name: "bwd dW of \(name)", m: k, n: n, k: m, layout: .tn, threads: threads))
     }
-    return cases
+    return cases.map { var c = $0; c.precision = precision; return c }
   }
 
   /// Runs one case: `warmup` untimed products, then `repeats` samples of `inner` products each
-  /// (`inner` chosen so that a sample lasts at least `minSampleSeconds`). Samples during which
+  /// (`inner` chosen so that a sample lasts at least `minSampleSeconds`); `peakKind` names what
+  /// `peakGflops` measured ("fp32" or "bf16"). Samples during which
   /// other processes used more than `maxForeignCPU` of the machine are retaken (see `ForeignCPU`).
-  /// - Throws: `KernelError` if `pk_sgemm` rejects the shape.
+  /// - Throws: `KernelError` if the kernel rejects the shape.
   public static func run(
     _ c: GEMMCase, repeats: Int = 5, warmup: Int = 1, minSampleSeconds: Double = 0.02,
-    peakGflops: Double? = nil, maxForeignCPU: Double = 0.05
+    peakGflops: Double? = nil, peakKind: String = "fp32", maxForeignCPU: Double = 0.05
   ) throws -> GEMMResult {
     let (aRows, aCols) = c.layout == .tn ? (c.k, c.m) : (c.m, c.k)
     let (bRows, bCols) = c.layout == .nt ? (c.n, c.k) : (c.k, c.n)
@@ -114,9 +126,9 @@ public enum GEMMBench {
     let saved = Threads.count
     Threads.count = c.threads
     defer { Threads.count = saved }
+    let gemm = c.precision == .bf16 ? Kernels.bgemm : Kernels.sgemm
     func product() throws {
-      try Kernels.sgemm(c.layout, m: c.m, n: c.n, k: c.k, a: a.pointer, lda: aCols, b: b.pointer, ldb: bCols,
-                        beta: 0, c: out.pointer, ldc: c.n)
+      try gemm(c.layout, c.m, c.n, c.k, 1, a.pointer, aCols, b.pointer, bCols, 0, out.pointer, c.n, false)
     }
     for _ in 0..<max(1, warmup) { try product() }
     let t0 = pk_now_seconds()
@@ -145,15 +157,17 @@ public enum GEMMBench {
     let median = PalmTrain.median(samples) ?? samples[0]
     let gflops = c.flops / median / 1e9
 
-    // Correctness of what was timed: 64 sampled entries against fp64 dot products.
+    // Correctness of what was timed: 64 sampled entries against fp64 dot products (of the operands
+    // as the kernel rounds them, for bf16).
+    let operand: (Float) -> Double = c.precision == .bf16 ? { Double(Kernels.roundBF16($0)) } : { Double($0) }
     var maxErr = 0.0
     if c.m > 0 && c.n > 0 {
       for _ in 0..<64 {
         let i = Int(rng.next() % UInt64(c.m)), j = Int(rng.next() % UInt64(c.n))
         var sum = 0.0, mag = 0.0
         for p in 0..<c.k {
-          let av = Double(c.layout == .tn ? a.pointer[p * aCols + i] : a.pointer[i * aCols + p])
-          let bv = Double(c.layout == .nt ? b.pointer[j * bCols + p] : b.pointer[p * bCols + j])
+          let av = operand(c.layout == .tn ? a.pointer[p * aCols + i] : a.pointer[i * aCols + p])
+          let bv = operand(c.layout == .nt ? b.pointer[j * bCols + p] : b.pointer[p * bCols + j])
           sum += av * bv
           mag += abs(av * bv)
         }
@@ -162,10 +176,12 @@ public enum GEMMBench {
       }
     }
     return GEMMResult(
-      kernel: "pk_sgemm", name: c.name, m: c.m, n: c.n, k: c.k, layout: c.layout.rawValue,
-      threads: c.threads, isa: ISA.active.description, repeats: samples.count, inner: inner,
+      kernel: c.precision == .bf16 ? "pk_bgemm" : "pk_sgemm", dtype: c.precision.rawValue, name: c.name,
+      m: c.m, n: c.n, k: c.k, layout: c.layout.rawValue, threads: c.threads,
+      isa: c.precision == .bf16 && ISA.bf16Native ? "avx512bf16" : ISA.active.description,
+      repeats: samples.count, inner: inner,
       secondsMedian: median, secondsMin: samples[0], gflops: gflops, gflopsMax: c.flops / samples[0] / 1e9,
-      peakGflops: peakGflops, fractionOfPeak: peakGflops.map { gflops / $0 }, maxRelError: maxErr,
+      peakGflops: peakGflops, peakKind: peakGflops == nil ? nil : peakKind, fractionOfPeak: peakGflops.map { gflops / $0 }, maxRelError: maxErr,
       foreignCPU: foreignMax, attempts: attempts)
   }
 }

@@ -20,6 +20,15 @@ public enum GEMMLayout: String, CaseIterable, Sendable {
   }
 }
 
+/// Precision of a GEMM's multiplications (the accumulation and C are fp32 in both).
+public enum GEMMPrecision: String, CaseIterable, Sendable {
+  /// fp32 operands (`pk_sgemm`).
+  case fp32
+  /// Operands rounded to bf16, round to nearest even, as they are packed (`pk_bgemm`): native on
+  /// AVX512_BF16 (`ISA.bf16Native`), emulated with the same rounding and fp32 FMA elsewhere.
+  case bf16
+}
+
 public enum Kernels {
   /// `C = alpha·op(A)·op(B) + beta·C` on raw row-major buffers (see pk_gemm.h).
   @inlinable
@@ -33,6 +42,23 @@ public enum Kernels {
       f(layout.c, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc)),
       "sgemm")
   }
+
+  /// `sgemm` with A and B rounded to bf16 and fp32 accumulation (`pk_bgemm`, `GEMMPrecision.bf16`);
+  /// `reference` runs the triple loop on the rounded operands.
+  @inlinable
+  public static func bgemm(
+    _ layout: GEMMLayout, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>?, lda: Int, b: UnsafePointer<Float>?, ldb: Int,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>?, ldc: Int, reference: Bool = false
+  ) throws {
+    let f = reference ? pk_bgemm_reference : pk_bgemm
+    try KernelError.check(
+      f(layout.c, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc)),
+      "bgemm")
+  }
+
+  /// `x` rounded to the nearest bf16 (ties to even), as `bgemm` rounds its operands.
+  public static func roundBF16(_ x: Float) -> Float { pk_round_bf16(x) }
 
   /// `sgemm` with positional arguments in BLAS order, for the model's kernel-call sequences
   /// (Model, ShardedModel): `gemm(.nt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)`.

@@ -20,6 +20,16 @@ public enum ISA: Int, CaseIterable, Comparable, Sendable, CustomStringConvertibl
   public static func force(_ isa: ISA) throws {
     try KernelError.check(pk_isa_force(pk_isa(rawValue: UInt32(isa.rawValue))), "isa")
   }
+
+  /// Whether the bf16 GEMM runs natively now (`vdpbf16ps`: AVX512_BF16 and the AVX-512 level);
+  /// otherwise it is emulated (same rounding, fp32 FMA, at most the fp32 speed).
+  public static var bf16Native: Bool { pk_isa_bf16_active() != 0 }
+  /// Allows or forbids native bf16 (`PALM_ISA=avx512` forbids it); allowing needs AVX512_BF16.
+  public static func forceBF16(_ enabled: Bool) throws {
+    try KernelError.check(pk_isa_force_bf16(enabled ? 1 : 0), "isa_bf16")
+  }
+  /// Whether the CPU has AVX512_BF16.
+  public static var hasBF16: Bool { pk_cpu_has_avx512_bf16() != 0 }
 }
 
 /// The OpenMP team that runs every parallel kernel.

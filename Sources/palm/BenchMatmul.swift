@@ -1,9 +1,15 @@
-// palm bench matmul: SGEMM throughput (pk_sgemm) on one shape, or the standard set (squares and
-// transformer shapes, every layout, 1 and 2 threads), as text or JSON lines; see PalmBench.GEMMBench.
+// palm bench matmul: GEMM throughput (pk_sgemm, or pk_bgemm with --dtype bf16) on one shape, or
+// the standard set (squares and transformer shapes, every layout, 1 and 2 threads), as text or
+// JSON lines; see PalmBench.GEMMBench.
 import ArgumentParser
 import Foundation
 import PalmBench
 import PalmTensor
+
+enum DTypeChoice: String, ExpressibleByArgument, CaseIterable {
+  case fp32, bf16
+  var precision: GEMMPrecision { self == .bf16 ? .bf16 : .fp32 }
+}
 
 enum LayoutChoice: String, ExpressibleByArgument, CaseIterable {
   case nn, nt, tn
@@ -19,11 +25,13 @@ enum LayoutChoice: String, ExpressibleByArgument, CaseIterable {
 struct BenchMatmul: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "matmul",
-    abstract: "Time pk_sgemm: one shape, or the standard set (no --m/--n/--k).",
+    abstract: "Time pk_sgemm (or pk_bgemm, --dtype bf16): one shape, or the standard set (no --m/--n/--k).",
     discussion: """
       C(m,n) = op(A)·op(B) with layout nn (A·B), nt (A·Bᵀ, B stored n×k) or tn (Aᵀ·B, A stored k×m).
       Each figure: one warm-up, --repeat samples of >= 20 ms, median and min time; GFLOP/s from the
-      median; fraction of the fp32 FMA peak measured at the same thread count just before.
+      median; fraction of the peak measured at the same thread count just before: the fp32 FMA
+      peak, or for --dtype bf16 the vdpbf16ps peak (the fp32 one, labelled, on a CPU without
+      AVX512_BF16, where bf16 is emulated).
       Without sizes: squares 256...4096 and the transformer shapes (tokens 4096, d_model 512,
       d_ff 2048), every layout (or --layout), at 1 and 2 threads (or --threads).
       """)
@@ -33,6 +41,8 @@ struct BenchMatmul: ParsableCommand {
   @Option(help: "The shared dimension.") var k: Int?
   @Option(help: "Layout: nn, nt or tn (default: nn for one shape, every layout for the standard set).")
   var layout: LayoutChoice?
+  @Option(help: "Multiplications: fp32, or bf16 (operands rounded to bf16, fp32 accumulation).")
+  var dtype: DTypeChoice = .fp32
   @OptionGroup var compute: ComputeOptions
   @Option(help: "Timed samples per figure.") var `repeat`: Int = 5
   @Option(help: "Output format: text or json (one object per line).") var format: OutputFormat = .text
@@ -66,31 +76,44 @@ struct BenchMatmul: ParsableCommand {
     var cases: [GEMMCase] = []
     if let m, let n, let k {
       for t in threadCounts {
-        cases.append(GEMMCase(m: m, n: n, k: k, layout: (layout ?? .nn).layout, threads: t))
+        cases.append(GEMMCase(m: m, n: n, k: k, layout: (layout ?? .nn).layout, threads: t,
+                              precision: dtype.precision))
       }
     } else {
       for t in threadCounts {
-        cases += GEMMBench.standardSet(threads: t).filter { layout == nil || $0.layout == layout!.layout }
+        cases += GEMMBench.standardSet(threads: t, precision: dtype.precision)
+          .filter { layout == nil || $0.layout == layout!.layout }
       }
     }
+    // bf16 divides by the bf16 peak where the CPU has one (also when --isa makes bf16 emulated).
+    let bf16Peak = dtype == .bf16 && ISA.hasBF16
+    if dtype == .bf16 && !ISA.bf16Native {
+      FileHandle.standardError.write(Data("""
+        note: bf16 is emulated (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU")): \
+        operands rounded to bf16, fp32 FMA on \(ISA.active), at most the fp32 speed
+
+        """.utf8))
+    }
     var peaks: [Int: Double] = [:]
-    for t in Set(cases.map(\.threads)).sorted() { peaks[t] = try PeakProbe.fp32(threads: t) }
+    for t in Set(cases.map(\.threads)).sorted() {
+      peaks[t] = bf16Peak ? try PeakProbe.bf16(threads: t) : try PeakProbe.fp32(threads: t)
+    }
 
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     if format == .text {
-      emit("name                  layout        m      n      k  thr  median ms     min ms   GFLOP/s  of peak  max rel err")
+      emit("name                  layout        m      n      k  thr  median ms     min ms   GFLOP/s  of \(bf16Peak ? "bf16" : "fp32") peak  max rel err")
     }
     for (i, c) in cases.enumerated() {
       if cases.count > 1 {
         FileHandle.standardError.write(Data("[\(i + 1)/\(cases.count)] \(c.name) \(c.layout.rawValue) \(c.threads)T\n".utf8))
       }
-      let r = try GEMMBench.run(c, repeats: `repeat`, peakGflops: peaks[c.threads])
+      let r = try GEMMBench.run(c, repeats: `repeat`, peakGflops: peaks[c.threads], peakKind: bf16Peak ? "bf16" : "fp32")
       switch format {
       case .json:
         emit(String(decoding: try encoder.encode(r), as: UTF8.self))
       case .text:
-        emit(String(format: "%-20@  %-6@ %6d %6d %6d %4d %10.3f %10.3f %9.1f %7.1f%% %12.1e",
+        emit(String(format: "%-20@  %-6@ %6d %6d %6d %4d %10.3f %10.3f %9.1f %12.1f%% %12.1e",
                      r.name as NSString, r.layout as NSString, r.m, r.n, r.k, r.threads,
                      r.secondsMedian * 1e3, r.secondsMin * 1e3, r.gflops, 100 * (r.fractionOfPeak ?? 0),
                      r.maxRelError))

@@ -21,13 +21,13 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "OpenMP threads for the kernels (default: all cores).")
   var threads: Int?
 
-  @Option(help: "Instruction set for the kernels: scalar, avx2 or avx512 (default: the best this CPU has).")
+  @Option(help: "Instruction set for the kernels: scalar, avx2, avx512 or avx512bf16 (avx512 with native bf16 GEMMs; default: the best this CPU has).")
   var isa: ISAChoice?
 
   func validate() throws {
     if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
-    if let i = isa, ISA(i) > ISA.detected {
-      throw ValidationError("--isa \(i.rawValue) is not supported by this CPU (best: \(ISA.detected))")
+    if let i = isa, ISA(i) > ISA.detected || (i == .avx512bf16 && !ISA.hasBF16) {
+      throw ValidationError("--isa \(i.rawValue) is not supported by this CPU (best: \(ISA.detected)\(ISA.hasBF16 ? "bf16" : ""))")
     }
   }
 
@@ -35,12 +35,15 @@ struct ComputeOptions: ParsableArguments {
   func apply() throws {
     Threads.setBlocktime(milliseconds: 0)
     if let t = threads { Threads.count = t }
-    if let i = isa { try ISA.force(ISA(i)) }
+    if let i = isa {
+      try ISA.force(ISA(i))
+      try ISA.forceBF16(i == .avx512bf16)
+    }
   }
 }
 
 enum ISAChoice: String, ExpressibleByArgument, CaseIterable {
-  case scalar, avx2, avx512
+  case scalar, avx2, avx512, avx512bf16
 }
 
 extension ISA {
@@ -48,7 +51,7 @@ extension ISA {
     switch c {
     case .scalar: self = .scalar
     case .avx2: self = .avx2
-    case .avx512: self = .avx512
+    case .avx512, .avx512bf16: self = .avx512
     }
   }
 }

@@ -5,6 +5,7 @@
 # Examples (run from the repository root; KMP_BLOCKTIME=0 is set here):
 #   bench/gemm_ab/run.sh 1 7 CKernels/gemm.c CKernels/gemm.c:-DPK_GEMM_AVX512_A_BLOCK=57344
 #   bench/gemm_ab/run.sh 2 9 HEAD~1 CKernels/gemm.c -- sq2048 dW_XW1
+# Revisions before the bf16 GEMM (pk_gemm_run, gemm_pack.h) no longer build against these headers.
 # Compiles each variant's driver with its pk_sgemm renamed pk_sgemm_vN, links them with the rest of
 # CKernels (micro-kernels included, from the working tree) into one binary, in which gemm_ab.c
 # times them side by side, and runs it. Needs clang and libomp-dev (as the package does). Builds in
@@ -21,14 +22,15 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
   src=${1%%:*}; extra=""; [[ "$1" == *:* ]] && extra=${1#*:}
   if [ ! -f "$src" ]; then git -C "$root" show "$src:CKernels/gemm.c" > "$work/gemm$n.c"; src="$work/gemm$n.c"; fi
   IFS=, read -r -a more <<< "$extra"
-  "$cc" "${flags[@]}" "${more[@]}" -Dpk_sgemm=pk_sgemm_v$n -c "$src" -o "$work/v$n.o"
+  "$cc" "${flags[@]}" "${more[@]}" -Dpk_sgemm=pk_sgemm_v$n -Dpk_gemm_run=pk_gemm_run_v$n -Dpk_gemm_config_fp32=pk_gemm_config_fp32_v$n -c "$src" -o "$work/v$n.o"
   echo "v$n: $1"
   objs+=("$work/v$n.o"); n=$((n + 1)); shift
 done
 [ $# -gt 0 ] && shift  # the --
 [ $n -ge 1 ] && [ $n -le 6 ] || { echo "run.sh: 1 to 6 variants" >&2; exit 2; }
 others=()
-for f in "$root"/CKernels/*.c; do [ "$(basename "$f")" = gemm.c ] || others+=("$f"); done
+# The working tree's gemm.c comes too: pk_bgemm (gemm_bf16.c) runs on its driver, pk_gemm_run.
+for f in "$root"/CKernels/*.c; do others+=("$f"); done
 # libomp: wherever clang's -fopenmp=libomp finds it (Debian: libomp-dev's /usr/lib/llvm-NN/lib).
 omplib=$(ls /usr/lib/llvm-*/lib/libomp.so 2>/dev/null | sort -V | tail -1 || true)
 ompdir=${omplib:+$(dirname "$omplib")}
