@@ -7,6 +7,7 @@
 import CKernels
 import Foundation
 import PalmModel
+import PalmParallel
 import PalmTensor
 
 /// The whole benchmark suite.
@@ -42,6 +43,9 @@ public enum Suite {
     /// Seconds the whole run should take at most: step runs that would end later are skipped and
     /// listed in the report (nil: no limit).
     public var timeBudgetSeconds: Double?
+    /// Mesh rows: (config, mesh, remat) updates of the one Trainer in-process (LocalCluster), the
+    /// machine's threads shared among the mesh's ranks.
+    public var meshRuns: [(config: PalmConfig, shape: MeshShape, remat: RematPolicy)] = []
 
     public init(outDir: String, configs: [PalmConfig], threads: [Int], remats: [RematPolicy] = RematPolicy.allCases,
                 warmup: Int, steps: Int, kernelRepeats: Int, kernelMinSampleSeconds: Double, streamFloats: Int,
@@ -68,6 +72,9 @@ public enum Suite {
                         + [GEMMStage.Shape(name: "square 1024", m: 1024, n: 1024, k: 1024)],
                       gemmSamples: 3, peak: peak, stepRunner: stepRunner)
       o.timeBudgetSeconds = defaultTimeBudgetSeconds
+      // tiny on (1,1,1) and one mesh per axis, without and with full remat (≈ 20 s on 2 cores).
+      let shapes = [try! MeshShape(), try! MeshShape(pod: 2), try! MeshShape(data: 2), try! MeshShape(model: 2)]
+      o.meshRuns = shapes.flatMap { sh in [RematPolicy.none, .full].map { (PalmConfig.tiny, sh, $0) } }
       return o
     }
 
@@ -75,9 +82,11 @@ public enum Suite {
     public static func smoke(outDir: String, peak: PeakSource, stepRunner: @escaping StepRuns.Runner = StepRuns.inProcess) -> Options {
       let micro = PalmConfig(name: "micro", dModel: 32, layers: 2, heads: 2, headDim: 16, dFF: 64, vocab: 61,
                              seqLen: 24, batch: 2)
-      return Options(outDir: outDir, configs: [micro], threads: [1], warmup: 0, steps: 1, kernelRepeats: 1,
-                     kernelMinSampleSeconds: 0, streamFloats: 1 << 16, gemmShapes: GEMMStage.shapes(for: micro),
-                     gemmSamples: 1, peak: peak, stepRunner: stepRunner)
+      var o = Options(outDir: outDir, configs: [micro], threads: [1], warmup: 0, steps: 1, kernelRepeats: 1,
+                      kernelMinSampleSeconds: 0, streamFloats: 1 << 16, gemmShapes: GEMMStage.shapes(for: micro),
+                      gemmSamples: 1, peak: peak, stepRunner: stepRunner)
+      o.meshRuns = [(micro, try! MeshShape(pod: 2), .full)]
+      return o
     }
   }
 
@@ -150,6 +159,7 @@ public enum Suite {
     public var roofs: [Roofs]
     public var kernels: [KernelBench.Result]
     public var steps: [StepRuns.Measured]
+    public var mesh: [MeshRow] = []
     /// Set when other processes disturbed the step runs (see `disturbance(_:)`): print it.
     public var warning: String?
   }
@@ -226,6 +236,24 @@ public enum Suite {
                                      skipped: { skippedRuns.append($0) }, progress: stage)
     try write("steps.jsonl", try JSONLines.encode(steps))
 
+    var meshRows: [MeshRow] = []
+    let cores = o.threads.max() ?? 1
+    for run in o.meshRuns {
+      let perRank = max(1, cores / run.shape.count)
+      let r = try ShardedBench.runLocal(config: run.config, shape: run.shape, batch: run.config.batch, steps: max(o.steps, 1),
+                                        warmup: o.warmup, threadsPerRank: perRank, remat: run.remat)
+      let peak = roofs.first { $0.threads == perRank * run.shape.count }?.peakGFLOPs
+      let memory = try MeshMemory(config: run.config, shape: run.shape, remat: run.remat)
+      let tps = r.tokensPerSecond
+      meshRows.append(MeshRow(
+        config: run.config.name, mesh: run.shape.description, remat: run.remat.rawValue, threadsPerRank: perRank,
+        tokensPerSecond: tps, mfu: peak.map { FLOPs.modelPerToken(run.config) * tps / ($0 * 1e9) },
+        hfu: peak.map { FLOPs.hardwarePerToken(run.config, remat: run.remat) * tps / ($0 * 1e9) },
+        plannedBytesPerRank: memory.totalBytes, exchangeHidden: run.shape.pod > 1 ? r.exchange.map(\.hiddenFraction).min() : nil))
+      stage("mesh \(run.config.name) \(run.shape) remat \(run.remat.rawValue): \(fixed(tps, 0)) tokens/s")
+    }
+    try write("mesh.jsonl", try JSONLines.encode(meshRows))
+
     let rows = MFUTable.rows(measured: steps.compactMap(\.row))
     let mfuMarkdown = MFUTable.markdown(rows)
     try write("mfu.json", try MFUTable.json(rows))
@@ -244,10 +272,42 @@ public enum Suite {
     let warning = Self.disturbance(steps)
     var report = Self.report(machine: machine, options: o, roofs: roofs, gemm: gemm, kernels: kernels, steps: steps,
                              skipped: skippedRuns.all, mfuMarkdown: mfuMarkdown, rooflineNote: rooflineNote)
+      + Self.meshMarkdown(meshRows)
     if let warning { report = report.replacingOccurrences(of: "\n## ", with: "\n**\(warning)**\n\n## ", options: [], range: report.range(of: "\n## ")) }
     try write("report.md", report)
     stage("report written to \(o.outDir)/report.md")
-    return Outcome(files: files, mfuMarkdown: mfuMarkdown, roofs: roofs, kernels: kernels, steps: steps, warning: warning)
+    return Outcome(files: files, mfuMarkdown: mfuMarkdown, roofs: roofs, kernels: kernels, steps: steps, mesh: meshRows,
+                   warning: warning)
+  }
+
+  /// One mesh row of the suite: the whole update of the one Trainer (optimizer included) on a mesh.
+  public struct MeshRow: Codable, Sendable, Equatable {
+    public let config: String, mesh: String, remat: String
+    public let threadsPerRank: Int
+    public let tokensPerSecond: Double
+    /// Against the fp32 peak measured at all the mesh's threads (nil when unknown).
+    public let mfu: Double?, hfu: Double?
+    /// MeshMemory's total: parameters, gradients, optimizer state, gathered buffers, activations.
+    public let plannedBytesPerRank: Int
+    /// Pods only: the smallest share of the pod exchange hidden behind the backward.
+    public let exchangeHidden: Double?
+    enum CodingKeys: String, CodingKey {
+      case config, mesh, remat, threadsPerRank = "threads_per_rank", tokensPerSecond = "tokens_per_s", mfu, hfu
+      case plannedBytesPerRank = "planned_bytes_per_rank", exchangeHidden = "exchange_hidden"
+    }
+  }
+
+  static func meshMarkdown(_ rows: [MeshRow]) -> String {
+    guard !rows.isEmpty else { return "" }
+    var s = "\n## Meshes (the one Trainer, whole update, in-process ranks)\n\n"
+    s += "| Config | Mesh | Remat | Threads/rank | Tokens/s | MFU | HFU | Planned MiB/rank | Exchange hidden |\n"
+    s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+    for r in rows {
+      s += "| \(r.config) | \(r.mesh) | \(r.remat) | \(r.threadsPerRank) | \(fixed(r.tokensPerSecond, 0)) | "
+        + "\(r.mfu.map { pct($0, 1) } ?? "—") | \(r.hfu.map { pct($0, 1) } ?? "—") | "
+        + "\(fixed(Double(r.plannedBytesPerRank) / 1_048_576, 1)) | \(r.exchangeHidden.map { pct($0, 0) } ?? "—") |\n"
+    }
+    return s
   }
 
   /// The Markdown report of a run.

@@ -9,7 +9,7 @@ import _PalmTestSupport
 
 @Suite struct SuiteTests {
   static let expectedFiles = ["machine.json", "roofs.jsonl", "gemm.jsonl", "kernels.jsonl", "steps.jsonl",
-                              "mfu.json", "mfu.svg", "roofline.svg", "report.md"]
+                              "mesh.jsonl", "mfu.json", "mfu.svg", "roofline.svg", "report.md"]
 
   func temporaryDirectory() throws -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-suite-\(UUID().uuidString)").path
@@ -53,9 +53,13 @@ import _PalmTestSupport
     let rows = try JSONDecoder().decode([MFUTable.Row].self, from: Data(try read("mfu.json").utf8))
     #expect(rows.filter { if case .measured = $0 { true } else { false } }.count == 3)
     _ = try JSONLines.decode(Suite.Machine.self, from: try read("machine.json"))
+    // The mesh row: two pods of the one Trainer, MFU against the peak of all their threads.
+    let mesh = try JSONLines.decode(Suite.MeshRow.self, from: try read("mesh.jsonl"))
+    #expect(mesh.count == 1 && mesh[0].tokensPerSecond > 0 && mesh[0].plannedBytesPerRank > 0)
+    #expect(mesh[0].exchangeHidden != nil && mesh[0].mfu == nil, "peak known at 1 thread only; the two pods use 2")
     let report = try read("report.md")
     for heading in ["## Peak and memory bandwidth", "## GEMM", "## Kernels and roofline", "## Training steps",
-                    "### Part one", "### Part two", "| micro | full |"] {
+                    "### Part one", "### Part two", "| micro | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |"] {
       #expect(report.contains(heading), "\(heading)")
     }
     #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
