@@ -458,10 +458,10 @@ private let mpirun = ChildProcess.which("mpirun")
 /// Runs mpirun with a clean MPI environment (the singleton test may have initialised MPI in this
 /// process: its OMPI_/PMIX_ variables must not leak into the job) and a hard deadline; returns
 /// (exit code, output).
-private func runMPI(np: Int, _ extra: [String], deadline: Double = 120) throws -> (Int32, String) {
+private func runMPI(np: Int, _ extra: [String], deadline: Double = 120, mpirunOptions: [String] = []) throws -> (Int32, String) {
   guard let mpirun, let binary = mpiCheckBinary else { return (-1, "not available") }
-  return try runProgram(mpirun, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "\(np)",
-                                 binary.path] + extra, deadline: deadline)
+  return try runProgram(mpirun, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "\(np)"]
+                                 + mpirunOptions + [binary.path] + extra, deadline: deadline)
 }
 
 @Suite("MPI backend", .serialized)
@@ -523,12 +523,15 @@ struct MPIBackendTests {
     #expect(output.contains("process rank 1") && output.contains("signal 9"), "\(output)")
   }
 
-  @Test("palm-mpi-check --sharded: the sharded model equals a single-device run under mpirun -np 2 and -np 4",
+  /// Shared memory (Open MPI's default between ranks of one machine) and TCP forced
+  /// (`--mca btl self,tcp`: the transport of a job across machines, here over loopback).
+  @Test("palm-mpi-check --sharded: every mesh of the one Trainer equals (1,1,1) under mpirun -np 2 and -np 4, shared memory and TCP",
         .enabled(if: mpirun != nil && mpiCheckBinary != nil, "needs mpirun and palm-mpi-check"),
-        arguments: [2, 4])
-  func mpirunSharded(np: Int) throws {
-    let (status, output) = try runMPI(np: np, ["--sharded"], deadline: 300)
-    #expect(status == 0, "mpirun -np \(np) palm-mpi-check --sharded exited \(status):\n\(output)")
+        arguments: [(2, false), (4, false), (2, true)])
+  func mpirunSharded(np: Int, tcp: Bool) throws {
+    let (status, output) = try runMPI(np: np, ["--sharded"], deadline: 300,
+                                      mpirunOptions: tcp ? ["--mca", "btl", "self,tcp"] : [])
+    #expect(status == 0, "mpirun -np \(np) \(tcp ? "(tcp) " : "")palm-mpi-check --sharded exited \(status):\n\(output)")
     #expect(output.contains("sharded checks passed on \(np) rank(s)"), "\(output)")
     #expect(!output.contains("FAIL"), "\(output)")
   }
