@@ -248,7 +248,7 @@ public enum Suite {
       meshRows.append(MeshRow(
         config: run.config.name, mesh: run.shape.description, remat: run.remat.rawValue, threadsPerRank: perRank,
         tokensPerSecond: tps, mfu: peak.map { FLOPs.modelPerToken(run.config) * tps / ($0 * 1e9) },
-        hfu: peak.map { FLOPs.hardwarePerToken(run.config, remat: run.remat) * tps / ($0 * 1e9) },
+        hfu: peak.map { FLOPs.hardwarePerToken(run.config, remat: run.remat, mesh: run.shape) * tps / ($0 * 1e9) },
         plannedBytesPerRank: memory.totalBytes, exchangeHidden: run.shape.pod > 1 ? r.exchange.map(\.hiddenFraction).min() : nil))
       stage("mesh \(run.config.name) \(run.shape) remat \(run.remat.rawValue): \(fixed(tps, 0)) tokens/s")
     }

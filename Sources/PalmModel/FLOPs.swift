@@ -206,4 +206,16 @@ public enum FLOPs {
                                       attention: AttentionSpan? = nil) -> Double {
     hardware(config, remat: remat, attention: attention).total
   }
+
+  /// Hardware FLOPs per token of the global batch on a mesh, summed over its devices: every model
+  /// shard runs the blocks of the shard config (H/M heads, F/M d_ff) AND what the model axis
+  /// replicates (the K/V projection, the head and its logits) on the same tokens, so the count is
+  /// M × the shard config's; data and pod ranks split the tokens (no factor). At (1,1,1) it is
+  /// `hardwarePerToken(_:remat:)`.
+  public static func hardwarePerToken(_ config: PalmConfig, remat: RematPolicy, mesh: MeshShape) -> Double {
+    var local = config
+    local.heads = config.heads / mesh.model
+    local.dFF = config.dFF / mesh.model
+    return Double(mesh.model) * hardwarePerToken(local, remat: remat)
+  }
 }

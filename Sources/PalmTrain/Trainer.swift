@@ -137,7 +137,8 @@ public final class Trainer: @unchecked Sendable {
       evalBatches = []
     }
     modelFLOPsPerToken = FLOPs.modelPerToken(c)
-    hardwareFLOPsPerToken = FLOPs.hardwarePerToken(c, remat: options.remat)
+    // What the devices execute, replicated work included (the head and K/V on every model shard).
+    hardwareFLOPsPerToken = FLOPs.hardwarePerToken(c, remat: options.remat, mesh: mesh.shape)
   }
 
   deinit {

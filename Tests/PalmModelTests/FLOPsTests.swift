@@ -185,3 +185,27 @@ private func significant(_ x: Double, _ digits: Int = 3) -> Double {
     }
   }
 }
+
+@Suite struct MeshFLOPsTests {
+  @Test("a mesh's hardware FLOPs count what the model axis replicates; data and pod add nothing")
+  func meshReplication() throws {
+    let c = PalmConfig.tiny
+    let one = FLOPs.hardwarePerToken(c, remat: .full)
+    #expect(FLOPs.hardwarePerToken(c, remat: .full, mesh: try MeshShape()) == one)
+    #expect(FLOPs.hardwarePerToken(c, remat: .full, mesh: try MeshShape(pod: 2, data: 2)) == one)
+    // model = 2: every shard also computes the whole head (logits fwd + bwd = 6·d·V) and the K/V
+    // projection (2·d·2Q per layer, × 3 fwd + bwd, × 4 with full remat); attention tiles differ.
+    let two = FLOPs.hardwarePerToken(c, remat: .full, mesh: try MeshShape(model: 2))
+    let replicated = 6.0 * Double(c.dModel * c.vocab) + 4 * 2 * Double(c.dModel * 2 * c.headDim * c.layers)
+    var local = c
+    local.heads /= 2
+    local.dFF /= 2
+    func attention(_ b: FLOPs.Breakdown) -> Double {
+      b.matmuls.filter { ["attention_scores", "context"].contains($0.name) }.reduce(0) { $0 + $1.total }
+    }
+    // The attention products differ only through the kernel's tile (128/H queries per tile).
+    let tiles = 2 * attention(FLOPs.hardware(local, remat: .full)) - attention(FLOPs.hardware(c, remat: .full))
+    #expect(abs(two - one - replicated - tiles) <= 1e-6 * one, "\(two - one) vs \(replicated) + \(tiles)")
+    #expect(replicated > 0.01 * one)
+  }
+}
