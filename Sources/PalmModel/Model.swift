@@ -200,12 +200,10 @@ public final class Model: @unchecked Sendable {
   /// PaLM initialization (`Parameters.initialize(seed:)`) of the whole model, of which this rank
   /// keeps its shard: every mesh holds the same weights as the single device for one seed.
   /// On one device it initializes `parameters` in place; on a mesh every rank draws the full model
-  /// one tensor at a time (local work, no communication).
+  /// one tensor at a time (local work, no communication; never the whole model at once).
   public func initialize(seed: UInt64) throws {
     if mesh.isSingle { parameters.initialize(seed: seed); return }
-    let full = try Parameters(config: config)
-    full.initialize(seed: seed)
-    try loadFull { name, t in t.copy(from: full[name]!) }
+    try loadFull { name, t in Parameters.initialize(name, t, config: config, seed: seed) }
   }
 
   /// Writes every tensor of the single-device layout into this rank's shard of `into` (`shard`,

@@ -152,27 +152,36 @@ public final class Parameters: @unchecked Sendable {
   /// (variance 1/n_in, "fan-in variance scaling"), as its "variance scaling" wording says. `w_in`
   /// has n_in = d for all its columns; `w_out` stacks two kernels, so its first H·Q rows (attention
   /// output) use n_in = H·Q and its last F rows (SwiGLU down) use n_in = F.
-  /// Each tensor draws from its own stream (seed, tensor index), so the values do not depend on
+  /// Each tensor draws from its own stream (seed, tensor), so the values do not depend on
   /// alignment padding or on which other tensors exist.
   public func initialize(seed: UInt64) {
     zero()
-    let hq = config.queryColumns
-    for (i, e) in entries.enumerated() {
-      let t = Tensor(storage: flat.storage, offset: e.offset, shape: e.shape)
-      var rng = NormalGenerator(seed: seed, stream: UInt64(i))
-      if e.name == "embed" {
-        rng.fill(t.pointer, count: t.count, std: 1)
-      } else if e.name.hasSuffix(".scale") {
-        t.fill(1)
-      } else if e.name.hasSuffix(".w_in") {
-        rng.fill(t.pointer, count: t.count, std: 1 / Double(config.dModel).squareRoot())
-      } else if e.name.hasSuffix(".w_out") {
-        let d = config.dModel
-        rng.fill(t.pointer, count: hq * d, std: 1 / Double(hq).squareRoot())
-        rng.fill(t.pointer + hq * d, count: config.dFF * d, std: 1 / Double(config.dFF).squareRoot())
-      } else {
-        preconditionFailure("no initializer for \(e.name)")
-      }
+    for e in entries {
+      Parameters.initialize(e.name, Tensor(storage: flat.storage, offset: e.offset, shape: e.shape), config: config, seed: seed)
+    }
+  }
+
+  /// PaLM initialization of the one tensor `name` of `config`'s layout into `t` (its shape): what
+  /// `initialize(seed:)` writes there, so a mesh rank can draw the full model one tensor at a time.
+  /// Streams are numbered embed 0, then 1 + 3i, 2 + 3i, 3 + 3i for layer i's ln.scale, w_in, w_out
+  /// (the order of the original layout, kept so that a seed gives the same weights as before).
+  public static func initialize(_ name: String, _ t: Tensor, config: PalmConfig, seed: UInt64) {
+    let parts = name.split(separator: ".")
+    let layer = parts.count > 1 && parts[0] == "layers" ? Int(parts[1]) : nil
+    let slot: UInt64 = name.hasSuffix(".w_in") ? 2 : name.hasSuffix(".w_out") ? 3 : 1
+    var rng = NormalGenerator(seed: seed, stream: layer.map { UInt64(3 * $0) + slot } ?? 0)
+    let hq = config.queryColumns, d = config.dModel
+    if name == "embed" {
+      rng.fill(t.pointer, count: t.count, std: 1)
+    } else if name.hasSuffix(".scale") {
+      t.fill(1)
+    } else if name.hasSuffix(".w_in") {
+      rng.fill(t.pointer, count: t.count, std: 1 / Double(d).squareRoot())
+    } else if name.hasSuffix(".w_out") {
+      rng.fill(t.pointer, count: hq * d, std: 1 / Double(hq).squareRoot())
+      rng.fill(t.pointer + hq * d, count: config.dFF * d, std: 1 / Double(config.dFF).squareRoot())
+    } else {
+      preconditionFailure("no initializer for \(name)")
     }
   }
 }

@@ -42,8 +42,7 @@ public enum ShardedBench {
     _ = try ShardedLayout(config: c, shape: shape)  // errors before any work
     Threads.count = threadsPerRank
     let mesh = try Mesh(shape: shape, world: world)
-    var run = ShardedEquivalence(config: c, steps: warmup + steps, seed: seed, lr: 1e-4, remat: remat, optimizer: optimizer)
-    run.config.vocab = 256
+    let run = ShardedEquivalence(config: c, steps: warmup + steps, seed: seed, lr: 1e-4, remat: remat, optimizer: optimizer)
     var o = run.options
     o.maxSteps = nil
     o.timeBudget = 1e9

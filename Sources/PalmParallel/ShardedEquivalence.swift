@@ -61,13 +61,14 @@ public struct ShardedEquivalence: Sendable {
     return o
   }
 
-  /// A deterministic byte text of ~16 KiB (the same on every rank).
+  /// A deterministic byte text of ~16 KiB (the same on every rank), every byte below the vocabulary.
   public var dataset: TokenDataset {
     get throws {
       var state = seed &+ 0x9E37_79B9_7F4A_7C15
+      let v = UInt64(min(max(config.vocab, 1), 256))
       let bytes = (0..<16_384).map { _ -> UInt8 in
         state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-        return UInt8(truncatingIfNeeded: state >> 56)
+        return UInt8(truncatingIfNeeded: (state >> 32) % v)
       }
       return try TokenDataset(bytes: bytes, sequenceLength: config.seqLen)
     }

@@ -53,10 +53,10 @@ struct BenchExchange: ParsableCommand {
   var commTimeout: Double = 300
   @Option(help: "Seconds each child mpirun may take.")
   var childTimeout: Double = 600
-  @Option(help: "Remat policy of the pods comparison: none, selective or full.")
-  var remat: String = "none"
-  @Option(help: "Optimizer of the pods comparison: adamw or adafactor (PaLM's).")
-  var optimizer: String = "adamw"
+  @Option(help: "Remat policy of the pods comparison: none (default), selective or full.")
+  var remat: String?
+  @Option(help: "Optimizer of the pods comparison: adamw (default) or adafactor (PaLM's).")
+  var optimizer: String?
   @Option(help: "Output format: text or json.")
   var format: OutputFormat = .text
 
@@ -68,8 +68,11 @@ struct BenchExchange: ParsableCommand {
     if threads < 2 || threads % 2 != 0 { throw ValidationError("--threads must be even and at least 2 (two pods get half each)") }
     if ranks < 1 || repeats < 1 || maxBytes < 1024 { throw ValidationError("--ranks and --repeats must be >= 1, --max-bytes >= 1024") }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
-    if RematPolicy(rawValue: remat) == nil { throw ValidationError("--remat must be none, selective or full") }
-    if !["adamw", "adafactor"].contains(optimizer) { throw ValidationError("--optimizer must be adamw or adafactor") }
+    if let r = remat, RematPolicy(rawValue: r) == nil { throw ValidationError("--remat must be none, selective or full") }
+    if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
+    if part == .collectives && (remat != nil || optimizer != nil) {
+      throw ValidationError("--remat and --optimizer set the pods comparison; --part collectives has none")
+    }
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
   }
 
@@ -163,13 +166,13 @@ struct BenchExchange: ParsableCommand {
       if devices == .local {
         r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(pod: 2), batch: c.batch, steps: steps,
                                                          warmup: warmup, threadsPerRank: half, timeout: commTimeout,
-                                                         remat: RematPolicy(rawValue: remat)!,
+                                                         remat: RematPolicy(rawValue: remat ?? "none")!,
                                                          optimizer: BenchStep.optimizerSettings(optimizer)),
                                config: c.name, devices: "local")
       } else {
         let out = try mpirun(np: 2, ["bench", "step", "--config", config, "--batch", "\(c.batch)", "--seq-len", "\(c.seqLen)",
                                      "--mesh", "pod=2", "--devices", "mpi", "--threads-per-rank", "\(half)",
-                                     "--remat", remat, "--optimizer", optimizer,
+                                     "--remat", remat ?? "none", "--optimizer", optimizer ?? "adamw",
                                      "--steps", "\(steps)", "--warmup", "\(warmup)", "--format", "json",
                                      "--comm-timeout", "\(commTimeout)"])
         guard let parsed = ShardedBenchReport.parse(lastOf: out) else {
@@ -185,7 +188,7 @@ struct BenchExchange: ParsableCommand {
     func runOne() throws {
       let r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(), batch: c.batch, steps: steps,
                                                            warmup: warmup, threadsPerRank: threads, timeout: commTimeout,
-                                                           remat: RematPolicy(rawValue: remat)!,
+                                                           remat: RematPolicy(rawValue: remat ?? "none")!,
                                                            optimizer: BenchStep.optimizerSettings(optimizer)),
                                  config: c.name, devices: "local")
       one.append(r)

@@ -68,6 +68,9 @@ struct BenchStep: ParsableCommand {
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
     if let t = threadsPerRank, t < 1 { throw ValidationError("--threads-per-rank must be at least 1") }
     if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
+    if mesh != nil && peak != nil {
+      throw ValidationError("--peak gives the single-device step's MFU; the --mesh report is tokens/s and the exchange (palm bench has mesh MFU rows)")
+    }
     if mesh == nil && (devices != nil || threadsPerRank != nil || optimizer != nil) {
       throw ValidationError("--devices, --threads-per-rank and --optimizer need --mesh (without it the step is forward + backward, no update)")
     }
