@@ -88,17 +88,21 @@ extension MFUTable {
       out += "No measured rows in this table: part two is filled by the step benchmark.\n"
       return out
     }
-    out += "Peak = the measured FMA peak of the threads used. Hardware FLOPs count this package's "
+    out += "Peak = the measured peak of the threads used, of the row's precision: the fp32 FMA peak for fp32 rows, the bf16 "
+      + "dot-product peak for bf16 rows (column Peak names it); fp32 rows also give their MFU against the bf16 peak, the figure to set beside a bf16 row. "
+      + "Hardware FLOPs count this package's "
       + "matmuls under the row's remat policy, attention keys charged as the kernel executes them (column Attention span); MFU counts PaLM's full T. "
       + "HFU full T charges attention over the full T as PaLM's HFU does: compare that one with PaLM's 57.8%.\n\n"
-    out += "| Config | Remat | Threads | Tokens/s | Peak (GFLOP/s) | Model MFLOPs/token | Hardware MFLOPs/token "
-      + "| Attention span | MFU | HFU | HFU full T | Planned activations (MiB) | Peak RSS (MiB) |\n"
-    out += "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n"
+    out += "| Config | Precision | Remat | Threads | Tokens/s | Peak (GFLOP/s) | Model MFLOPs/token | Hardware MFLOPs/token "
+      + "| Attention span | MFU | HFU | HFU full T | MFU of bf16 peak | Planned activations (MiB) | Peak RSS (MiB) |\n"
+    out += "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n"
     for r in measured {
       let cells = [
-        r.config, r.remat.rawValue, "\(r.threads)", rate(r.tokensPerSecond), fixed(r.peakFLOPs / 1e9, 1),
+        r.config, r.precision.rawValue, r.remat.rawValue, "\(r.threads)", rate(r.tokensPerSecond),
+        fixed(r.peakFLOPs / 1e9, 1) + " \(r.peakPrecision.rawValue)",
         fixed(r.modelFLOPsPerToken / 1e6, 2), fixed(r.hardwareFLOPsPerToken / 1e6, 2), r.attention,
-        pct(r.mfu, 1), pct(r.hfu, 1), pct(r.hfuFullT, 1), mib(r.plannedActivationBytes), mib(r.peakRSSBytes),
+        pct(r.mfu, 1), pct(r.hfu, 1), pct(r.hfuFullT, 1), r.mfuOfBF16Peak.map { pct($0, 1) } ?? "—",
+        mib(r.plannedActivationBytes), mib(r.peakRSSBytes),
       ]
       out += "| " + cells.joined(separator: " | ") + " |\n"
     }

@@ -7,6 +7,7 @@
 // JSON) and Report+SVG.swift (bar chart).
 
 import PalmModel
+import PalmTensor
 
 /// The MFU comparison table: published runs (GPT-3, Gopher, MT-NLG, PaLM) recomputed from their
 /// inputs, a published reference row (Megatron 1T), and rows measured here.
@@ -269,9 +270,17 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
   public let config: String
   public let remat: RematPolicy
   public let threads: Int
+  /// The GEMMs' precision of the run.
+  public let precision: GEMMPrecision
   public let tokensPerSecond: Double
-  /// Peak FLOP/s of the threads used: the denominator.
+  /// Peak FLOP/s of the threads used: the denominator of `mfu`, `hfu` and `hfuFullT`.
   public let peakFLOPs: Double
+  /// Which peak `peakFLOPs` is: the bf16 one for a bf16 run (the fp32 one where bf16 is emulated).
+  public let peakPrecision: GEMMPrecision
+  /// An fp32 run's MFU and HFU against the bf16 peak of the same threads (nil for bf16 runs or
+  /// without a bf16 peak): the figures to set beside a bf16 run's.
+  public let mfuOfBF16Peak: Double?
+  public let hfuOfBF16Peak: Double?
   /// 6N + 12·L·H·Q·T, N = all parameters.
   public let modelFLOPsPerToken: Double
   /// This package's matmuls under `remat`, attention counted by `attention`.
@@ -300,14 +309,19 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
   ///   - peakRSSBytes: the process's peak resident set size.
   ///   - attention: how attention keys are charged in the hardware FLOPs; nil (the default) = what
   ///     this package's attention kernel executes. MFU always uses PaLM's full-T count.
+  ///   - precision, peakPrecision: the run's GEMM precision and which peak `peakFLOPs` is.
+  ///   - bf16PeakFLOPs: for an fp32 run, the bf16 peak of the same threads (the second figure).
   public init(config: PalmConfig, remat: RematPolicy, threads: Int, tokensPerSecond: Double,
               peakFLOPs: Double, plannedActivationBytes: Int, peakRSSBytes: Int,
-              attention: FLOPs.AttentionSpan? = nil) {
+              attention: FLOPs.AttentionSpan? = nil, precision: GEMMPrecision = .fp32,
+              peakPrecision: GEMMPrecision = .fp32, bf16PeakFLOPs: Double? = nil) {
     self.config = config.name
     self.remat = remat
     self.threads = threads
+    self.precision = precision
     self.tokensPerSecond = tokensPerSecond
     self.peakFLOPs = peakFLOPs
+    self.peakPrecision = peakPrecision
     let span = attention ?? .kernel(heads: config.heads)
     self.attention = span.description
     modelFLOPsPerToken = FLOPs.modelPerToken(config)
@@ -317,14 +331,24 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
     hfuFullT = MFUTable.mfu(tokensPerSecond: tokensPerSecond,
                             flopsPerToken: FLOPs.hardwarePerToken(config, remat: remat, attention: .full),
                             peakFLOPs: peakFLOPs)
+    if peakPrecision == .fp32, let b = bf16PeakFLOPs, b > 0 {
+      mfuOfBF16Peak = MFUTable.mfu(tokensPerSecond: tokensPerSecond, flopsPerToken: modelFLOPsPerToken, peakFLOPs: b)
+      hfuOfBF16Peak = MFUTable.mfu(tokensPerSecond: tokensPerSecond, flopsPerToken: hardwareFLOPsPerToken, peakFLOPs: b)
+    } else {
+      mfuOfBF16Peak = nil
+      hfuOfBF16Peak = nil
+    }
     self.plannedActivationBytes = plannedActivationBytes
     self.peakRSSBytes = peakRSSBytes
   }
 
   enum CodingKeys: String, CodingKey {
-    case config, remat, threads
+    case config, remat, threads, precision
     case tokensPerSecond = "tokens_per_second"
     case peakFLOPs = "peak_flops"
+    case peakPrecision = "peak_precision"
+    case mfuOfBF16Peak = "mfu_of_bf16_peak"
+    case hfuOfBF16Peak = "hfu_of_bf16_peak"
     case modelFLOPsPerToken = "model_flops_per_token"
     case hardwareFLOPsPerToken = "hardware_flops_per_token"
     case attention = "hardware_attention_span"

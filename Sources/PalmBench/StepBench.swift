@@ -1,4 +1,5 @@
-// StepBench: time the training step (forward + backward, no optimizer) of a PaLM model.
+// StepBench: time the training step (forward + backward; with `update`, the optimizer update too)
+// of a PaLM model, in fp32 or bf16 mixed precision (Model.precision).
 //
 // Builds a Model for a config / remat policy / thread count, runs warm-up steps, then times N steps
 // with pk_now_seconds and reports tokens/s (best and median), the model FLOPs per token of PaLM
@@ -17,6 +18,11 @@ public enum StepBench {
   public struct Result: Codable, Sendable {
     public var config: String
     public var remat: RematPolicy
+    /// The GEMMs' precision (absent in results written before bf16: fp32).
+    public var precision: GEMMPrecision?
+    /// The optimizer whose update each timed step includes ("adamw", "adafactor"), or nil: forward
+    /// and backward only.
+    public var update: String?
     public var threads: Int
     public var batch: Int
     public var seqLen: Int
@@ -50,26 +56,33 @@ public enum StepBench {
   /// - Parameters:
   ///   - config: model and batch shape (`config.batch` sequences of `config.seqLen` tokens).
   ///   - threads: OpenMP threads for the kernels (nil: leave `Threads.count` as it is).
+  ///   - precision: the GEMMs' (`Model.precision`).
+  ///   - update: when given, every step ends with this optimizer's update (learning rate 1e-4, no
+  ///     clipping), as a peer's timed `opt.step()` does.
   /// - Throws: config, input or kernel errors.
   public static func run(config: PalmConfig, remat: RematPolicy, threads: Int? = nil, warmup: Int = 2,
-                         steps: Int = 5, seed: UInt64 = 1) throws -> Result {
+                         steps: Int = 5, seed: UInt64 = 1, precision: GEMMPrecision = .fp32,
+                         update: OptimizerSettings? = nil) throws -> Result {
     precondition(steps >= 1 && warmup >= 0)
     if let threads { Threads.count = threads }
-    let model = try Model(config: config, remat: remat, seed: seed)
+    let model = try Model(config: config, remat: remat, seed: seed, precision: precision)
+    let optimizer = try update.map { try Optimizer($0, parameters: model.parameters.entries.map { ($0.name, $0.shape) }) }
+    let plan = try optimizer?.bind(params: model.parameters.named, grads: model.gradients.named)
     let n = config.batch * config.seqLen
     var g = NormalGenerator(seed: seed, stream: 7)
     let tokens = (0..<n).map { _ in Int32(g.nextUInt64() % UInt64(config.vocab)) }
     let targets = (0..<n).map { _ in Int32(g.nextUInt64() % UInt64(config.vocab)) }
     var last = StepLoss(total: 0, crossEntropy: 0, zLoss: 0)
-    for _ in 0..<warmup {
+    func step() throws {
       model.gradients.zero()
       last = try model.forwardBackward(tokens: tokens, targets: targets)
+      if let optimizer, let plan { try optimizer.step(plan, lr: 1e-4) }
     }
+    for _ in 0..<warmup { try step() }
     var times: [Double] = []
     for _ in 0..<steps {
-      model.gradients.zero()
       let t0 = pk_now_seconds()
-      last = try model.forwardBackward(tokens: tokens, targets: targets)
+      try step()
       times.append(pk_now_seconds() - t0)
     }
     let best = times.min()!  // steps >= 1
@@ -77,7 +90,7 @@ public enum StepBench {
     let fpt = FLOPs.modelPerToken(config)
     let hw = FLOPs.hardwarePerToken(config, remat: remat)
     return Result(
-      config: config.name, remat: remat, threads: Threads.count, batch: config.batch,
+      config: config.name, remat: remat, precision: precision, update: update?.kind, threads: Threads.count, batch: config.batch,
       seqLen: config.seqLen, steps: steps, stepSeconds: times, bestSeconds: best,
       medianSeconds: median, tokensPerSecond: Double(n) / median,
       bestTokensPerSecond: Double(n) / best, modelFLOPsPerToken: fpt,

@@ -26,6 +26,8 @@ public enum Suite {
     public var configs: [PalmConfig]
     public var threads: [Int]
     public var remats: [RematPolicy]
+    /// The GEMM precisions of the step rows (each row divides by its precision's peak).
+    public var precisions: [GEMMPrecision] = [.fp32]
     public var warmup: Int
     public var steps: Int
     public var kernelRepeats: Int
@@ -228,7 +230,11 @@ public enum Suite {
     stage("kernels: \(kernels.count) measurements")
 
     let specs = o.configs.flatMap { c in
-      o.remats.flatMap { rm in o.threads.map { StepRuns.Spec(config: c, remat: rm, threads: $0, warmup: o.warmup, steps: o.steps) } }
+      o.remats.flatMap { rm in
+        o.threads.flatMap { t in
+          o.precisions.map { StepRuns.Spec(config: c, remat: rm, threads: t, warmup: o.warmup, steps: o.steps, precision: $0) }
+        }
+      }
     }
     let skippedRuns = SpecSink()
     let steps = try StepRuns.measure(specs, runner: o.stepRunner, peak: o.peak,
@@ -338,12 +344,12 @@ public enum Suite {
     s += "\n## Training steps\n\nForward + backward on synthetic tokens; `palm bench` runs each in its own process (peak RSS per run; "
       + "not with --smoke or --in-process). "
       + "Other load: the share of all CPUs other processes used during the run (a disturbed figure when above a few %).\n\n"
-    s += "| Config | Remat | Threads | Median step s | Tokens/s | Model MFLOPs/token | Hardware MFLOPs/token | MFU | HFU | HFU full T | Planned activations MiB | Peak RSS MiB | Loss | Other load |\n"
-    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    s += "| Config | Precision | Remat | Threads | Median step s | Tokens/s | Model MFLOPs/token | Hardware MFLOPs/token | Peak | MFU | HFU | HFU full T | Planned activations MiB | Peak RSS MiB | Loss | Other load |\n"
+    s += "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
     for m in steps {
       let r = m.result
-      s += "| \(r.config) | \(r.remat.rawValue) | \(r.threads) | \(fixed(r.medianSeconds, 3)) | \(fixed(r.tokensPerSecond, 0)) | "
-        + "\(fixed(r.modelFLOPsPerToken / 1e6, 2)) | \(fixed(r.hardwareFLOPsPerToken / 1e6, 2)) | "
+      s += "| \(r.config) | \((r.precision ?? .fp32).rawValue) | \(r.remat.rawValue) | \(r.threads) | \(fixed(r.medianSeconds, 3)) | \(fixed(r.tokensPerSecond, 0)) | "
+        + "\(fixed(r.modelFLOPsPerToken / 1e6, 2)) | \(fixed(r.hardwareFLOPsPerToken / 1e6, 2)) | \(m.row.map { $0.peakPrecision.rawValue } ?? "—") | "
         + "\(m.row.map { pct($0.mfu, 1) } ?? "—") | \(m.row.map { pct($0.hfu, 1) } ?? "—") | \(m.row.map { pct($0.hfuFullT, 1) } ?? "—") | "
         + "\(fixed(Double(r.plannedActivationBytes) / 1_048_576, 1)) | "
         + "\(r.peakRSSBytes.map { fixed(Double($0) / 1_048_576, 1) } ?? "—") | \(fixed(Double(r.lastLoss), 3)) | "
@@ -351,7 +357,7 @@ public enum Suite {
     }
     if !skipped.isEmpty {
       s += "\nSkipped to stay within the time budget of \(fixed(o.timeBudgetSeconds ?? 0, 0)) s (rerun them with "
-        + "`palm bench step`): " + skipped.map { "\($0.config.name) \($0.remat.rawValue) \($0.threads)T" }.joined(separator: ", ") + ".\n"
+        + "`palm bench step`): " + skipped.map { "\($0.config.name) \($0.precision.rawValue) \($0.remat.rawValue) \($0.threads)T" }.joined(separator: ", ") + ".\n"
     }
     s += "\n" + mfuMarkdown.replacingOccurrences(of: "\n## ", with: "\n### ")
     return s

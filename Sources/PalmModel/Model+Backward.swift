@@ -31,9 +31,9 @@ extension Model {
     let scale = 1 / Float(d).squareRoot()
     let W = store.headWeights, G = store.headGradients
     // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
-    try Kernels.gemm(.tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, G.embed.pointer, d)
+    try Kernels.gemm(precision, .tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, G.embed.pointer, d)
     let dh = headH  // d h_f overwrites h_f, dead once d embed has it
-    try Kernels.gemm(.nn, n, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, dh.pointer, d)
+    try Kernels.gemm(precision, .nn, n, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, dh.pointer, d)
     dx.fill(0)
     try KernelError.check(
       pk_layernorm_backward(dx.pointer, Int64(d), G.lnFinal.pointer, dh.pointer, Int64(d),
@@ -72,9 +72,9 @@ extension Model {
       db = UnsafePointer(L.xNext.pointer)
     }
     // d[ctx | g] = db · w_outᵀ
-    try Kernels.gemm(.nt, n, cout, d, 1, db, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
+    try Kernels.gemm(precision, .nt, n, cout, d, 1, db, d, W.wOut.pointer, d, 0, dcg.pointer, cout)
     // d w_out += [ctx | g]ᵀ · db
-    try Kernels.gemm(.tn, cout, d, n, 1, L.cg.pointer, cout, db, d, 1, G.wOut.pointer, d)
+    try Kernels.gemm(precision, .tn, cout, d, n, 1, L.cg.pointer, cout, db, d, 1, G.wOut.pointer, d)
     // dproj = [dqkv | dgate_up] is built IN the proj buffer, which is dead after this layer's
     // backward (saves an (N, C_in) buffer, the plan's largest): the SwiGLU backward runs in place
     // on the gate_up columns, the attention backward (which reads q, k, v across rows) writes a
@@ -92,9 +92,9 @@ extension Model {
     let dproj = L.proj
     guard let pack = dhkv else {
       // d w_in += hᵀ · dproj;  dh = dproj · w_inᵀ, written over h (dead once d w_in has it)
-      try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
+      try Kernels.gemm(precision, .tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, G.wIn.pointer, cin)
       let dh = L.h
-      try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
+      try Kernels.gemm(precision, .nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh.pointer, d)
       try layerNormBackward(L, W, G, dh: dh.pointer)
       return
     }
@@ -109,8 +109,8 @@ extension Model {
       (earlier + r * q2).update(from: gw + r * cin + kvc, count: q2)
       (gw + r * cin + kvc).update(repeating: 0, count: q2)
     }
-    try Kernels.gemm(.tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, gw, cin)
-    try Kernels.gemm(.nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh, d)
+    try Kernels.gemm(precision, .tn, d, cin, n, 1, L.h.pointer, d, dproj.pointer, cin, 1, gw, cin)
+    try Kernels.gemm(precision, .nt, n, d, cin, 1, dproj.pointer, cin, W.wIn.pointer, cin, 0, dh, d)
     for r in 0..<d { (kv + r * q2).update(from: gw + r * cin + kvc, count: q2) }
     // The pack's first N·d + d·2Q floats (not the set-aside region after them).
     try mesh.modelComm.allReduce(Tensor(storage: pack.storage, offset: pack.offset, shape: [n * d + d * q2]))

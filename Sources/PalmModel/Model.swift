@@ -71,6 +71,11 @@ public final class Model: @unchecked Sendable {
   public private(set) var dropout: Dropout
   /// Built by `init(sharing:)`: `forward` only (the gradients are another model's).
   public let forwardOnly: Bool
+  /// The multiplications of every GEMM of later steps (mixed precision, PaLM's bf16): `.bf16` rounds
+  /// the GEMM inputs (activations, weights, output gradients) to bf16 as they are packed, with fp32
+  /// accumulation and fp32 outputs; the weights, gradients, optimizer state, LayerNorm, attention,
+  /// SwiGLU's elementwise part and the loss stay fp32 (docs/ARCHITECTURE.md, "Mixed precision").
+  public var precision: GEMMPrecision
   /// The pod exchange of the last `forwardBackward(exchange: true)`, as seen by this rank.
   public private(set) var lastExchange = ExchangeStats()
 
@@ -105,7 +110,8 @@ public final class Model: @unchecked Sendable {
   /// - Throws: `PalmConfig.Invalid` for a bad config or batch/sequence size, `MeshError` for a mesh
   ///   that does not divide the model or the batch, `Dropout.Invalid` for a rate outside [0, 1).
   public convenience init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
-                          seed: UInt64 = 0, dropout: Dropout = .off, mesh: Mesh = .single()) throws {
+                          seed: UInt64 = 0, dropout: Dropout = .off, mesh: Mesh = .single(),
+                          precision: GEMMPrecision = .fp32) throws {
     var c = config
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
@@ -113,15 +119,17 @@ public final class Model: @unchecked Sendable {
     try dropout.validate()
     let layout = try ShardedLayout(config: c, shape: mesh.shape)
     let store = try ShardStorage(layout: layout, mesh: mesh)
-    try self.init(validated: c, layout: layout, remat: remat, mesh: mesh, store: store, dropout: dropout)
+    try self.init(validated: c, layout: layout, remat: remat, mesh: mesh, store: store, dropout: dropout,
+                  precision: precision)
     try initialize(seed: seed)
   }
 
   /// A forward-only model over `other`'s parameters (the same storage: no copy, no second set of
   /// weights) with its own activation arena for `batch` × `seqLen` tokens (`other`'s by default;
   /// on a mesh the global batch), e.g. an evaluation model of another batch size or remat policy.
-  /// It sees every update of `other` at once. Its `forwardBackward` throws: it would add into
-  /// `other`'s gradients.
+  /// It sees every update of `other` at once and computes in `other`'s precision at its creation
+  /// (its own `precision` after that). Its `forwardBackward` throws: it would add into `other`'s
+  /// gradients.
   /// - Throws: `PalmConfig.Invalid` / `MeshError` for a bad batch/sequence size.
   public convenience init(sharing other: Model, remat: RematPolicy = .none, batch: Int? = nil,
                           seqLen: Int? = nil) throws {
@@ -131,13 +139,14 @@ public final class Model: @unchecked Sendable {
     try c.validate()
     let layout = try ShardedLayout(config: c, shape: other.mesh.shape)
     try self.init(validated: c, layout: layout, remat: remat, mesh: other.mesh, store: other.store,
-                  dropout: .off, forwardOnly: true)
+                  dropout: .off, precision: other.precision, forwardOnly: true)
   }
 
   /// `config` and `dropout` validated; `store` in `layout`'s shard layout.
   private init(validated c: PalmConfig, layout: ShardedLayout, remat: RematPolicy, mesh: Mesh,
-               store: ShardStorage, dropout: Dropout, forwardOnly: Bool = false) throws {
+               store: ShardStorage, dropout: Dropout, precision: GEMMPrecision, forwardOnly: Bool = false) throws {
     self.forwardOnly = forwardOnly
+    self.precision = precision
     self.dropout = dropout
     self.config = c
     self.remat = remat
@@ -428,7 +437,7 @@ extension Model {
       let dropped = key != nil && dropout.residual > 0
       let addInGEMM = !dropped && M == 1
       if addInGEMM { L.xNext.copy(from: L.x) }
-      try Kernels.gemm(.nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, addInGEMM ? 1 : 0, L.xNext.pointer, d)
+      try Kernels.gemm(precision, .nn, n, d, cout, 1, L.cg.pointer, cout, W.wOut.pointer, d, addInGEMM ? 1 : 0, L.xNext.pointer, d)
       if M > 1 {
         try mesh.modelComm.allReduce(L.xNext)
         if !dropped {
@@ -453,7 +462,7 @@ extension Model {
       pk_layernorm_forward(L.h.pointer, Int64(d), L.mean.pointer, L.rstd.pointer, L.x.pointer,
                            Int64(d), W.lnScale.pointer, Int64(n), Int64(d)), "layernorm_forward")
     if attention {
-      try Kernels.gemm(.nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
+      try Kernels.gemm(precision, .nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
       try KernelError.check(
         pk_attention_forward(L.cg.pointer, Int64(cout), L.lse.pointer, L.proj.pointer, Int64(cin),
                              Int64(batch), Int64(seqLen), Int64(local.heads), Int64(config.headDim)),
@@ -483,7 +492,7 @@ extension Model {
                            Int64(d), W.lnFinal.pointer, Int64(n), Int64(d)),
       "layernorm_forward")
     let scale = 1 / Float(d).squareRoot()
-    try Kernels.gemm(.nt, n, v, d, scale, headH.pointer, d, W.embed.pointer, d, 0, logits.pointer, v)
+    try Kernels.gemm(precision, .nt, n, v, d, scale, headH.pointer, d, W.embed.pointer, d, 0, logits.pointer, v)
     let z = Model.zLossCoefficient
     if backward {
       try KernelError.check(

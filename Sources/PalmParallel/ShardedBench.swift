@@ -35,14 +35,16 @@ public enum ShardedBench {
   /// `threadsPerRank`. Step times are rank 0's on every rank; `exchange` is this rank's.
   public static func run(config: PalmConfig, shape: MeshShape, world: any Communicator, batch: Int,
                          steps: Int, warmup: Int = 1, threadsPerRank: Int, seed: UInt64 = 1,
-                         remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings())) throws -> ShardedBenchResult {
+                         remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings()),
+                         precision: GEMMPrecision = .fp32) throws -> ShardedBenchResult {
     guard steps >= 1, warmup >= 0 else { throw MeshError("bench needs steps ≥ 1 and warmup ≥ 0 (got \(steps), \(warmup))") }
     var c = config
     c.batch = batch
     _ = try ShardedLayout(config: c, shape: shape)  // errors before any work
     Threads.count = threadsPerRank
     let mesh = try Mesh(shape: shape, world: world)
-    let run = ShardedEquivalence(config: c, steps: warmup + steps, seed: seed, lr: 1e-4, remat: remat, optimizer: optimizer)
+    let run = ShardedEquivalence(config: c, steps: warmup + steps, seed: seed, lr: 1e-4, remat: remat, optimizer: optimizer,
+                                 precision: precision)
     var o = run.options
     o.maxSteps = nil
     o.timeBudget = 1e9
@@ -71,14 +73,15 @@ public enum ShardedBench {
   /// `runLocal(shape: pod=2, threadsPerRank: 1)` vs `runLocal(shape: pod=1, threadsPerRank: 2)`.
   public static func runLocal(config: PalmConfig, shape: MeshShape, batch: Int, steps: Int, warmup: Int = 1,
                               threadsPerRank: Int, seed: UInt64 = 1, timeout: Double = 600, remat: RematPolicy = .none,
-                              optimizer: OptimizerSettings = .adamW(AdamWSettings())) throws -> ShardedBenchResult {
+                              optimizer: OptimizerSettings = .adamW(AdamWSettings()),
+                              precision: GEMMPrecision = .fp32) throws -> ShardedBenchResult {
     var c = config
     c.batch = batch
     _ = try ShardedLayout(config: c, shape: shape)  // errors before starting threads
     let cluster = try LocalCluster(size: shape.count, timeout: timeout)
     return try cluster.run { comm in
       try run(config: config, shape: shape, world: comm, batch: batch, steps: steps, warmup: warmup,
-              threadsPerRank: threadsPerRank, seed: seed, remat: remat, optimizer: optimizer)
+              threadsPerRank: threadsPerRank, seed: seed, remat: remat, optimizer: optimizer, precision: precision)
     }[0]
   }
 }

@@ -17,6 +17,7 @@ public struct ShardedEquivalence: Sendable {
   public var optimizer: OptimizerSettings
   public var microBatches: Int
   public var dropout: Dropout?
+  public var precision: GEMMPrecision
 
   /// A debug-speed config: d 64, 2 layers, 4 heads × 16, d_ff 128, bytes (vocab 256), T 16, global batch 4.
   public static let debugConfig = PalmConfig(name: "debug", dModel: 64, layers: 2, heads: 4, headDim: 16,
@@ -24,7 +25,7 @@ public struct ShardedEquivalence: Sendable {
 
   public init(config: PalmConfig = ShardedEquivalence.debugConfig, steps: Int = 3, seed: UInt64 = 7,
               lr: Float = 2e-3, remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings()),
-              microBatches: Int = 1, dropout: Dropout? = nil) {
+              microBatches: Int = 1, dropout: Dropout? = nil, precision: GEMMPrecision = .fp32) {
     self.config = config
     self.steps = steps
     self.seed = seed
@@ -33,6 +34,7 @@ public struct ShardedEquivalence: Sendable {
     self.optimizer = optimizer
     self.microBatches = microBatches
     self.dropout = dropout
+    self.precision = precision
   }
 
   /// What one rank's run returns: per-update losses and gradient norms (global), this rank's pod
@@ -55,6 +57,7 @@ public struct ShardedEquivalence: Sendable {
     o.seed = seed
     o.learningRate = .steps(.constant(lr))
     o.dropout = dropout
+    o.precision = precision
     o.evalEvery = 0
     o.checkpointEvery = 0
     o.spikes.enabled = false

@@ -21,7 +21,7 @@ public enum GEMMLayout: String, CaseIterable, Sendable {
 }
 
 /// Precision of a GEMM's multiplications (the accumulation and C are fp32 in both).
-public enum GEMMPrecision: String, CaseIterable, Sendable {
+public enum GEMMPrecision: String, CaseIterable, Codable, Sendable {
   /// fp32 operands (`pk_sgemm`).
   case fp32
   /// Operands rounded to bf16, round to nearest even, as they are packed (`pk_bgemm`): native on
@@ -60,13 +60,16 @@ public enum Kernels {
   /// `x` rounded to the nearest bf16 (ties to even), as `bgemm` rounds its operands.
   public static func roundBF16(_ x: Float) -> Float { pk_round_bf16(x) }
 
-  /// `sgemm` with positional arguments in BLAS order, for the model's kernel-call sequences
-  /// (Model, ShardedModel): `gemm(.nt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)`.
+  /// `sgemm` (fp32) or `bgemm` (bf16 operands, fp32 accumulation) with positional arguments in
+  /// BLAS order, for the model's kernel-call sequences: `gemm(.bf16, .nt, m, n, k, alpha, a, lda, ...)`.
   @inlinable
-  public static func gemm(_ layout: GEMMLayout, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                          _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
-    try sgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+  public static func gemm(_ precision: GEMMPrecision, _ layout: GEMMLayout, _ m: Int, _ n: Int, _ k: Int,
+                          _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>,
+                          _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) throws {
+    switch precision {
+    case .fp32: try sgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    case .bf16: try bgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
   }
 
   /// `C = alpha·op(A)·op(B) + beta·C` on 2-D tensors; shapes are checked.

@@ -39,6 +39,9 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   public var rngSeed: UInt64?
   /// Dropout rates of the run (absent in older manifests: none).
   public var dropout: Dropout?
+  /// The GEMMs' precision of the run (absent in older manifests: fp32); `--resume` keeps it
+  /// unless told otherwise.
+  public var precision: GEMMPrecision?
   /// A summary such as {"loss": 1.91, "val_loss": 1.95, "tokens": 4.1e6}.
   public var metrics: [String: Double]
   /// ISO 8601, UTC.
@@ -73,11 +76,12 @@ public struct CheckpointContents {
   public var sampler: SamplerState?
   public var rngSeed: UInt64?
   public var dropout: Dropout?
+  public var precision: GEMMPrecision?
   public var metrics: [String: Double]
 
   public init(step: Int, config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil,
               schedule: LearningRateSchedule? = nil, sampler: SamplerState? = nil, rngSeed: UInt64? = nil,
-              dropout: Dropout? = nil, metrics: [String: Double] = [:]) {
+              dropout: Dropout? = nil, precision: GEMMPrecision? = nil, metrics: [String: Double] = [:]) {
     self.step = step
     self.config = config
     self.parameters = parameters
@@ -86,6 +90,7 @@ public struct CheckpointContents {
     self.sampler = sampler
     self.rngSeed = rngSeed
     self.dropout = dropout
+    self.precision = precision
     self.metrics = metrics
   }
 }
@@ -228,7 +233,7 @@ public struct CheckpointStore: Sendable {
       let manifest = CheckpointManifest(
         formatVersion: CheckpointManifest.currentFormatVersion, step: contents.step, config: contents.config,
         optimizer: contents.optimizerState?.settings, optimizerStep: contents.optimizerState?.step, schedule: contents.schedule,
-        sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, metrics: contents.metrics,
+        sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, precision: contents.precision, metrics: contents.metrics,
         createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
       try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))
       try AtomicFile.syncDirectory(tmp)

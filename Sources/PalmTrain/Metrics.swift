@@ -25,10 +25,18 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   /// Seconds of this update (forward, backward, optimizer; not evaluation or checkpointing).
   public var stepSeconds: Double?
   public var tokensPerS: Double?
-  /// Model FLOPs utilisation: FLOPs.modelPerToken · tokens/s ÷ peak (null without a peak).
+  /// The GEMMs' precision of the update ("fp32" or "bf16").
+  public var precision: String?
+  /// Model FLOPs utilisation: FLOPs.modelPerToken · tokens/s ÷ peak (null without a peak); the peak
+  /// is the one `peakPrecision` names (bf16 for a bf16 run where the CPU has a bf16 unit).
   public var mfu: Double?
   /// Hardware FLOPs utilisation: FLOPs.hardwarePerToken(remat) · tokens/s ÷ peak.
   public var hfu: Double?
+  /// Which peak `mfu` and `hfu` divide by: "fp32" or "bf16".
+  public var peakPrecision: String?
+  /// An fp32 update's MFU and HFU against the bf16 peak (null for bf16 updates or without one).
+  public var mfuOfBF16Peak: Double?
+  public var hfuOfBF16Peak: Double?
   /// Validation cross-entropy, nats per byte (only on evaluation steps).
   public var valLoss: Double?
   /// valLoss / ln 2.
@@ -58,6 +66,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb", valLossFull = "val_loss_full"
     case dataPosition = "data_position", restoredStep = "restored_step", resumedDataPosition = "resumed_data_position"
     case exchangeBytes = "exchange_bytes", exchangeSeconds = "exchange_seconds", exchangeHidden = "exchange_hidden"
+    case precision, peakPrecision = "peak_precision", mfuOfBF16Peak = "mfu_of_bf16_peak", hfuOfBF16Peak = "hfu_of_bf16_peak"
   }
 
   public init(type: String, step: Int, tokens: Int, seconds: Double, rollbacks: Int) {

@@ -3,6 +3,7 @@
 // loss-spike rule. See Trainer.swift for the loop and docs/FORMATS.md "metrics.jsonl" for the log.
 
 import PalmModel
+import PalmTensor
 
 /// How the learning rate of each update is chosen.
 public enum LearningRateDriver: Codable, Equatable, Sendable {
@@ -109,8 +110,15 @@ public struct TrainOptions: Sendable {
   public var checkpointEvery: Int = 100
   public var keepLast: Int = 3
   public var spikes = SpikePolicy()
-  /// MFU/HFU denominator in FLOP/s (nil: not reported).
+  /// The GEMMs' precision (Model.precision). nil: fp32 on a new run, and on `resume()` the
+  /// checkpoint's; given: it applies from the resumed update on (switching is allowed).
+  public var precision: GEMMPrecision?
+  /// MFU/HFU denominators in FLOP/s (nil: not reported): the fp32 FMA peak, and the bf16 dot-product
+  /// peak (nil without a bf16 unit). A bf16 run divides by the bf16 peak (the fp32 one where there is
+  /// none: bf16 is then emulated with fp32 FMAs); an fp32 run by the fp32 peak, and reports its MFU
+  /// against the bf16 peak too (`MetricsRecord.mfuOfBF16Peak`).
   public var peakFLOPS: Double?
+  public var bf16PeakFLOPS: Double?
 
   public init(config: PalmConfig) { self.config = config }
 

@@ -36,6 +36,9 @@ public final class Trainer: @unchecked Sendable {
   public var mesh: Mesh { model.mesh }
   /// The dropout rates of the updates: `options.dropout`, or after `resume()` the checkpoint's.
   public var dropout: Dropout { model.dropout }
+  /// The GEMMs' precision of the updates: `options.precision` (fp32 when nil), or after `resume()`
+  /// without `options.precision` the checkpoint's.
+  public var precision: GEMMPrecision { model.precision }
   public let dataset: TokenDataset
   public let optimizer: Optimizer
   /// Draws microBatches · batch rows per update (split into micro-batches in order).
@@ -92,7 +95,8 @@ public final class Trainer: @unchecked Sendable {
     self.options = options
     self.dataset = dataset
     let c = options.config
-    model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off, mesh: mesh)
+    model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off, mesh: mesh,
+                      precision: options.precision ?? .fp32)
     if mesh.isSingle {
       optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
       updatePlan = try optimizer.bind(params: model.parameters.named, grads: model.gradients.named)
@@ -226,6 +230,10 @@ public final class Trainer: @unchecked Sendable {
     do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
     let s = try ck.restoreForTraining(model: model, optimizer: optimizer)
     if saved != model.dropout { try model.setDropout(saved) }  // validated above
+    // Precision: the checkpoint's unless the options name one (a switch is allowed: the master
+    // weights and moments are fp32 either way). The evaluation model follows the training model.
+    model.precision = options.precision ?? ck.manifest.precision ?? .fp32
+    evalModel?.precision = model.precision
     let m = CheckpointMetrics(decoding: ck.manifest.metrics)
     sampler.state = s
     step = ck.manifest.step
@@ -255,7 +263,7 @@ public final class Trainer: @unchecked Sendable {
     let flat = optimizer.flatMoments
     var contents = CheckpointContents(
       step: step, config: model.config, parameters: [], schedule: schedule, sampler: sampler.state,
-      rngSeed: options.seed, dropout: model.dropout, metrics: m)
+      rngSeed: options.seed, dropout: model.dropout, precision: model.precision, metrics: m)
     contents.optimizerState = (optimizer.settings, optimizer.step, [])
     // The tensors in the single-device layout, pulled one at a time by the writer (views at
     // (1,1,1); on a mesh each assembled from every rank's shard, collectively: the other ranks run
@@ -399,9 +407,17 @@ public final class Trainer: @unchecked Sendable {
     r.stepSeconds = dt
     let tps = Double(options.tokensPerStep) / dt
     r.tokensPerS = tps
-    if let peak = options.peakFLOPS, peak > 0 {
+    r.precision = model.precision.rawValue
+    let bf16Peak = options.bf16PeakFLOPS.flatMap { $0 > 0 ? $0 : nil }
+    let useBF16Peak = model.precision == .bf16 && bf16Peak != nil
+    if let peak = useBF16Peak ? bf16Peak : options.peakFLOPS, peak > 0 {
       r.mfu = modelFLOPsPerToken * tps / peak
       r.hfu = hardwareFLOPsPerToken * tps / peak
+      r.peakPrecision = useBF16Peak ? "bf16" : "fp32"
+    }
+    if !useBF16Peak, model.precision == .fp32, let b = bf16Peak {
+      r.mfuOfBF16Peak = modelFLOPsPerToken * tps / b
+      r.hfuOfBF16Peak = hardwareFLOPsPerToken * tps / b
     }
     r.dataPosition = position
     if !mesh.isSingle {

@@ -8,6 +8,7 @@
 // Its backward is checked against central finite differences in the tests.
 
 import PalmModel
+import PalmTensor
 
 /// A fp64 PaLM forward/backward over named fp64 parameters.
 public struct ReferenceModel {
@@ -17,6 +18,9 @@ public struct ReferenceModel {
   public var eps = 1e-5
   public var zcoef = 1e-4
   public var ropeBase = 10000.0
+  /// bf16 mixed precision as Model.precision = .bf16 does it: every matmul's two inputs rounded to
+  /// fp32 then to bf16 (round to nearest even), the product accumulated in fp64; all else fp64.
+  public var roundMatmulInputsToBF16 = false
 
   /// Copies (and widens) the parameters of `params`.
   public init(_ params: Parameters) {
@@ -32,6 +36,20 @@ public struct ReferenceModel {
     public var crossEntropy: Double
     public var zLoss: Double
     public var gradients: [String: [Double]]
+  }
+
+  /// The matmuls of `run`: the helpers below, on bf16-rounded inputs when `roundMatmulInputsToBF16`.
+  func rounded(_ x: [Double]) -> [Double] {
+    roundMatmulInputsToBF16 ? x.map { Double(Kernels.roundBF16(Float($0))) } : x
+  }
+  func mm(_ a: [Double], _ b: [Double], _ m: Int, _ k: Int, _ n: Int) -> [Double] {
+    ReferenceModel.matmul(rounded(a), rounded(b), m, k, n)
+  }
+  func mmNT(_ a: [Double], _ b: [Double], _ m: Int, _ k: Int, _ n: Int) -> [Double] {
+    ReferenceModel.matmulNT(rounded(a), rounded(b), m, k, n)
+  }
+  func mmTN(_ a: [Double], _ b: [Double], _ k: Int, _ m: Int, _ n: Int) -> [Double] {
+    ReferenceModel.matmulTN(rounded(a), rounded(b), k, m, n)
   }
 
   // MARK: - Small dense helpers: C (m, n) = A (m, k) · B (k, n), and the two transposed forms.
@@ -142,7 +160,7 @@ public struct ReferenceModel {
       let scale = weights["layers.\(l).ln.scale"]!, wIn = weights["layers.\(l).w_in"]!
       let wOut = weights["layers.\(l).w_out"]!
       let (h, xhat, rstd) = layerNorm(x, scale, rows: N, dim: d)
-      let proj = ReferenceModel.matmul(h, wIn, N, d, Cin)
+      let proj = mm(h, wIn, N, d, Cin)
       var qr = [[Double]](repeating: [], count: N * H), kr = [[Double]](repeating: [], count: N)
       for i in 0..<N {
         let pos = i % T
@@ -179,7 +197,7 @@ public struct ReferenceModel {
         cg[i * Cout + HQ + f] = g * sg * up
       } }
       caches.append(LayerCache(x: x, h: h, xhat: xhat, rstd: rstd, proj: proj, qr: qr, kr: kr, p: probs, cg: cg))
-      let y = ReferenceModel.matmul(cg, wOut, N, Cout, d)
+      let y = mm(cg, wOut, N, Cout, d)
       if let m = residualMasks?[l] {
         for e in 0..<(N * d) { x[e] += y[e] * m[e] }
       } else {
@@ -189,7 +207,7 @@ public struct ReferenceModel {
     let lnf = weights["ln_f.scale"]!
     let (hf, xhatf, rstdf) = layerNorm(x, lnf, rows: N, dim: d)
     let ls = 1 / Double(d).squareRoot()
-    var logits = ReferenceModel.matmulNT(hf, E, N, d, V)
+    var logits = mmNT(hf, E, N, d, V)
     for e in 0..<logits.count { logits[e] *= ls }
     var ce = 0.0, zl = 0.0
     var dlogits = [Double](repeating: 0, count: N * V)
@@ -214,9 +232,9 @@ public struct ReferenceModel {
     var grads: [String: [Double]] = [:]
     for (k, v) in weights { grads[k] = [Double](repeating: 0, count: v.count) }
     // logits = ls · hf · Eᵀ
-    var dE = ReferenceModel.matmulTN(dlogits, hf, N, V, d)
+    var dE = mmTN(dlogits, hf, N, V, d)
     for e in 0..<dE.count { dE[e] *= ls }
-    var dhf = ReferenceModel.matmul(dlogits, E, N, V, d)
+    var dhf = mm(dlogits, E, N, V, d)
     for e in 0..<dhf.count { dhf[e] *= ls }
     var dlnf = grads["ln_f.scale"]!
     var dx = layerNormBackward(dhf, xhatf, rstdf, lnf, &dlnf, rows: N, dim: d)
@@ -227,8 +245,8 @@ public struct ReferenceModel {
       let wOut = weights["layers.\(l).w_out"]!
       var dy = dx  // the branch output's gradient: dx through the layer's dropout multipliers
       if let m = residualMasks?[l] { for e in 0..<(N * d) { dy[e] *= m[e] } }
-      let dcg = ReferenceModel.matmulNT(dy, wOut, N, d, Cout)
-      grads["layers.\(l).w_out"] = ReferenceModel.matmulTN(C.cg, dy, N, Cout, d)
+      let dcg = mmNT(dy, wOut, N, d, Cout)
+      grads["layers.\(l).w_out"] = mmTN(C.cg, dy, N, Cout, d)
       var dproj = [Double](repeating: 0, count: N * Cin)
       // SwiGLU
       for i in 0..<N { for f in 0..<F {
@@ -273,8 +291,8 @@ public struct ReferenceModel {
         rotate(&v, pos: i % T, inverse: true)
         for j in 0..<Q { dproj[i * Cin + HQ + j] = v[j] }
       }
-      grads["layers.\(l).w_in"] = ReferenceModel.matmulTN(C.h, dproj, N, d, Cin)
-      let dh = ReferenceModel.matmulNT(dproj, wIn, N, Cin, d)
+      grads["layers.\(l).w_in"] = mmTN(C.h, dproj, N, d, Cin)
+      let dh = mmNT(dproj, wIn, N, Cin, d)
       var dscale = grads["layers.\(l).ln.scale"]!
       let dxl = layerNormBackward(dh, C.xhat, C.rstd, scale, &dscale, rows: N, dim: d)
       grads["layers.\(l).ln.scale"] = dscale

@@ -6,10 +6,7 @@ import Foundation
 import PalmBench
 import PalmTensor
 
-enum DTypeChoice: String, ExpressibleByArgument, CaseIterable {
-  case fp32, bf16
-  var precision: GEMMPrecision { self == .bf16 ? .bf16 : .fp32 }
-}
+extension GEMMPrecision: ExpressibleByArgument {}
 
 enum LayoutChoice: String, ExpressibleByArgument, CaseIterable {
   case nn, nt, tn
@@ -42,7 +39,7 @@ struct BenchMatmul: ParsableCommand {
   @Option(help: "Layout: nn, nt or tn (default: nn for one shape, every layout for the standard set).")
   var layout: LayoutChoice?
   @Option(help: "Multiplications: fp32, or bf16 (operands rounded to bf16, fp32 accumulation).")
-  var dtype: DTypeChoice = .fp32
+  var dtype: GEMMPrecision = .fp32
   @OptionGroup var compute: ComputeOptions
   @Option(help: "Timed samples per figure.") var `repeat`: Int = 5
   @Option(help: "Output format: text or json (one object per line).") var format: OutputFormat = .text
@@ -77,23 +74,17 @@ struct BenchMatmul: ParsableCommand {
     if let m, let n, let k {
       for t in threadCounts {
         cases.append(GEMMCase(m: m, n: n, k: k, layout: (layout ?? .nn).layout, threads: t,
-                              precision: dtype.precision))
+                              precision: dtype))
       }
     } else {
       for t in threadCounts {
-        cases += GEMMBench.standardSet(threads: t, precision: dtype.precision)
+        cases += GEMMBench.standardSet(threads: t, precision: dtype)
           .filter { layout == nil || $0.layout == layout!.layout }
       }
     }
     // bf16 divides by the bf16 peak where the CPU has one (also when --isa makes bf16 emulated).
     let bf16Peak = dtype == .bf16 && ISA.hasBF16
-    if dtype == .bf16 && !ISA.bf16Native {
-      FileHandle.standardError.write(Data("""
-        note: bf16 is emulated (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU")): \
-        operands rounded to bf16, fp32 FMA on \(ISA.active), at most the fp32 speed
-
-        """.utf8))
-    }
+    if dtype == .bf16 && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
     var peaks: [Int: Double] = [:]
     for t in Set(cases.map(\.threads)).sorted() {
       peaks[t] = bf16Peak ? try PeakProbe.bf16(threads: t) : try PeakProbe.fp32(threads: t)

@@ -1,16 +1,21 @@
-// palm bench step: time the training step (forward + backward, no optimizer) of a preset; with
-// --mesh, the sharded training step on a mesh (BenchStepMesh.swift).
+// palm bench step: time the training step (forward + backward; with --optimizer the update too) of
+// a preset in fp32 or bf16 (--precision); with --mesh, the sharded training step on a mesh
+// (BenchStepMesh.swift).
 import ArgumentParser
 import Foundation
 import PalmBench
 import PalmModel
 import PalmParallel
+import PalmTensor
 
 struct BenchStep: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "step",
-    abstract: "Time the training step (forward + backward, no optimizer) and report tokens/s and MFU.",
+    abstract: "Time the training step (forward + backward; --optimizer adds the update) and report tokens/s and MFU.",
     discussion: """
+      --precision bf16 runs every GEMM on bf16-rounded inputs with fp32 accumulation (fp32 master weights; docs/ARCHITECTURE.md, "Mixed precision"); its MFU and HFU divide by the bf16 dot-product peak measured in this process. An fp32 run gives its MFU against the fp32 FMA peak and, labelled, against the bf16 peak. --optimizer adamw|adafactor ends every timed step with the update, as a peer's timed opt.step() does.
+        palm bench step --config small --threads 2 --precision bf16 --optimizer adamw
+
       With --mesh pod=P,data=D,model=M: times the sharded training step (forward, backward, pod exchange, AdamW update) on that mesh, on threads of this process (--devices local) or as the ranks of mpirun (--devices mpi, the default under mpirun; only rank 0 prints), with --threads-per-rank OpenMP threads per rank. Prints tokens/s and, per step, the bytes exchanged between pods, the exchange time and the fraction of it hidden behind the backward pass (rank 0's). --batch is the global batch.
         palm bench step --config tiny --mesh pod=2 --devices local --threads-per-rank 1
         mpirun --oversubscribe --bind-to none -np 2 palm bench step --config small --mesh pod=2 --threads-per-rank 1 --format json
@@ -33,8 +38,11 @@ struct BenchStep: ParsableCommand {
   @Option(help: "Timed steps.")
   var steps = 5
 
-  @Option(help: "Peak FLOP/s of the cores used, in GFLOP/s, for MFU (e.g. from `palm peak`).")
+  @Option(help: "Peak FLOP/s of the cores used at --precision, in GFLOP/s, for MFU (default: measured now; `palm peak` prints both).")
   var peak: Double?
+
+  @Option(help: "GEMM precision: fp32, or bf16 (inputs rounded to bf16, fp32 accumulation and master weights).")
+  var precision: GEMMPrecision = .fp32
 
   @Option(help: "Output format: text or json.")
   var format: OutputFormat = .text
@@ -48,7 +56,7 @@ struct BenchStep: ParsableCommand {
   @Option(help: "With --mesh: local (threads of this process) or mpi (the ranks of mpirun). Default: mpi under mpirun, else local.")
   var devices: DeviceBackend?
 
-  @Option(help: "With --mesh: the optimizer of the timed update, adamw or adafactor (PaLM's).")
+  @Option(help: "The optimizer whose update each timed step includes: adamw or adafactor (PaLM's). With --mesh the default is adamw; without it, no update.")
   var optimizer: String?
   @Option(help: "With --mesh: OpenMP threads per rank (default: --threads, else cores / ranks on this machine).")
   var threadsPerRank: Int?
@@ -71,8 +79,8 @@ struct BenchStep: ParsableCommand {
     if mesh != nil && peak != nil {
       throw ValidationError("--peak gives the single-device step's MFU; the --mesh report is tokens/s and the exchange (palm bench has mesh MFU rows)")
     }
-    if mesh == nil && (devices != nil || threadsPerRank != nil || optimizer != nil) {
-      throw ValidationError("--devices, --threads-per-rank and --optimizer need --mesh (without it the step is forward + backward, no update)")
+    if mesh == nil && (devices != nil || threadsPerRank != nil) {
+      throw ValidationError("--devices and --threads-per-rank need --mesh")
     }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
@@ -83,14 +91,18 @@ struct BenchStep: ParsableCommand {
     var c = PalmConfig.presets[config]!
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
-    let r = try StepBench.run(config: c, remat: RematPolicy(rawValue: remat)!, warmup: warmup, steps: steps)
+    if precision == .bf16 && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
+    let r = try StepBench.run(config: c, remat: RematPolicy(rawValue: remat)!, warmup: warmup, steps: steps,
+                              precision: precision, update: optimizer.map { BenchStep.optimizerSettings($0) })
+    var peaks = try StepRuns.Peaks.of(BenchDefaults.peak, threads: r.threads, precision: precision)
+    if let peak { peaks = StepRuns.Peaks(gflops: peak, precision: precision) }
     if format == .json {
-      print(try StepRuns.jsonLine(r, config: c, peakGFLOPs: try peak ?? BenchDefaults.peak.gflops(r.threads)))
+      print(try StepRuns.jsonLine(r, config: c, peaks: peaks))
       return
     }
-    let mfu = StepRuns.utilizationText(r, config: c, peakGFLOPs: try peak ?? BenchDefaults.peak.gflops(r.threads))
+    let mfu = StepRuns.utilizationText(r, config: c, peaks: peaks)
     print("""
-      step \(r.config) remat=\(r.remat.rawValue) threads=\(r.threads) batch=\(r.batch)×\(r.seqLen)
+      step \(r.config) \(precision.rawValue) remat=\(r.remat.rawValue) threads=\(r.threads) batch=\(r.batch)×\(r.seqLen)\(r.update.map { " update=\($0)" } ?? " (no update)")
         step seconds: best \(String(format: "%.4f", r.bestSeconds)) median \(String(format: "%.4f", r.medianSeconds)) (\(r.steps) steps)
         tokens/s: median \(String(format: "%.0f", r.tokensPerSecond)) best \(String(format: "%.0f", r.bestTokensPerSecond))
         model FLOPs/token \(String(format: "%.2f", r.modelFLOPsPerToken / 1e6)) M, hardware \(String(format: "%.2f", r.hardwareFLOPsPerToken / 1e6)) M
@@ -98,5 +110,14 @@ struct BenchStep: ParsableCommand {
         activations planned \(r.plannedActivationBytes) B (saved \(r.plannedSavedBytes), scratch \(r.plannedScratchBytes)), parameters \(r.parameterBytes) B
         peak RSS \(r.peakRSSBytes.map(String.init) ?? "?") B, last loss \(r.lastLoss)
       """)
+  }
+
+  /// The one line a bf16 run prints where bf16 is emulated (no AVX512_BF16, or --isa below it).
+  static func noteEmulatedBF16() {
+    FileHandle.standardError.write(Data("""
+      note: bf16 is emulated (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU")): \
+      operands rounded to bf16, fp32 FMA on \(ISA.active), at most the fp32 speed
+
+      """.utf8))
   }
 }

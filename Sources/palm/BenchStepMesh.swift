@@ -37,7 +37,8 @@ extension BenchStep {
     do {
       result = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) { comm in
         try ShardedBench.run(config: cfg, shape: shape, world: comm, batch: cfg.batch, steps: steps, warmup: warmup,
-                             threadsPerRank: threads, remat: policy, optimizer: BenchStep.optimizerSettings(optimizer))
+                             threadsPerRank: threads, remat: policy, optimizer: BenchStep.optimizerSettings(optimizer),
+                             precision: precision)
       }
     } catch {
       throw MeshCLI.afterStart(error, devices: devices, command: "bench step")

@@ -37,6 +37,9 @@ struct BenchSuite: ParsableCommand {
   @Option(help: "Seconds the run may take: step runs that would end later are skipped and listed (0: no limit).")
   var timeBudget = Suite.Options.defaultTimeBudgetSeconds
 
+  @Option(help: "GEMM precisions of the step rows, comma-separated: fp32, bf16 (default fp32; bf16 rows divide by the bf16 peak).")
+  var precision: String = "fp32"
+
   @Flag(help: "A seconds-long run on a micro config (checks the pipeline, measures nothing useful).")
   var smoke = false
 
@@ -50,6 +53,7 @@ struct BenchSuite: ParsableCommand {
 
   func validate() throws {
     _ = try threads()
+    _ = try PrecisionList.parseOption(precision)
     if steps < 1 { throw ValidationError("--steps must be at least 1") }
     if timeBudget < 0 || !timeBudget.isFinite { throw ValidationError("--time-budget must be >= 0 seconds") }
     if let out, out.isEmpty { throw ValidationError("--out must not be empty") }
@@ -65,6 +69,8 @@ struct BenchSuite: ParsableCommand {
     var options = smoke
       ? Suite.Options.smoke(outDir: dir, peak: BenchDefaults.peak, stepRunner: StepRuns.inProcess)
       : Suite.Options.standard(outDir: dir, peak: BenchDefaults.peak, stepRunner: runner, threads: try threads())
+    options.precisions = try PrecisionList.parseOption(precision)
+    if options.precisions.contains(.bf16) && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
     if !smoke {
       options.steps = steps
       options.timeBudgetSeconds = timeBudget > 0 ? timeBudget : nil
@@ -92,6 +98,22 @@ struct BenchSuite: ParsableCommand {
 struct BenchError: Error, CustomStringConvertible {
   let description: String
   init(_ message: String) { description = message }
+}
+
+/// A comma-separated list of GEMM precisions ("fp32,bf16"), for the commands that run several.
+enum PrecisionList {
+  static func parseOption(_ text: String) throws -> [GEMMPrecision] {
+    let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    var out: [GEMMPrecision] = []
+    for item in items {
+      guard let p = GEMMPrecision(rawValue: item) else {
+        throw ValidationError("--precision: \"\(item)\" is not fp32 or bf16 (give a comma-separated list, e.g. fp32,bf16)")
+      }
+      if !out.contains(p) { out.append(p) }
+    }
+    if out.isEmpty { throw ValidationError("--precision needs fp32, bf16 or both (comma-separated)") }
+    return out
+  }
 }
 
 extension ThreadCounts {

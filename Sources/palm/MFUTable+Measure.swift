@@ -5,11 +5,14 @@ import ArgumentParser
 import Foundation
 import PalmBench
 import PalmModel
+import PalmTensor
 
 extension MFUTable {
   /// Runs the standard step set and returns the rows; progress on standard error.
   func measuredRows() throws -> [MeasuredRow] {
-    let specs = StepRuns.standardSpecs(threads: ThreadCounts.standard)
+    let precisions = try precision.map { try PrecisionList.parseOption($0) } ?? [.fp32]
+    if precisions.contains(.bf16) && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
+    let specs = StepRuns.standardSpecs(threads: ThreadCounts.standard, precisions: precisions)
     guard try BenchDefaults.peak.gflops(1) != nil else {
       throw BenchError("--measure needs the peak FLOP/s: set \(PeakSource.variable) (GFLOP/s of 1 thread, or of 1,2,... threads)")
     }

@@ -24,7 +24,14 @@ struct MFUTable: ParsableCommand {
   @Flag(help: "Also measure part two here: tiny and small × remat none/selective/full × 1 and 2 threads (each run in a child process; minutes).")
   var measure = false
 
+  @Option(help: "With --measure: GEMM precisions of the measured rows, comma-separated (fp32, bf16; default fp32). Each row divides by its precision's peak.")
+  var precision: String?
+
   func validate() throws {
+    if let precision {
+      guard measure else { throw ValidationError("--precision selects the measured rows: it needs --measure") }
+      _ = try PrecisionList.parseOption(precision)
+    }
     if let output, output.isEmpty { throw ValidationError("--output must not be empty") }
   }
 

@@ -16,6 +16,8 @@ struct Train: ParsableCommand {
 
       MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else this machine's FMA peak measured at start-up by the `palm peak` probe (about 0.2 s).
 
+      --precision bf16 is PaLM's mixed precision: every GEMM (the projections, the head, their backward) takes its inputs rounded to bf16 and accumulates in fp32; weights, gradients, optimizer state, LayerNorm, attention, SwiGLU's elementwise part and the loss stay fp32 (docs/ARCHITECTURE.md, "Mixed precision"). Its MFU/HFU divide by the bf16 dot-product peak ($PALM_PEAK_BF16_GFLOPS, else measured); an fp32 run divides by the fp32 peak and also prints its MFU against the bf16 peak. Without AVX512_BF16 the same rounding is emulated (said once; at most the fp32 speed). The checkpoint records the precision; --resume keeps it unless --precision is given.
+
       --dropout P (default 0, as PaLM) drops out each block's residual branch and the embedding output during training (never in validation or sampling); masks are recomputed from the seed and update number, so --resume stays bit-exact and uses the checkpoint's rate. A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
 
       Examples:
@@ -40,6 +42,8 @@ struct Train: ParsableCommand {
   var timeBudget: Double?
   @Option(help: "Activation recomputation: none, selective or full.")
   var remat: String = "selective"
+  @Option(help: "GEMM precision: fp32, or bf16 (mixed precision, fp32 master weights). Default fp32; with --resume: the checkpoint's.")
+  var precision: GEMMPrecision?
   @OptionGroup var compute: ComputeOptions
   @Option(help: "Sequences per micro-batch (default: the preset's).")
   var batch: Int?
@@ -85,7 +89,7 @@ struct Train: ParsableCommand {
   var spikeFactor: Double = 1.5
   @Option(help: "Batches skipped past the restored checkpoint's data position after a spike.")
   var spikeSkip: Int = 20
-  @Option(help: "MFU/HFU denominator: peak GFLOP/s of all threads together (default: $PALM_PEAK_GFLOPS, per thread or a list as `palm peak` prints).")
+  @Option(help: "MFU/HFU denominator: peak GFLOP/s of all threads together at --precision (fp32 when not given; default: $PALM_PEAK_GFLOPS / $PALM_PEAK_BF16_GFLOPS, per thread or a list as `palm peak` prints, else measured).")
   var peakGflops: Double?
   @Option(help: "Without a terminal: print a line every N updates (and at each evaluation).")
   var printEvery: Int = 10
@@ -115,8 +119,7 @@ struct Train: ParsableCommand {
     if let mesh { return try runMesh(cfg, meshText: mesh) }
     let dataset = try openDataset(cfg)
     var o = trainOptions(cfg)
-    let (peakFLOPS, peakSource) = Train.resolvePeak(peakGflops)
-    o.peakFLOPS = peakFLOPS
+    let peakSource = Train.resolvePeaks(peakGflops, precision: precision ?? .fp32, into: &o)
 
     let trainer: Trainer
     do { trainer = try Trainer(options: o, dataset: dataset) } catch { throw CLIError("\(error)") }
@@ -132,8 +135,9 @@ struct Train: ParsableCommand {
     let tty = isatty(STDOUT_FILENO) != 0
     Train.say(Train.modelSummary(cfg) + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, "
           + "\(Threads.count) threads, \(o.optimizer.kind), remat \(remat); \(Train.dataSummary(dataset)); "
-          + "peak \(Train.peakText(peakFLOPS)) (\(peakSource))")
+          + "peak fp32 \(Train.peakText(o.peakFLOPS)), bf16 \(Train.peakText(o.bf16PeakFLOPS)) (\(peakSource))")
     if !trainer.dropout.isOff { Train.say("dropout: \(trainer.dropout)") }
+    Train.sayPrecision(trainer.precision)
     let budgetStart = Date()
     let stepsAtStart = trainer.step
     trainer.onRecord = { r in
@@ -227,6 +231,7 @@ struct Train: ParsableCommand {
   func trainOptions(_ cfg: PalmConfig) -> TrainOptions {
     var o = TrainOptions(config: cfg)
     o.remat = RematPolicy(rawValue: remat)!
+    o.precision = precision
     o.microBatches = microBatches
     o.maxSteps = steps
     o.timeBudget = timeBudget
@@ -277,21 +282,40 @@ struct Train: ParsableCommand {
         eta = min(eta ?? e, e)
       }
       return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? trainer.lastValidationLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% HFU \(fmt(r.hfu.map { $0 * 100 }, 1))% | lr \(String(format: "%.2e", r.lr ?? 0)) "
+        + utilizationText(r) + " | lr \(String(format: "%.2e", r.lr ?? 0)) "
         + "| ETA \(Int(eta ?? 0)) s"
     }
   }
 
-  /// The MFU denominator: the flag, then $PALM_PEAK_GFLOPS, then the FMA peak measured now.
-  static func resolvePeak(_ flag: Double?) -> (Double?, String) {
-    if let g = flag, g > 0 { return (g * 1e9, "--peak-gflops") }
+  /// The MFU denominators into `o.peakFLOPS` / `o.bf16PeakFLOPS`: the flag for `precision`'s,
+  /// then $PALM_PEAK_GFLOPS / $PALM_PEAK_BF16_GFLOPS, then the peaks measured now. Returns where
+  /// they came from.
+  static func resolvePeaks(_ flag: Double?, precision: GEMMPrecision, into o: inout TrainOptions) -> String {
     do {
-      if let g = try PeakSource.measured.gflops(Threads.count), g > 0 {
-        return (g * 1e9, "\(PeakSource.measured.name) at \(Threads.count) threads")
-      }
+      o.peakFLOPS = try PeakSource.measured.gflops(Threads.count).map { $0 * 1e9 }
+      o.bf16PeakFLOPS = try PeakSource.measured.bf16Gflops(Threads.count).map { $0 * 1e9 }
     } catch {
-      return (nil, "unknown (\(error)); MFU/HFU not reported")
+      return "unknown (\(error)); MFU/HFU not reported"
     }
-    return (nil, "unknown; MFU/HFU not reported")
+    var source = "\(PeakSource.measured.name) at \(Threads.count) threads"
+    if let g = flag, g > 0 {
+      if precision == .bf16 { o.bf16PeakFLOPS = g * 1e9 } else { o.peakFLOPS = g * 1e9 }
+      source = "\(precision.rawValue): --peak-gflops; other: " + source
+    }
+    if o.peakFLOPS == nil { source += "; fp32 peak unknown: MFU/HFU of fp32 not reported" }
+    return source
+  }
+
+  /// "MFU 41.0% HFU 44.1% of fp32 peak (MFU 20.5% of bf16 peak)": every figure names its peak.
+  static func utilizationText(_ r: MetricsRecord) -> String {
+    "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% HFU \(fmt(r.hfu.map { $0 * 100 }, 1))% of \(r.peakPrecision ?? "-") peak"
+      + (r.mfuOfBF16Peak.map { " (MFU \(fmt($0 * 100, 1))% of bf16 peak)" } ?? "")
+  }
+
+  /// The run's precision, once: bf16 says whether it is native or emulated.
+  static func sayPrecision(_ p: GEMMPrecision) {
+    guard p == .bf16 else { return }
+    say(ISA.bf16Native ? "precision: bf16 GEMMs (AVX512_BF16), fp32 master weights and accumulation"
+                       : "precision: bf16 GEMMs EMULATED (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU"): bf16 rounding, fp32 FMA on \(ISA.active); at most the fp32 speed)")
   }
 }

@@ -24,25 +24,29 @@ extension Train {
     let dataset: TokenDataset
     do { dataset = try openDataset(cfg) } catch { throw MeshCLI.beforeWork(error, devices: devices) }
     let threads = compute.threads ?? MeshLauncher.defaultThreadsPerRank(shape, devices: devices)
-    // The MFU denominator: --peak-gflops is the whole mesh's; otherwise one rank's peak × ranks.
+    // The MFU denominators: one rank's peaks × ranks; --peak-gflops is the whole mesh's (of --precision).
     Threads.count = threads
-    let (rankPeak, peakSource) = peakGflops != nil ? (nil, "") : Train.resolvePeak(nil)
-    o.peakFLOPS = peakGflops.map { $0 * 1e9 } ?? rankPeak.map { $0 * Double(shape.count) }
+    let peakSource = Train.resolvePeaks(nil, precision: precision ?? .fp32, into: &o) + " × \(shape.count) ranks"
+    o.peakFLOPS = o.peakFLOPS.map { $0 * Double(shape.count) }
+    o.bf16PeakFLOPS = o.bf16PeakFLOPS.map { $0 * Double(shape.count) }
+    if let g = peakGflops, g > 0 {
+      if (precision ?? .fp32) == .bf16 { o.bf16PeakFLOPS = g * 1e9 } else { o.peakFLOPS = g * 1e9 }
+    }
 
     let (resume, log, printEvery, checkpointDir) = (self.resume, self.log, max(self.printEvery, 1), self.checkpointDir)
     let options = o
     let header = Train.modelSummary(cfg)
       + "global batch \(o.microBatches)x\(cfg.batch), mesh \(shape) on \(devices) devices, \(threads) thread(s) per rank, "
       + "\(o.optimizer.kind), remat \(o.remat); planned bytes per rank: \(Train.rankBytesText(cfg, shape: shape, options: o)); "
-      + "\(Train.dataSummary(dataset)); peak \(Train.peakText(options.peakFLOPS)) "
-      + "(\(peakGflops != nil ? "--peak-gflops" : "\(peakSource) × \(shape.count) ranks"))"
+      + "\(Train.dataSummary(dataset)); peak fp32 \(Train.peakText(options.peakFLOPS)), bf16 \(Train.peakText(options.bf16PeakFLOPS)) "
+      + "(\(peakGflops != nil ? "\((precision ?? .fp32).rawValue): --peak-gflops; other: " : "")\(peakSource))"
     let outcome: (end: MetricsRecord, history: [MetricsRecord])
     do {
       outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = "[rank \(comm.rank)/\(comm.size)] "
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
-        if comm.rank == 0 { Train.say(header) }
+        if comm.rank == 0 { Train.say(header); Train.sayPrecision(trainer.precision) }
         if resume { Train.say(prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)) }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
         let metrics = try comm.rank == 0 ? Train.openMetricsLog(log, append: resume) : nil
@@ -85,7 +89,7 @@ extension Train {
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-")"
     default:
       return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + "MFU \(fmt(r.mfu.map { $0 * 100 }, 1))% HFU \(fmt(r.hfu.map { $0 * 100 }, 1))% | \(fmt(r.stepSeconds, 3)) s/step | exchange "
+        + utilizationText(r) + " | \(fmt(r.stepSeconds, 3)) s/step | exchange "
         + "\(String(format: "%.2f", Double(r.exchangeBytes ?? 0) / 1e6)) MB \(fmt((r.exchangeSeconds ?? 0) * 1e3, 1)) ms "
         + "hidden \(fmt((r.exchangeHidden ?? 1) * 100, 0))% | lr \(String(format: "%.2e", r.lr ?? 0))"
         + (r.checkpoint.map { " | checkpoint \($0)" } ?? "")

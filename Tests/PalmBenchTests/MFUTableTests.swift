@@ -109,8 +109,8 @@ private func measured(name: String = "tiny", remat: RematPolicy = .none) -> Meas
     #expect(row.hfu > row.mfu)
     #expect(row.attention == "causal tiles of 32")
     let md = MFUTable.markdown(MFUTable.rows(measured: [row]))
-    #expect(md.contains("| tiny | full | 2 | 6,347 |"), "\(md)")
-    #expect(md.contains("| 123.0 | 456.0 |"))
+    #expect(md.contains("| tiny | fp32 | full | 2 | 6,347 | 522.7 fp32 |"), "\(md)")
+    #expect(md.contains("| — | 123.0 | 456.0 |"))
     #expect(MFUTable.markdown(MFUTable.rows()).contains("No measured rows"))
   }
 

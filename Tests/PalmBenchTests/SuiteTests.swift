@@ -59,7 +59,7 @@ import _PalmTestSupport
     #expect(mesh[0].exchangeHidden != nil && mesh[0].mfu == nil, "peak known at 1 thread only; the two pods use 2")
     let report = try read("report.md")
     for heading in ["## Peak and memory bandwidth", "## GEMM", "## Kernels and roofline", "## Training steps",
-                    "### Part one", "### Part two", "| micro | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |"] {
+                    "### Part one", "### Part two", "| micro | fp32 | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |"] {
       #expect(report.contains(heading), "\(heading)")
     }
     #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
@@ -88,7 +88,7 @@ import _PalmTestSupport
     let outcome = try withKernelLock { try Suite.run(o) }
     #expect(outcome.steps.map(\.result.remat) == [.none])
     let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
-    #expect(report.contains("Skipped to stay within the time budget") && report.contains("micro selective 1T, micro full 1T"))
+    #expect(report.contains("Skipped to stay within the time budget") && report.contains("micro fp32 selective 1T, micro fp32 full 1T"))
   }
 
   /// A peak far below what the run achieves (as when the probe ran while the machine was busy)
@@ -116,18 +116,44 @@ import _PalmTestSupport
   @Test func stepJSONLineDecodesAndCarriesMFU() throws {
     let c = PalmConfig(name: "micro", dModel: 16, layers: 1, heads: 2, headDim: 8, dFF: 24, vocab: 11, seqLen: 5, batch: 2)
     let r = try StepBench.run(config: c, remat: .full, warmup: 0, steps: 1)
-    let line = try StepRuns.jsonLine(r, config: c, peakGFLOPs: 50)
+    let line = try StepRuns.jsonLine(r, config: c, peaks: .init(gflops: 50))
     #expect(!line.contains("\n"))
     let back = try JSONDecoder().decode(StepBench.Result.self, from: Data(line.utf8))
-    #expect(back.tokensPerSecond == r.tokensPerSecond && back.remat == .full)
+    #expect(back.tokensPerSecond == r.tokensPerSecond && back.remat == .full && back.precision == .fp32)
     let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-    let row = try #require(StepRuns.row(r, config: c, peakGFLOPs: 50))
+    let row = try #require(StepRuns.row(r, config: c, peaks: .init(gflops: 50)))
     // JSONSerialization prints the shortest round-trip form; allow its last-ulp difference.
     #expect(abs((object["mfu"] as? Double ?? 0) - row.mfu) <= 1e-15 * row.mfu)
     #expect(abs((object["hfu"] as? Double ?? 0) - row.hfu) <= 1e-15 * row.hfu)
     #expect(row.hfu > row.mfu * 0.99)
-    let unknown = try StepRuns.jsonLine(r, config: c, peakGFLOPs: nil)
+    #expect(object["peakPrecision"] as? String == "fp32" && object["mfuOfBF16Peak"] is NSNull)
+    let unknown = try StepRuns.jsonLine(r, config: c, peaks: .init(gflops: nil))
     #expect(unknown.contains("\"mfu\":null"))
+  }
+
+  /// Each run divides by its own precision's peak, and an fp32 run also reports, labelled, its MFU
+  /// against the bf16 peak; where there is no bf16 unit a bf16 run falls back to the fp32 peak, named.
+  @Test func utilizationDividesByThePeakOfTheRunsPrecision() throws {
+    let c = PalmConfig(name: "micro", dModel: 16, layers: 1, heads: 2, headDim: 8, dFF: 24, vocab: 11, seqLen: 5, batch: 2)
+    let source = PeakSource.fixed(perThreadGFLOPs: 10, bf16PerThreadGFLOPs: 20)
+    let r32 = try StepBench.run(config: c, remat: .none, threads: 1, warmup: 0, steps: 1)
+    let r16 = try StepBench.run(config: c, remat: .none, threads: 1, warmup: 0, steps: 1, precision: .bf16)
+    #expect(r16.precision == .bf16)
+    let p32 = try StepRuns.Peaks.of(source, threads: 1, precision: .fp32)
+    let p16 = try StepRuns.Peaks.of(source, threads: 1, precision: .bf16)
+    #expect(p32 == StepRuns.Peaks(gflops: 10, precision: .fp32, bf16GFLOPs: 20))
+    #expect(p16 == StepRuns.Peaks(gflops: 20, precision: .bf16, bf16GFLOPs: nil))
+    let row32 = try #require(StepRuns.row(r32, config: c, peaks: p32))
+    let row16 = try #require(StepRuns.row(r16, config: c, peaks: p16))
+    #expect(row16.peakPrecision == .bf16 && row16.precision == .bf16 && row16.peakFLOPs == 20e9 && row16.mfuOfBF16Peak == nil)
+    #expect(abs(row32.mfuOfBF16Peak! - row32.mfu / 2) <= 1e-12 * row32.mfu)
+    #expect(StepRuns.utilizationText(r32, config: c, peaks: p32).contains("of the bf16 peak"))
+    let none = try StepRuns.Peaks.of(.fixed(perThreadGFLOPs: 10), threads: 1, precision: .bf16)
+    #expect(none == StepRuns.Peaks(gflops: 10, precision: .fp32, bf16GFLOPs: nil))
+    #expect(StepRuns.utilizationText(r16, config: c, peaks: none).contains("bf16 emulated"))
+    // The table labels every row's peak.
+    let md = MFUTable.markdown(MFUTable.rows(measured: [row32, row16]))
+    #expect(md.contains("| micro | bf16 | none | 1 |") && md.contains(" bf16 | ") && md.contains("MFU of bf16 peak"))
   }
 
   // MARK: - The command line (the built `palm` next to the test bundle)
@@ -157,11 +183,27 @@ import _PalmTestSupport
     (["bench", "suite", "--time-budget", "-1"], "--time-budget"),
     (["bench", "--out", ""], "--out"),
     (["bench", "step", "--config", "micro"], "--config"),
+    (["bench", "step", "--precision", "fp16"], "precision"),
+    (["bench", "suite", "--precision", "fp32,fp16"], "--precision"),
+    (["mfu-table", "--precision", "bf16"], "--measure"),
+    (["train", "--precision", "half", "--steps", "1"], "precision"),
   ])
   func badCommandLinesFailWithAMessage(args: [String], mentions: String) throws {
     let (status, stderr) = try palm(args)
     #expect(status != 0, "\(args)")
     #expect(stderr.contains(mentions), "\(args): \(stderr)")
+  }
+
+  /// The suite's child runs carry the precision: `palm bench step --precision bf16 --format json`
+  /// reports a bf16 step, divided by the peak of its precision.
+  @Test func aBF16ChildRunReportsItsPrecision() throws {
+    let exe = URL(fileURLWithPath: StepRuns.currentExecutable()).deletingLastPathComponent().appendingPathComponent("palm").path
+    var tiny = PalmConfig.tiny
+    tiny.batch = 1
+    let spec = StepRuns.Spec(config: tiny, remat: .none, threads: 1, warmup: 0, steps: 1, precision: .bf16)
+    #expect(spec.arguments.contains("bf16"))
+    let r = try StepRuns.childProcess(executable: exe)(spec)
+    #expect(r.precision == .bf16 && r.config == "tiny" && r.lastLoss.isFinite)
   }
 
   @Test func aFailingChildRunIsReportedWithItsCommand() throws {

@@ -32,11 +32,11 @@ func gradients(_ m: Model) -> [String: [Double]] {
 }
 
 /// A fresh model's loss and gradients for one step.
-func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads: Int? = nil)
-  throws -> (StepLoss, [String: [Double]], Model)
+func step(_ config: PalmConfig, _ remat: RematPolicy, seed: UInt64 = 7, threads: Int? = nil,
+          precision: GEMMPrecision = .fp32) throws -> (StepLoss, [String: [Double]], Model)
 {
   if let threads { Threads.count = threads }
-  let m = try Model(config: config, remat: remat, seed: seed)
+  let m = try Model(config: config, remat: remat, seed: seed, precision: precision)
   let n = config.batch * config.seqLen
   let tokens = randomIds(n, vocab: config.vocab, seed: seed &+ 1)
   let targets = randomIds(n, vocab: config.vocab, seed: seed &+ 2)
