@@ -122,6 +122,9 @@ pk_status pk_sgemm(pk_layout layout, int64_t m, int64_t n, int64_t k, float alph
                    float *c, int64_t ldc) {
   pk_status st = pk_sgemm_check(layout, m, n, k, a, lda, b, ldb, c, ldc);
   if (st != PK_STATUS_OK) return st;
+  /* A few rows (decoding): packing B would cost more than the product; read it once in place. */
+  if (m > 0 && m <= PK_GEMV_MAX_M && layout != PK_LAYOUT_TN)
+    return pk_gemv_small_m(layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   return pk_gemm_run(&CONFIGS[pk_isa_active()], layout, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

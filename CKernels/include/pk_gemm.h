@@ -53,6 +53,13 @@ float pk_round_bf16(float x);
 /* dst[i] = pk_round_bf16(src[i]) for i < n (dst == src allowed). */
 pk_status pk_round_bf16_array(float *dst, const float *src, int64_t n);
 
+/* The few-row path pk_sgemm takes for m <= PK_GEMV_MAX_M in NN and NT (decoding: one token, or a
+ * few at prefill): B read once in place, no packing, threads over the output columns (gemv.c).
+ * Arguments as pk_sgemm, already checked; TN or a larger m give PK_STATUS_BAD_ARGUMENT. */
+#define PK_GEMV_MAX_M 4
+pk_status pk_gemv_small_m(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 /* Argument check shared by all: sizes, strides, NULLs, overflow. */
 pk_status pk_sgemm_check(pk_layout layout, int64_t m, int64_t n, int64_t k, const float *a,
                          int64_t lda, const float *b, int64_t ldb, const float *c, int64_t ldc);

@@ -48,6 +48,9 @@ public enum Suite {
     /// Mesh rows: (config, mesh, remat) updates of the one Trainer in-process (LocalCluster), the
     /// machine's threads shared among the mesh's ranks.
     public var meshRuns: [(config: PalmConfig, shape: MeshShape, remat: RematPolicy)] = []
+    /// Decode rows (DecodeBench): these configs, `decodeTokens` tokens each, at the largest thread count.
+    public var decodeConfigs: [PalmConfig] = []
+    public var decodeTokens = 64
 
     public init(outDir: String, configs: [PalmConfig], threads: [Int], remats: [RematPolicy] = RematPolicy.allCases,
                 warmup: Int, steps: Int, kernelRepeats: Int, kernelMinSampleSeconds: Double, streamFloats: Int,
@@ -77,6 +80,7 @@ public enum Suite {
       // tiny on (1,1,1) and one mesh per axis, without and with full remat (≈ 20 s on 2 cores).
       let shapes = [try! MeshShape(), try! MeshShape(pod: 2), try! MeshShape(data: 2), try! MeshShape(model: 2)]
       o.meshRuns = shapes.flatMap { sh in [RematPolicy.none, .full].map { (PalmConfig.tiny, sh, $0) } }
+      o.decodeConfigs = [.shakespeare, .small]
       return o
     }
 
@@ -88,6 +92,8 @@ public enum Suite {
                       kernelMinSampleSeconds: 0, streamFloats: 1 << 16, gemmShapes: GEMMStage.shapes(for: micro),
                       gemmSamples: 1, peak: peak, stepRunner: stepRunner)
       o.meshRuns = [(micro, try! MeshShape(pod: 2), .full)]
+      o.decodeConfigs = [micro]
+      o.decodeTokens = 8
       return o
     }
   }
@@ -260,6 +266,14 @@ public enum Suite {
     }
     try write("mesh.jsonl", try JSONLines.encode(meshRows))
 
+    var decodes: [DecodeBench.Result] = []
+    for c in o.decodeConfigs {
+      let r = try DecodeBench.run(config: c, threads: cores, tokens: o.decodeTokens)
+      decodes.append(r)
+      stage("decode \(c.name) \(cores) thread(s): \(DecodeBench.summary(r))")
+    }
+    try write("decode.jsonl", try JSONLines.encode(decodes))
+
     let rows = MFUTable.rows(measured: steps.compactMap(\.row))
     let mfuMarkdown = MFUTable.markdown(rows)
     try write("mfu.json", try MFUTable.json(rows))
@@ -278,7 +292,7 @@ public enum Suite {
     let warning = Self.disturbance(steps)
     var report = Self.report(machine: machine, options: o, roofs: roofs, gemm: gemm, kernels: kernels, steps: steps,
                              skipped: skippedRuns.all, mfuMarkdown: mfuMarkdown, rooflineNote: rooflineNote)
-      + Self.meshMarkdown(meshRows)
+      + Self.meshMarkdown(meshRows) + Self.decodeMarkdown(decodes)
     if let warning { report = report.replacingOccurrences(of: "\n## ", with: "\n**\(warning)**\n\n## ", options: [], range: report.range(of: "\n## ")) }
     try write("report.md", report)
     stage("report written to \(o.outDir)/report.md")
@@ -301,6 +315,21 @@ public enum Suite {
       case config, mesh, remat, threadsPerRank = "threads_per_rank", tokensPerSecond = "tokens_per_s", mfu, hfu
       case plannedBytesPerRank = "planned_bytes_per_rank", exchangeHidden = "exchange_hidden"
     }
+  }
+
+  static func decodeMarkdown(_ rows: [DecodeBench.Result]) -> String {
+    guard !rows.isEmpty else { return "" }
+    var s = "\n## Decoding\n\nOne token at a time with the KV cache (`palm sample`'s loop, greedy, from a fresh "
+      + "initialization), against the weight-bandwidth bound: every weight is read once a token, so at the STREAM "
+      + "triad bandwidth the rate is at most bandwidth / bytes per token (weights that fit in the last-level cache can beat it).\n\n"
+    s += "| Config | Threads | Tokens | Tokens/s | MB a token | Triad GB/s | Bound tokens/s | Of bound | Weights fit in LLC |\n"
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    for r in rows {
+      s += "| \(r.config) | \(r.threads) | \(r.tokens) | \(fixed(r.tokensPerSecond, 1)) | \(fixed(r.bytesPerToken / 1e6, 1)) | "
+        + "\(fixed(r.bandwidthGBs, 1)) | \(fixed(r.boundTokensPerSecond, 0)) | \(pct(r.fractionOfBound, 0)) | "
+        + "\(r.weightsFitInCache.map { $0 ? "yes" : "no" } ?? "?") |\n"
+    }
+    return s
   }
 
   static func meshMarkdown(_ rows: [MeshRow]) -> String {

@@ -2,6 +2,7 @@
 // streamed to stdout; tokens/s on stderr. Greedy (reproducible) at --temperature 0.
 import ArgumentParser
 import Foundation
+import PalmBench
 import PalmModel
 import PalmTensor
 import PalmTrain
@@ -67,15 +68,17 @@ struct Sample: ParsableCommand {
     for t in context.suffix(cfg.seqLen) { logits = try decoder.step(token: t) }
     let prefillSeconds = Date().timeIntervalSince(t0)
     let t1 = Date()
+    var steps = 0  // decoder steps, the re-reads of a full window included
     for _ in 0..<maxTokens {
       let next = picker.pick(logits)
       out.write(Data([UInt8(next)]))
       context.append(next)
       if decoder.position >= decoder.capacity {
         decoder.reset()
-        for t in context.suffix(max(1, decoder.capacity / 2)) { logits = try decoder.step(token: t) }
+        for t in context.suffix(max(1, decoder.capacity / 2)) { logits = try decoder.step(token: t); steps += 1 }
       } else {
         logits = try decoder.step(token: next)
+        steps += 1
       }
     }
     let dt = Date().timeIntervalSince(t1)
@@ -84,5 +87,9 @@ struct Sample: ParsableCommand {
       format: "sampled %d tokens in %.2f s: %.1f tokens/s (prefill %d tokens in %.3f s), step %d of %@\n",
       maxTokens, dt, Double(maxTokens) / max(dt, 1e-9), min(ByteTokenizer.encode(prompt).count, cfg.seqLen), prefillSeconds,
       ck.manifest.step, ck.path).utf8))
+    if steps > 0, let bw = try? KernelBench.bandwidth(threads: Threads.count, repeats: 3) {
+      let r = DecodeBench.result(config: cfg, threads: Threads.count, tokens: steps, seconds: dt, bandwidthGBs: bw)
+      FileHandle.standardError.write(Data("decoding: \(DecodeBench.summary(r))\n".utf8))
+    }
   }
 }

@@ -142,6 +142,43 @@ func tolerance(k: Int) -> Double { 1e-6 * (1 + Double(k) / 16) }
     }
   }
 
+  /// m <= PK_GEMV_MAX_M in NN and NT takes the unpacked path (gemv.c, decoding): every remainder
+  /// of k mod 4 and of n mod 16, column chunks past 1024, a 2-thread column split, strides,
+  /// alpha/beta; and NaN/Inf: B's k % 4 tail rows must not be multiplied by a zero weight (0·Inf).
+  @Test(arguments: ISA.supported, [1, 2])
+  func fewRowsTakeTheUnpackedPath(isa: ISA, threads: Int) throws {
+    try ISALock.with(isa) {
+      for layout in [GEMMLayout.nn, .nt] {
+        for m in 1...4 {
+          for (n, k) in [(1, 1), (15, 3), (17, 4), (33, 5), (1030, 130), (2051, 1027), (3000, 64)] {
+            for (alpha, beta) in [(Float(1), Float(0)), (-1.5, 0.5)] {
+              let s = GEMMShape(m: m, n: n, k: k, pad: (n + k) % 3)
+              let err = try checkGEMM(layout, s, alpha: alpha, beta: beta, threads: threads)
+              #expect(err <= tolerance(k: k), "\(isa) \(threads)T \(layout) \(s) alpha \(alpha) beta \(beta): \(err)")
+            }
+          }
+        }
+        // C = NaN with beta 0 is overwritten; an Inf in B's last row (a k % 4 tail row) reaches only its column.
+        let (m, n, k) = (2, 19, 7)
+        let a = [Float](repeating: 0.5, count: m * k)
+        var b = [Float](repeating: 0.25, count: k * n)
+        let inf = layout == .nn ? (k - 1) * n + 3 : 3 * k + (k - 1)  // B(k-1, 3) in NN, B(3, k-1) in NT
+        b[inf] = .infinity
+        var c = [Float](repeating: .nan, count: m * n)
+        let saved = Threads.count
+        Threads.count = threads
+        defer { Threads.count = saved }
+        try Kernels.sgemm(layout, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: layout == .nt ? k : n, beta: 0, c: &c, ldc: n)
+        for i in 0..<m {
+          for j in 0..<n {
+            let ok = j == 3 ? c[i * n + j] == .infinity : c[i * n + j] == Float(k) * 0.125
+            #expect(ok, "\(isa) \(layout) C(\(i),\(j)) = \(c[i * n + j])")
+          }
+        }
+      }
+    }
+  }
+
   @Test func badInput() {
     let a = [Float](repeating: 1, count: 64), b = a
     var c = a

@@ -9,7 +9,7 @@ import _PalmTestSupport
 
 @Suite struct SuiteTests {
   static let expectedFiles = ["machine.json", "roofs.jsonl", "gemm.jsonl", "kernels.jsonl", "steps.jsonl",
-                              "mesh.jsonl", "mfu.json", "mfu.svg", "roofline.svg", "report.md"]
+                              "mesh.jsonl", "decode.jsonl", "mfu.json", "mfu.svg", "roofline.svg", "report.md"]
 
   func temporaryDirectory() throws -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-suite-\(UUID().uuidString)").path
@@ -59,7 +59,7 @@ import _PalmTestSupport
     #expect(mesh[0].exchangeHidden != nil && mesh[0].mfu == nil, "peak known at 1 thread only; the two pods use 2")
     let report = try read("report.md")
     for heading in ["## Peak and memory bandwidth", "## GEMM", "## Kernels and roofline", "## Training steps",
-                    "### Part one", "### Part two", "| micro | fp32 | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |"] {
+                    "### Part one", "### Part two", "| micro | fp32 | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |", "## Decoding", "| micro | 1 | 8 |"] {
       #expect(report.contains(heading), "\(heading)")
     }
     #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
@@ -129,6 +129,16 @@ import _PalmTestSupport
     #expect(object["peakPrecision"] as? String == "fp32" && object["mfuOfBF16Peak"] is NSNull)
     let unknown = try StepRuns.jsonLine(r, config: c, peaks: .init(gflops: nil))
     #expect(unknown.contains("\"mfu\":null"))
+  }
+
+  /// The decode bound: 4 bytes a parameter plus the mean KV cache, over the bandwidth.
+  @Test func decodeBoundIsTheWeightsOverTheBandwidth() {
+    let c = PalmConfig.shakespeare
+    let r = DecodeBench.result(config: c, threads: 1, tokens: 100, seconds: 0.5, bandwidthGBs: 10)
+    let bytes = 4 * Double(c.parameterCount) + 8 * Double(c.layers * c.headDim) * 50
+    #expect(r.bytesPerToken == bytes && r.tokensPerSecond == 200)
+    #expect(abs(r.boundTokensPerSecond - 1e10 / bytes) < 1e-9 && abs(r.fractionOfBound - 200 * bytes / 1e10) < 1e-12)
+    #expect(DecodeBench.summary(r).contains("of the weight-bandwidth bound"))
   }
 
   /// Each run divides by its own precision's peak, and an fp32 run also reports, labelled, its MFU
@@ -226,4 +236,26 @@ final class LineSink: @unchecked Sendable {
   func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
   var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
   var count: Int { all.count }
+}
+
+/// bench/compare/compare.py (the peer comparison) against its stand-ins: standard library only.
+@Suite struct CompareScriptTests {
+  @Test func compareScriptPassesItsOwnTests() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let script = root.appendingPathComponent("bench/compare/test_compare.py").path
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", script]
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    do { try p.run() } catch {
+      print("SKIP compare.py tests: python3 not runnable (\(error))")
+      return
+    }
+    let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0, "\(text)")
+    #expect(text.contains("OK"), "\(text)")
+  }
 }

@@ -25,6 +25,8 @@ def add_common_args(ap):
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--optimizer", default="none", choices=["none", "adamw"],
                     help="none = forward+backward only, like `palm bench step` (default); adamw = the anchors' step")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="fp32, or bf16 = the framework's mixed precision (torch: autocast to bfloat16 on CPU)")
 
 
 def pin_threads(n):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Usage: python3 bench/compare/compare.py [--palm .build/release/palm] [--configs tiny,small] [--remat none,full] [--threads 1,2] [--rounds 2] [--steps 5 --warmup 2] [--peers torch,jax] [--json out.jsonl]
+# Usage: python3 bench/compare/compare.py [--palm .build/release/palm] [--configs tiny,small] [--remat none,full] [--threads 1,2] [--precision fp32,bf16] [--optimizer none|adamw] [--rounds 2] [--steps 5 --warmup 2] [--peers torch,torch-compile,jax] [--json out.jsonl]
 """palm against PyTorch and JAX on the same configs, in one run, alternating: for each round and each
 (config, remat, threads), `palm bench step ... --format json`, then each installed peer script
 (torch_step.py, jax_step.py) on the same shape. Alternating spreads the noise of a shared machine
@@ -7,7 +7,10 @@ over every system alike. Prints a table of median tokens/s over the rounds and t
 MFU too when palm knows the peak (PALM_PEAK_GFLOPS until the peak probe is merged).
 
 Peers are never a dependency: a framework that is not installed is reported once and skipped.
-All systems time forward + backward without the optimizer by default (`palm bench step` excludes it).
+All systems time forward + backward without the optimizer by default (`palm bench step` excludes it);
+--optimizer adamw times the whole step, AdamW update included, on every side. --precision bf16 runs
+palm with --precision bf16 and PyTorch under torch.autocast("cpu", dtype=torch.bfloat16), eager
+(`torch`) and compiled (`torch-compile`): the peers' fastest configurations, as people run them.
 """
 import argparse
 import json
@@ -18,7 +21,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-PEERS = {"torch": "torch_step.py", "jax": "jax_step.py"}
+PEERS = {"torch": ("torch_step.py", []), "torch-compile": ("torch_step.py", ["--compile"]), "jax": ("jax_step.py", [])}
 SKIPPED = 3  # exit status of a peer script whose framework is missing
 
 
@@ -32,6 +35,9 @@ def parse(argv=None):
     ap.add_argument("--configs", type=csv, default=["tiny", "small"])
     ap.add_argument("--remat", type=csv, default=["none", "selective", "full"])
     ap.add_argument("--threads", type=csv, default=["1", "2"])
+    ap.add_argument("--precision", type=csv, default=["fp32"], help="fp32, bf16 or both (comma-separated)")
+    ap.add_argument("--optimizer", default="none", choices=["none", "adamw"],
+                    help="adamw: every timed step includes the AdamW update, on every side")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -43,6 +49,9 @@ def parse(argv=None):
     for p in a.peers:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r}; known: {', '.join(PEERS)}")
+    for p in a.precision:
+        if p not in ("fp32", "bf16"):
+            ap.error(f"unknown precision {p!r}; known: fp32, bf16")
     if a.rounds < 1 or a.steps < 1 or a.warmup < 0:
         ap.error("--rounds and --steps must be >= 1, --warmup >= 0")
     return a
@@ -68,25 +77,28 @@ def run_json(cmd, env=None):
     return p.returncode, result, p.stderr.strip()[-600:]
 
 
-def palm_cmd(a, config, remat, threads):
+def palm_cmd(a, config, remat, threads, precision):
     cmd = [a.palm, "bench", "step", "--config", config, "--remat", remat, "--threads", threads,
-           "--warmup", str(a.warmup), "--steps", str(a.steps), "--format", "json"]
+           "--warmup", str(a.warmup), "--steps", str(a.steps), "--precision", precision, "--format", "json"]
+    cmd += ["--optimizer", a.optimizer] if a.optimizer != "none" else []
     return cmd + (["--batch", str(a.batch)] if a.batch else [])
 
 
-def peer_cmd(a, peer, config, remat, threads):
-    cmd = [a.python, os.path.join(HERE, PEERS[peer]), "--config", config, "--remat", remat, "--threads", threads,
-           "--warmup", str(a.warmup), "--steps", str(a.steps)]
-    return cmd + (["--batch", str(a.batch)] if a.batch else [])
+def peer_cmd(a, peer, config, remat, threads, precision):
+    script, extra = PEERS[peer]
+    cmd = [a.python, os.path.join(HERE, script), "--config", config, "--remat", remat, "--threads", threads,
+           "--warmup", str(a.warmup), "--steps", str(a.steps), "--precision", precision, "--optimizer", a.optimizer]
+    return cmd + extra + (["--batch", str(a.batch)] if a.batch else [])
 
 
 def table(rows, peers):
-    head = ["config", "remat", "threads", "palm tok/s", "palm MFU"]
+    head = ["config", "remat", "threads", "precision", "palm tok/s", "palm MFU (peak)"]
     for p in peers:
         head += [f"{p} tok/s", f"palm/{p}"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["config"], r["remat"], r["threads"], fmt(r["palm"]), pct(r.get("palm_mfu"))]
+        cells = [r["config"], r["remat"], r["threads"], r["precision"], fmt(r["palm"]),
+                 pct(r.get("palm_mfu")) + (f" ({r['palm_peak']})" if r.get("palm_peak") else "")]
         for p in peers:
             v = r.get(p)
             cells += [fmt(v), f"{r['palm'] / v:.2f}×" if v and r["palm"] else "—"]
@@ -108,9 +120,9 @@ def main(argv=None):
         sys.exit(f"palm executable not found at {a.palm}: run `swift build -c release` or pass --palm")
     env = dict(os.environ, KMP_BLOCKTIME="0")
     peers, skipped = list(a.peers), {}
-    combos = [(c, r, t) for c in a.configs for r in a.remat for t in a.threads]
+    combos = [(c, r, t, p) for c in a.configs for r in a.remat for t in a.threads for p in a.precision]
     samples = {}  # (combo, system) -> [tokens/s]
-    mfu = {}
+    mfu, peak_of = {}, {}
     log = open(a.json, "w") if a.json else None
     for rnd in range(a.rounds):
         for combo in combos:
@@ -120,6 +132,7 @@ def main(argv=None):
             samples.setdefault((combo, "palm"), []).append(res["tokensPerSecond"])
             if res.get("mfu") is not None:
                 mfu.setdefault(combo, []).append(res["mfu"])
+                peak_of[combo] = res.get("peakPrecision", "fp32")
             if log:
                 log.write(json.dumps({"system": "palm", "round": rnd, **res}) + "\n")
             sys.stderr.write(f"round {rnd + 1}/{a.rounds} {combo}: palm {res['tokensPerSecond']:,.0f} tok/s\n")
@@ -141,17 +154,19 @@ def main(argv=None):
         log.close()
     rows = []
     for combo in combos:
-        row = {"config": combo[0], "remat": combo[1], "threads": combo[2],
+        row = {"config": combo[0], "remat": combo[1], "threads": combo[2], "precision": combo[3],
                "palm": statistics.median(samples[(combo, "palm")])}
         if combo in mfu:
             row["palm_mfu"] = statistics.median(mfu[combo])
+            row["palm_peak"] = peak_of[combo]
         for p in a.peers:
             if (combo, p) in samples:
                 row[p] = statistics.median(samples[(combo, p)])
         rows.append(row)
     shown = [p for p in a.peers if any(p in r for r in rows)]
+    what = "forward + backward + AdamW update" if a.optimizer == "adamw" else "forward + backward (no optimizer)"
     print(f"Median tokens/s over {a.rounds} alternating round(s), {a.warmup} warm-up + {a.steps} timed steps, "
-          "forward + backward (no optimizer).\n")
+          f"{what}; palm's MFU against the peak of its precision (named).\n")
     print(table(rows, shown))
     for p, why in skipped.items():
         print(f"\n{p}: skipped ({why})")

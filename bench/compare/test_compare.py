@@ -47,7 +47,24 @@ class CompareTests(unittest.TestCase):
         self.assertEqual(len(rows), 2)
         self.assertEqual(rows[0]["palm"], 2000.0)
         self.assertEqual(rows[0]["torch"], 1000.0)
-        self.assertIn("| tiny | full | 2 | 2,000 | 50.0% | 1,000 | 2.00× | 1,000 | 2.00× |", out)
+        self.assertIn("| tiny | full | 2 | fp32 | 2,000 | 50.0% (fp32) | 1,000 | 2.00× | 1,000 | 2.00× |", out)
+
+    def test_bf16_and_the_update_reach_every_side(self):
+        # Each fake records its arguments; the compiled peer gets --compile, every side --precision.
+        peer_line = json.dumps({"tokens_per_second": 1000.0})
+        args_log = os.path.join(self.dir, "args")
+        fake = script(os.path.join(self.dir, "py"), f'echo "$@" >> {args_log}\necho \'{peer_line}\'\n')
+        line = json.dumps({"tokensPerSecond": 2000.0, "mfu": 0.5, "peakPrecision": "bf16"})
+        self.palm = script(os.path.join(self.dir, "palm"), f'echo "palm $@" >> {args_log}\necho \'{line}\'\n')
+        rows, out = self.run_compare(fake, "--peers", "torch,torch-compile", "--precision", "bf16", "--optimizer", "adamw")
+        with open(args_log) as f:
+            calls = f.read().splitlines()
+        palm_calls = [c for c in calls if c.startswith("palm ")]
+        peer_calls = [c for c in calls if not c.startswith("palm ")]
+        self.assertTrue(all("--precision bf16" in c and "--optimizer adamw" in c for c in palm_calls + peer_calls), calls)
+        self.assertEqual(sum("--compile" in c for c in peer_calls), len(peer_calls) // 2)
+        self.assertIn("| tiny | full | 2 | bf16 | 2,000 | 50.0% (bf16) | 1,000 | 2.00× | 1,000 | 2.00× |", out)
+        self.assertIn("forward + backward + AdamW update", out)
 
     def test_missing_framework_is_skipped_with_its_message(self):
         fake = script(os.path.join(self.dir, "py"), 'echo "torch is not installed (pip ...); skipping." >&2\nexit 3\n')
@@ -64,7 +81,7 @@ class CompareTests(unittest.TestCase):
         self.assertIn("--config must be tiny or small", str(e.exception.code))
 
     def test_bad_arguments_are_rejected(self):
-        for argv in (["--peers", "mxnet"], ["--rounds", "0"]):
+        for argv in (["--peers", "mxnet"], ["--rounds", "0"], ["--precision", "fp16"]):
             with self.assertRaises(SystemExit), redirect_stderr(io.StringIO()):
                 compare.parse(argv)
 

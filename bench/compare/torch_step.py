@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Usage: python3 torch_step.py --config tiny|small --remat none|selective|full --threads N [--steps 5 --warmup 2] [--optimizer none|adamw]
+# Usage: python3 torch_step.py --config tiny|small --remat none|selective|full --threads N [--steps 5 --warmup 2] [--optimizer none|adamw] [--precision fp32|bf16] [--compile]
 """The palm model's training step in PyTorch (CPU), timed like `palm bench step`; prints one JSON line.
 
 Same model as palm (and ../shared/anchors/torch_palm.py, whose code this follows): shared embedding
@@ -8,7 +8,10 @@ Same model as palm (and ../shared/anchors/torch_palm.py, whose code this follows
 expanded with stride 0), rotate-half RoPE, SwiGLU d_ff = 4d, cross-entropy + z-loss 1e-4·lse².
 Remat: none; full = torch.utils.checkpoint around each block; selective = selective activation
 checkpointing that saves the matmul and attention outputs and recomputes the rest (torch >= 2.4).
-Exit status 3 when torch is missing (compare.py then skips it).
+--precision bf16 = PyTorch's CPU mixed precision as people run it: the forward under
+torch.autocast("cpu", dtype=torch.bfloat16) (fp32 master weights, matmuls and SDPA in bf16), the
+backward outside it; --compile wraps the model in torch.compile (the first warm-up step compiles).
+Exit status 3 when torch is missing or cannot run the combination (compare.py then skips it).
 """
 import argparse
 import os
@@ -20,6 +23,7 @@ import _peer  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 _peer.add_common_args(ap)
+ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
 args = ap.parse_args()
 threads = _peer.pin_threads(args.threads)
 
@@ -112,12 +116,15 @@ def main():
     model = PaLM(c, args.remat)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1) \
         if args.optimizer == "adamw" else None
+    forward = torch.compile(model) if args.compile else model
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
     g = torch.Generator().manual_seed(1)
     inp = torch.randint(0, _peer.VOCAB, (B, T), generator=g)
     tgt = torch.randint(0, _peer.VOCAB, (B, T), generator=g)
 
     def step():
-        loss = model(inp, tgt)
+        with autocast:
+            loss = forward(inp, tgt)
         loss.backward()
         if opt is not None:
             opt.step()
@@ -127,8 +134,9 @@ def main():
     try:
         for _ in range(args.warmup):
             step()
-    except (ImportError, AttributeError, TypeError) as e:  # selective checkpointing needs torch >= 2.4
-        sys.stderr.write(f"torch {torch.__version__} cannot run remat={args.remat}: {e}; skipping.\n")
+    except Exception as e:  # selective checkpointing needs torch >= 2.4; compile needs a C++ compiler
+        sys.stderr.write(f"torch {torch.__version__} cannot run remat={args.remat} precision={args.precision}"
+                         f"{' compile' if args.compile else ''}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; skipping.\n")
         sys.exit(3)
     times, loss = [], 0.0
     for _ in range(args.steps):
@@ -138,6 +146,7 @@ def main():
     med = sorted(times)[len(times) // 2]
     _peer.emit({"framework": "torch", "version": torch.__version__, "config": args.config, "remat": args.remat,
                 "threads": threads, "batch": B, "seq_len": T, "optimizer": args.optimizer,
+                "precision": args.precision, "compile": args.compile,
                 "step_seconds": times, "median_seconds": med, "tokens_per_second": B * T / med,
                 "model_flops_per_token": _peer.model_flops_per_token(c), "last_loss": loss})
 
