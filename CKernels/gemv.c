@@ -10,10 +10,17 @@
  *   NT (B is n x k):  c[i][j] = dot(a'[i], B[j]): one contiguous row of B per output.
  * a' = alpha * a (alpha folded into A: the sums are rounded like the reference's up to order).
  * C is first scaled by beta (beta == 0 overwrites, NaN not propagated, as pk_sgemm).
- * Called by pk_sgemm for m <= PK_GEMV_MAX_M in NN and NT; TN falls through to the packed GEMM. */
+ * Called by pk_sgemm for m <= PK_GEMV_MAX_M in NN and NT; TN falls through to the packed GEMM.
+ * pk_decode_token (pk_decode.h) runs a whole decoded token on the same column worker in ONE
+ * OpenMP region, its threads kept awake between kernels by a spin barrier. */
 #include "gemm_internal.h"
+#include "pk_decode.h"
 #include "pk_kernel.h"
+#include "pk_norm.h"
 #include "pk_omp.h"
+#include "pk_swiglu.h"
+#include <math.h>
+#include <stdatomic.h>
 
 enum { GEMV_CHUNK = 1024 };  /* columns per L1 block: 4 B rows x 4 KB + m c rows */
 
@@ -91,70 +98,159 @@ static PK_TARGET_AVX512 float dot_avx512(const float *a, const float *b, int64_t
 typedef void (*axpy4_fn)(float *, const float *, const float *, const float *, const float *, float, float,
                          float, float, int64_t);
 typedef float (*dot_fn)(const float *, const float *, int64_t);
+typedef struct { axpy4_fn axpy4; dot_fn dot; } gemv_fns;
+
+static gemv_fns active_fns(void) {
+  gemv_fns f = {axpy4_scalar, dot_scalar};
+#if defined(__x86_64__)
+  switch (pk_isa_active()) {
+  case PK_ISA_AVX512: f.axpy4 = axpy4_avx512; f.dot = dot_avx512; break;
+  case PK_ISA_AVX2: f.axpy4 = axpy4_avx2; f.dot = dot_avx2; break;
+  default: break;
+  }
+#endif
+  return f;
+}
+
+/* Columns [j0, j1) of C = alpha·op(A)·op(B) + beta·C for m <= PK_GEMV_MAX_M (NN or NT): one
+ * thread's share; the only code that computes the product. */
+static void gemv_columns(gemv_fns f, pk_layout layout, int64_t m, int64_t k, float alpha, const float *a,
+                         int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                         int64_t j0, int64_t j1) {
+  for (int64_t i = 0; i < m; i++) {
+    float *ci = c + i * ldc;
+    for (int64_t j = j0; j < j1; j++) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+  }
+  if (k == 0 || alpha == 0.0f || j0 >= j1) return;
+  if (layout == PK_LAYOUT_NT) {
+    for (int64_t j = j0; j < j1; j++) {
+      const float *bj = b + j * ldb;
+      for (int64_t i = 0; i < m; i++) c[i * ldc + j] += alpha * f.dot(a + i * lda, bj, k);
+    }
+    return;
+  }
+  for (int64_t c0 = j0; c0 < j1; c0 += GEMV_CHUNK) {
+    int64_t len = j1 - c0 < GEMV_CHUNK ? j1 - c0 : GEMV_CHUNK;
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const float *b0 = b + p * ldb + c0;
+      for (int64_t i = 0; i < m; i++) {
+        const float *ai = a + i * lda + p;  /* alpha folded into A's four values */
+        f.axpy4(c + i * ldc + c0, b0, b0 + ldb, b0 + 2 * ldb, b0 + 3 * ldb, alpha * ai[0], alpha * ai[1],
+                alpha * ai[2], alpha * ai[3], len);
+      }
+    }
+    for (; p < k; p++) {  /* the last k % 4 rows of B, one at a time (no zero-weighted terms: 0 * Inf) */
+      const float *bp = b + p * ldb + c0;
+      for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc + c0, ap = alpha * a[i * lda + p];
+        for (int64_t j = 0; j < len; j++) ci[j] += ap * bp[j];
+      }
+    }
+  }
+}
+
+/* Thread t of T's share of n columns, in whole cache lines (16 floats). */
+static void share(int64_t n, int t, int T, int64_t *j0, int64_t *j1) {
+  const int64_t lines = (n + 15) / 16;
+  *j0 = lines * t / T * 16;
+  *j1 = lines * (t + 1) / T * 16;
+  if (*j0 > n) *j0 = n;
+  if (*j1 > n) *j1 = n;
+}
 
 pk_status pk_gemv_small_m(pk_layout layout, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
   if (m < 0 || m > PK_GEMV_MAX_M || layout == PK_LAYOUT_TN) return PK_STATUS_BAD_ARGUMENT;
   if (m == 0 || n == 0) return PK_STATUS_OK;
-  axpy4_fn axpy4 = axpy4_scalar;
-  dot_fn dot = dot_scalar;
-#if defined(__x86_64__)
-  switch (pk_isa_active()) {
-  case PK_ISA_AVX512: axpy4 = axpy4_avx512; dot = dot_avx512; break;
-  case PK_ISA_AVX2: axpy4 = axpy4_avx2; dot = dot_avx2; break;
-  default: break;
-  }
-#endif
+  const gemv_fns f = active_fns();
   if (k > 0 && alpha != 0.0f) pk_flops_add(2.0 * (double)m * (double)n * (double)k);
-  /* alpha folded into A (at most PK_GEMV_MAX_M rows; a row of k floats each). */
-  float *as = (float *)pk_aligned_alloc((size_t)(m * (k > 0 ? k : 1)) * sizeof(float));
-  if (!as) return PK_STATUS_NO_MEMORY;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t p = 0; p < k; p++) as[i * k + p] = alpha * a[i * lda + p];
-  const int skip = k == 0 || alpha == 0.0f;
   /* Waking a second thread (KMP_BLOCKTIME=0) costs about as much as streaming ~20 MB of B from
    * the caches on one core: measured m = 1 on Zen 3, 2 cores, 1 vs 2 threads: 2432x256 0.06 vs
-   * 0.10 ms, 8192x512 (16 MB) 18.9 vs 16.7 GFLOP/s, 8192x2048 (64 MB) 8.6 vs 14.7 GFLOP/s. */
+   * 0.10 ms, 8192x512 (16 MB) 18.9 vs 16.7 GFLOP/s, 8192x2048 (64 MB) 8.6 vs 14.7 GFLOP/s. A whole
+   * decoded token avoids the question: pk_decode_token keeps one team awake across its kernels. */
   int nth = (double)m * (double)n * (double)k < 6e6 ? 1 : pk_threads_get();
-  /* Column blocks of 16 floats (one cache line) per thread, contiguous ranges. */
-  const int64_t lines = (n + 15) / 16;
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    int64_t j0 = lines * t / T * 16, j1 = lines * (t + 1) / T * 16;
-    if (j1 > n) j1 = n;
-    for (int64_t i = 0; i < m; i++) {
-      float *ci = c + i * ldc;
-      for (int64_t j = j0; j < j1; j++) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
-    }
-    if (!skip && j0 < j1) {
-      if (layout == PK_LAYOUT_NN) {
-        for (int64_t c0 = j0; c0 < j1; c0 += GEMV_CHUNK) {
-          int64_t len = j1 - c0 < GEMV_CHUNK ? j1 - c0 : GEMV_CHUNK;
-          int64_t p = 0;
-          for (; p + 4 <= k; p += 4) {
-            const float *b0 = b + p * ldb + c0;
-            for (int64_t i = 0; i < m; i++) {
-              const float *ai = as + i * k + p;
-              axpy4(c + i * ldc + c0, b0, b0 + ldb, b0 + 2 * ldb, b0 + 3 * ldb, ai[0], ai[1], ai[2], ai[3], len);
-            }
-          }
-          for (; p < k; p++) {  /* the last k % 4 rows of B, one at a time (no zero-weighted terms: 0 * Inf) */
-            const float *bp = b + p * ldb + c0;
-            for (int64_t i = 0; i < m; i++) {
-              float *ci = c + i * ldc + c0, ap = as[i * k + p];
-              for (int64_t j = 0; j < len; j++) ci[j] += ap * bp[j];
-            }
-          }
-        }
-      } else {
-        for (int64_t j = j0; j < j1; j++) {
-          const float *bj = b + j * ldb;
-          for (int64_t i = 0; i < m; i++) c[i * ldc + j] += dot(as + i * k, bj, k);
-        }
-      }
-    }
+    int64_t j0, j1;
+    share(n, omp_get_thread_num(), omp_get_num_threads(), &j0, &j1);
+    gemv_columns(f, layout, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1);
   }
-  pk_aligned_free(as);
   return PK_STATUS_OK;
+}
+
+/* A barrier that spins (with pause) instead of sleeping: inside one decoded token the waits are
+ * microseconds, where the OpenMP barrier under KMP_BLOCKTIME=0 would put the thread to sleep and
+ * pay a wake-up (~50-100 us) at every kernel. */
+typedef struct {
+  _Atomic int count, generation;
+  int threads;
+} spin_barrier;
+
+static void spin_wait(spin_barrier *s) {
+  int g = atomic_load_explicit(&s->generation, memory_order_acquire);
+  if (atomic_fetch_add_explicit(&s->count, 1, memory_order_acq_rel) == s->threads - 1) {
+    atomic_store_explicit(&s->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->generation, g + 1, memory_order_release);
+    return;
+  }
+  while (atomic_load_explicit(&s->generation, memory_order_acquire) == g) {
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+  }
+}
+
+pk_status pk_decode_token(float *logits, float *x, float *h, float *proj, float *cg, float *kcache,
+                          float *vcache, int64_t capacity, int64_t pos, const pk_decode_layer *layers,
+                          int64_t L, const float *ln_final, const float *embed, int64_t token, int64_t d,
+                          int64_t H, int64_t Q, int64_t F, int64_t V) {
+  if (!logits || !x || !h || !proj || !cg || !kcache || !vcache || !layers || !ln_final || !embed)
+    return PK_STATUS_NULL_POINTER;
+  if (L < 0 || d < 1 || H < 1 || Q < 2 || F < 1 || V < 1 || capacity < 1) return PK_STATUS_BAD_SIZE;
+  if (pos < 0 || pos >= capacity || token < 0 || token >= V || Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
+  for (int64_t l = 0; l < L; l++)
+    if (!layers[l].ln_scale || !layers[l].w_in || !layers[l].w_out) return PK_STATUS_NULL_POINTER;
+  const int64_t hq = H * Q, cin = hq + 2 * Q + 2 * F, cout = hq + F;
+  const gemv_fns f = active_fns();
+  pk_flops_add(2.0 * (double)L * (double)d * (double)(cin + cout) + 2.0 * (double)V * (double)d);
+  for (int64_t j = 0; j < d; j++) x[j] = embed[token * d + j];
+  spin_barrier bar = {0, 0, 1};
+  _Atomic int failed = 0;
+  const float head_scale = 1.0f / sqrtf((float)d);
+#pragma omp parallel num_threads(pk_threads_get())
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    if (t == 0) bar.threads = T;
+#pragma omp barrier
+    int64_t a0, a1, b0, b1, v0, v1;  /* this thread's columns of proj, of x, of the logits */
+    share(cin, t, T, &a0, &a1);
+    share(d, t, T, &b0, &b1);
+    share(V, t, T, &v0, &v1);
+    float stat[2];
+    for (int64_t l = 0; l < L; l++) {
+      const pk_decode_layer *W = &layers[l];
+      if (t == 0 && pk_layernorm_forward(h, d, stat, stat + 1, x, d, W->ln_scale, 1, d) != PK_STATUS_OK)
+        atomic_store(&failed, 1);
+      spin_wait(&bar);
+      gemv_columns(f, PK_LAYOUT_NN, 1, d, 1.0f, h, d, W->w_in, cin, 0.0f, proj, cin, a0, a1);
+      spin_wait(&bar);
+      /* One token's attention and SwiGLU are a few thousand multiply-adds: thread 0 alone (their
+       * own OpenMP loops run serially inside this region). */
+      if (t == 0) {
+        if (pk_decode_attention(cg, kcache + l * capacity * Q, vcache + l * capacity * Q, proj, pos, capacity, H, Q) !=
+                PK_STATUS_OK ||
+            pk_swiglu_forward(cg + hq, F, proj + hq + 2 * Q, 2 * F, 1, F) != PK_STATUS_OK)
+          atomic_store(&failed, 1);
+      }
+      spin_wait(&bar);
+      gemv_columns(f, PK_LAYOUT_NN, 1, cout, 1.0f, cg, cout, W->w_out, d, 1.0f, x, d, b0, b1);
+      spin_wait(&bar);
+    }
+    if (t == 0 && pk_layernorm_forward(h, d, stat, stat + 1, x, d, ln_final, 1, d) != PK_STATUS_OK)
+      atomic_store(&failed, 1);
+    spin_wait(&bar);
+    gemv_columns(f, PK_LAYOUT_NT, 1, d, head_scale, h, d, embed, d, 0.0f, logits, V, v0, v1);
+  }
+  return atomic_load(&failed) ? PK_STATUS_NO_MEMORY : PK_STATUS_OK;
 }

@@ -1,10 +1,12 @@
 // Sampler: incremental decoding with a KV cache, and next-token sampling (temperature, top-k).
 //
-// One token at a time through the same weights as Model.swift: h = LN(x); proj = h · w_in (pk_sgemm,
-// m = 1); pk_decode_attention appends the token's rotated K and its V to the layer's cache (one K/V
+// One token at a time through the same weights as Model.swift: h = LN(x); proj = h · w_in (a GEMV);
+// pk_decode_attention appends the token's rotated K and its V to the layer's cache (one K/V
 // head: multi-query, so the cache is 2·L·S·Q floats) and attends over it; g = SwiGLU(gate_up);
-// x += [ctx | g] · w_out. Logits = LN_f(x) · embedᵀ / √d. Rotary positions are 0-based within the
-// cached window, as in training (each training window starts at position 0).
+// x += [ctx | g] · w_out. Logits = LN_f(x) · embedᵀ / √d. The whole token is ONE kernel call,
+// pk_decode_token (CKernels/gemv.c): one OpenMP region whose threads split every GEMV's columns
+// and stay awake between the kernels, so decoding runs at the weights' bandwidth. Rotary positions
+// are 0-based within the cached window, as in training (each training window starts at position 0).
 // Reference: llama2.c run.c (forward() with a KV cache, sample_topp/argmax), Model.swift.
 
 import CKernels
@@ -29,7 +31,8 @@ public final class KVCacheDecoder: @unchecked Sendable {
   private let proj: Tensor                      // (C_in)
   private let cg: Tensor                        // (H·Q + F)
   private let logits: Tensor                    // (V)
-  private let stat: Tensor                      // (2): mean, rstd
+  /// The layers' weight pointers for pk_decode_token (views into `parameters`, which never move).
+  private let layerTable: [pk_decode_layer]
 
   /// - Parameters:
   ///   - capacity: the most tokens kept (default `config.seqLen`); see `step(token:)` for what
@@ -47,7 +50,10 @@ public final class KVCacheDecoder: @unchecked Sendable {
     proj = Tensor(shape: [c.inputProjectionColumns])
     cg = Tensor(shape: [c.outputProjectionRows])
     logits = Tensor(shape: [c.vocab])
-    stat = Tensor(shape: [2])
+    layerTable = parameters.layers.map {
+      pk_decode_layer(ln_scale: UnsafePointer($0.lnScale.pointer), w_in: UnsafePointer($0.wIn.pointer),
+                      w_out: UnsafePointer($0.wOut.pointer))
+    }
   }
 
   /// Empties the cache (the next token is at position 0).
@@ -58,35 +64,20 @@ public final class KVCacheDecoder: @unchecked Sendable {
   ///   `KernelError` from a kernel.
   @discardableResult
   public func step(token: Int32) throws -> [Float] {
-    let c = config, d = c.dModel, q = c.headDim, hq = c.queryColumns
-    let cin = c.inputProjectionColumns, cout = c.outputProjectionRows
+    let c = config
     guard position < capacity else {
       throw Model.InputError(description: "KV cache full (\(capacity) tokens): reset() or use sampling windows")
     }
     guard token >= 0 && Int(token) < c.vocab else {
       throw Model.InputError(description: "token id \(token) outside [0, \(c.vocab))")
     }
-    x.pointer.update(from: parameters.embed.pointer + Int(token) * d, count: d)
-    for i in 0..<c.layers {
-      let W = parameters.layers[i]
-      try KernelError.check(pk_layernorm_forward(h.pointer, Int64(d), stat.pointer, stat.pointer + 1, x.pointer,
-                                                 Int64(d), W.lnScale.pointer, 1, Int64(d)), "layernorm_forward")
-      try Kernels.sgemm(.nn, m: 1, n: cin, k: d, alpha: 1, a: h.pointer, lda: d, b: W.wIn.pointer, ldb: cin,
-                        beta: 0, c: proj.pointer, ldc: cin)
-      let cacheOffset = i * capacity * q
-      try KernelError.check(pk_decode_attention(cg.pointer, kCache.pointer + cacheOffset, vCache.pointer + cacheOffset,
-                                                proj.pointer, Int64(position), Int64(capacity), Int64(c.heads),
-                                                Int64(q)), "decode_attention")
-      try KernelError.check(pk_swiglu_forward(cg.pointer + hq, Int64(c.dFF), proj.pointer + c.gateColumn, Int64(2 * c.dFF),
-                                              1, Int64(c.dFF)), "swiglu_forward")
-      try Kernels.sgemm(.nn, m: 1, n: d, k: cout, alpha: 1, a: cg.pointer, lda: cout, b: W.wOut.pointer, ldb: d,
-                        beta: 1, c: x.pointer, ldc: d)
+    try layerTable.withUnsafeBufferPointer { layers in
+      try KernelError.check(
+        pk_decode_token(logits.pointer, x.pointer, h.pointer, proj.pointer, cg.pointer, kCache.pointer, vCache.pointer,
+                        Int64(capacity), Int64(position), layers.baseAddress, Int64(c.layers),
+                        parameters.lnFinalScale.pointer, parameters.embed.pointer, Int64(token), Int64(c.dModel),
+                        Int64(c.heads), Int64(c.headDim), Int64(c.dFF), Int64(c.vocab)), "decode_token")
     }
-    try KernelError.check(pk_layernorm_forward(h.pointer, Int64(d), stat.pointer, stat.pointer + 1, x.pointer,
-                                               Int64(d), parameters.lnFinalScale.pointer, 1, Int64(d)),
-                          "layernorm_forward")
-    try Kernels.sgemm(.nt, m: 1, n: c.vocab, k: d, alpha: 1 / Float(d).squareRoot(), a: h.pointer, lda: d,
-                      b: parameters.embed.pointer, ldb: d, beta: 0, c: logits.pointer, ldc: c.vocab)
     position += 1
     return logits.array
   }

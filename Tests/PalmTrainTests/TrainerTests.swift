@@ -237,9 +237,10 @@ struct TrainerTests {
     }
   }
 
-  @Test("KV-cache decoding gives the full forward's logits at every position")
-  func kvCacheMatchesForward() throws {
-    try withThreads(2) {
+  @Test("KV-cache decoding gives the full forward's logits at every position, on 1, 2 and 3 threads",
+        arguments: [1, 2, 3])
+  func kvCacheMatchesForward(threads: Int) throws {
+    try withThreads(threads) {
       for cfg in [tinyConfig, PalmConfig(name: "kv", dModel: 48, layers: 3, heads: 3, headDim: 8, dFF: 96, vocab: 256,
                                          seqLen: 19, batch: 1)] {
         let model = try Model(config: cfg, batch: 1, seed: 3)
@@ -252,7 +253,7 @@ struct TrainerTests {
           let logits = try dec.step(token: tok)
           for v in 0..<cfg.vocab { maxErr = max(maxErr, abs(logits[v] - full[t * cfg.vocab + v])) }
         }
-        #expect(maxErr < 1e-4, "\(cfg.name): KV-cache logits max error \(maxErr)")
+        #expect(maxErr < 1e-4, "\(cfg.name) \(threads)T: KV-cache logits max error \(maxErr)")
         #expect(throws: Model.InputError.self) { try dec.step(token: 1) }  // cache full
         dec.reset()
         let again = try dec.step(token: tokens[0])
