@@ -22,6 +22,15 @@ public final class MappedFile: @unchecked Sendable {
     case allocate(size: Int)
     /// The read fallback stopped after `got` of `size` bytes.
     case read(got: Int, size: Int)
+
+    /// The reason in words ("No such file or directory", "cannot allocate 12 bytes", ...).
+    public var reason: String {
+      switch self {
+      case .open(let code), .stat(let code): String(cString: strerror(code))
+      case .allocate(let size): "cannot allocate \(size) bytes"
+      case .read(let got, let size): "read stopped after \(got) of \(size) bytes"
+      }
+    }
   }
 
   /// Start of the bytes (never nil, also for an empty image).

@@ -70,13 +70,7 @@ public final class TokenDataset: @unchecked Sendable {
                                   validationFraction: validationFraction)
       }
     } catch let failure as MappedFile.Failure {
-      switch failure {
-      case .open(let code), .stat(let code):
-        throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(code)))
-      case .allocate(let size): throw DatasetError.cannotOpen(path: path, reason: "cannot allocate \(size) bytes")
-      case .read(let got, let size):
-        throw DatasetError.cannotOpen(path: path, reason: "read stopped after \(got) of \(size) bytes")
-      }
+      throw DatasetError.cannotOpen(path: path, reason: failure.reason)
     }
     self.init(path: path, file: file, sequenceLength: sequenceLength, validationFraction: validationFraction)
   }

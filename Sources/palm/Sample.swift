@@ -36,21 +36,7 @@ struct Sample: ParsableCommand {
 
   func run() throws {
     try compute.apply()
-    let ck: LoadedCheckpoint
-    do {
-      if FileManager.default.fileExists(atPath: "\(checkpoint)/manifest.json") || checkpoint.split(separator: "/").last?.hasPrefix("step_") == true {
-        ck = try CheckpointStore.load(path: checkpoint)
-      } else {
-        let store = CheckpointStore(directory: checkpoint, warn: { _ in })
-        guard let c = store.latest() else {
-          if let newest = store.stepDirectories().first {
-            _ = try CheckpointStore.load(path: newest.path)
-          }
-          throw CLIError("no checkpoint in \(checkpoint)")
-        }
-        ck = c
-      }
-    } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+    let ck = try CheckpointArgument.load(checkpoint)
     let cfg = ck.manifest.config
     let params: Parameters
     do {

@@ -197,6 +197,7 @@ import _PalmTestSupport
     (["bench", "suite", "--precision", "fp32,fp16"], "--precision"),
     (["mfu-table", "--precision", "bf16"], "--measure"),
     (["train", "--precision", "half", "--steps", "1"], "precision"),
+    (["eval", "--checkpoint", "/nonexistent/palm-ck", "--data", "/dev/null"], "no checkpoint in /nonexistent/palm-ck"),
   ])
   func badCommandLinesFailWithAMessage(args: [String], mentions: String) throws {
     let (status, stderr) = try palm(args)

@@ -475,3 +475,36 @@ struct MixedPrecisionTrainerTests {
     }
   }
 }
+
+@Suite("Evaluation of a whole file")
+struct EvaluationTests {
+  /// Every byte after the first is scored once: the result equals the per-token losses of the
+  /// windows summed by hand, whatever the batch, including the short last window.
+  @Test("bits per byte over a file: every byte scored once, independent of the batch")
+  func everyByteOnce() throws {
+    try withThreads(2) {
+      var cfg = tinyConfig
+      cfg.batch = 3
+      let model = try Model(config: cfg, seed: 4)
+      let bytes = Array(corpus().prefix(7 * cfg.seqLen + 11))  // 7 full windows (2 batches of 3 + 1) and 10 + 1 left
+      let r = try bytes.withUnsafeBytes { try Evaluation.evaluate(model: model, data: $0) }
+      #expect(r.tokens == bytes.count - 1 && r.bytes == r.tokens && r.windows == 8)
+      // By hand: each window on a batch-1 model of its own length.
+      var sum = 0.0
+      var start = 0
+      while start < bytes.count - 1 {
+        let len = min(cfg.seqLen, bytes.count - 1 - start)
+        let m = try Model(sharing: model, batch: 1, seqLen: len)
+        let x = bytes[start..<(start + len)].map { Int32($0) }, y = bytes[(start + 1)...(start + len)].map { Int32($0) }
+        sum += Double(try m.forward(tokens: x, targets: y).crossEntropy) * Double(len)
+        start += len
+      }
+      #expect(abs(r.natsPerToken - sum / Double(bytes.count - 1)) < 1e-5 * r.natsPerToken)
+      #expect(abs(r.bitsPerByte - r.natsPerToken / M_LN2) < 1e-12)
+      // Another batch size gives the same figure.
+      let r1 = try bytes.withUnsafeBytes { try Evaluation.evaluate(model: try Model(sharing: model, batch: 1), data: $0) }
+      #expect(abs(r1.natsPerToken - r.natsPerToken) < 1e-5 * r.natsPerToken)
+      #expect(throws: TrainError.self) { try [UInt8(7)].withUnsafeBytes { try Evaluation.evaluate(model: model, data: $0) } }
+    }
+  }
+}
