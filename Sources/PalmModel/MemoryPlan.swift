@@ -62,20 +62,36 @@ public struct MemoryPlan: Sendable, Equatable {
   public let seqLen: Int
   /// Every buffer, in arena order.
   public let buffers: [Buffer]
+  /// Rows of logits the head computes at a time (`head.logits` is (headRows, V)): all N when they
+  /// fit `logitsBudgetFloats`, else chunks of rows, so the head's memory is bounded independently
+  /// of the vocabulary (a 256k vocabulary at N = 4096 would need 4 GiB of logits at once).
+  public let headRows: Int
+
+  /// Floats of logits held at once by default: 32 MiB.
+  public static let logitsBudgetFloats = 8 << 20
+
+  /// The head's rows at a time for N rows and V columns within `budget` floats (at least 1 row).
+  public static func headRows(n: Int, vocab: Int, budget: Int = logitsBudgetFloats) -> Int {
+    let fit = max(1, budget / max(vocab, 1))
+    return n <= fit ? n : fit >= 16 ? fit / 16 * 16 : fit  // whole 16-row groups when possible (GEMM tiles)
+  }
 
   /// The plan for `config` with `batch` sequences of `seqLen` tokens (the preset's by default).
   /// On a mesh, `config` is a model shard's (`ShardedLayout.local`) and `batch` the rank's rows;
   /// `modelParallel` (model axis > 1) adds `grad.dhkv` (N·d + 2·(d·2Q)): the input gradient and the
   /// partial K/V weight gradient packed for the backward's one model all-reduce per layer, and the
   /// K/V gradient of earlier micro-batches set aside meanwhile.
+  /// `headRows`: rows of logits at a time (default `MemoryPlan.headRows(n:vocab:)`).
   public init(config: PalmConfig, policy: RematPolicy, batch: Int? = nil, seqLen: Int? = nil,
-              modelParallel: Bool = false) {
+              modelParallel: Bool = false, headRows: Int? = nil) {
     let b = batch ?? config.batch, t = seqLen ?? config.seqLen
     self.config = config
     self.policy = policy
     self.batch = b
     self.seqLen = t
     let n = b * t, d = config.dModel, hq = config.queryColumns
+    let rows = min(max(headRows ?? MemoryPlan.headRows(n: n, vocab: config.vocab), 1), max(n, 1))
+    self.headRows = rows
     let cin = config.inputProjectionColumns, cout = config.outputProjectionRows
     var saved: [Buffer] = [], scratch: [Buffer] = []
     let lse = [b, config.heads, t]
@@ -106,7 +122,7 @@ public struct MemoryPlan: Sendable, Equatable {
       Buffer(name: "head.mean", shape: [n], lifetime: .head),
       Buffer(name: "head.rstd", shape: [n], lifetime: .head),
       Buffer(name: "head.h", shape: [n, d], lifetime: .head),
-      Buffer(name: "head.logits", shape: [n, config.vocab], lifetime: .head),
+      Buffer(name: "head.logits", shape: [rows, config.vocab], lifetime: .head),
       Buffer(name: "head.loss", shape: [n], lifetime: .head),
       Buffer(name: "head.lse", shape: [n], lifetime: .head),
     ]

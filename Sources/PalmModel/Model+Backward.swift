@@ -24,16 +24,12 @@ import CKernels
 import PalmTensor
 
 extension Model {
-  /// Backward of the head already ran (`head(backward: true)` left dlogits in `logits`); this does
-  /// the output projection, the final LayerNorm, the blocks and the embedding.
+  /// The output projection's backward already ran (`head(backward: true)`: d embed has the head's
+  /// part, and `headH` holds d h_f); this does the final LayerNorm, the blocks and the embedding.
   func backwardLayers(tokens: UnsafePointer<Int32>, dropout key: DropoutKey?, exchange: Bool) throws {
     let v = config.vocab
-    let scale = 1 / Float(d).squareRoot()
     let W = store.headWeights, G = store.headGradients
-    // logits = h_f · embedᵀ · s:  d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed
-    try Kernels.gemm(precision, .tn, v, d, n, scale, logits.pointer, v, headH.pointer, d, 1, G.embed.pointer, d)
-    let dh = headH  // d h_f overwrites h_f, dead once d embed has it
-    try Kernels.gemm(precision, .nn, n, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, dh.pointer, d)
+    let dh = headH
     dx.fill(0)
     try KernelError.check(
       pk_layernorm_backward(dx.pointer, Int64(d), G.lnFinal.pointer, dh.pointer, Int64(d),

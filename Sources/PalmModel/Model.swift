@@ -111,7 +111,7 @@ public final class Model: @unchecked Sendable {
   ///   that does not divide the model or the batch, `Dropout.Invalid` for a rate outside [0, 1).
   public convenience init(config: PalmConfig, remat: RematPolicy = .none, batch: Int? = nil, seqLen: Int? = nil,
                           seed: UInt64 = 0, dropout: Dropout = .off, mesh: Mesh = .single(),
-                          precision: GEMMPrecision = .fp32) throws {
+                          precision: GEMMPrecision = .fp32, headRows: Int? = nil) throws {
     var c = config
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
@@ -120,7 +120,7 @@ public final class Model: @unchecked Sendable {
     let layout = try ShardedLayout(config: c, shape: mesh.shape)
     let store = try ShardStorage(layout: layout, mesh: mesh)
     try self.init(validated: c, layout: layout, remat: remat, mesh: mesh, store: store, dropout: dropout,
-                  precision: precision)
+                  precision: precision, headRows: headRows)
     try initialize(seed: seed)
   }
 
@@ -144,7 +144,8 @@ public final class Model: @unchecked Sendable {
 
   /// `config` and `dropout` validated; `store` in `layout`'s shard layout.
   private init(validated c: PalmConfig, layout: ShardedLayout, remat: RematPolicy, mesh: Mesh,
-               store: ShardStorage, dropout: Dropout, precision: GEMMPrecision, forwardOnly: Bool = false) throws {
+               store: ShardStorage, dropout: Dropout, precision: GEMMPrecision, forwardOnly: Bool = false,
+               headRows: Int? = nil) throws {
     self.forwardOnly = forwardOnly
     self.precision = precision
     self.dropout = dropout
@@ -158,7 +159,7 @@ public final class Model: @unchecked Sendable {
     shard = store.params
     gradientShard = store.grads
     plan = MemoryPlan(config: layout.local, policy: remat, batch: batch, seqLen: c.seqLen,
-                      modelParallel: mesh.shape.model > 1)
+                      modelParallel: mesh.shape.model > 1, headRows: headRows)
     arena = Arena(capacity: plan.totalFloats)
     var t: [String: Tensor] = [:]
     for b in plan.buffers { t[b.name] = try arena.allocate(b.shape) }
@@ -482,27 +483,38 @@ extension Model {
     for r in 0..<n { (dst + r * ldd).update(from: src + r * lds, count: cols) }
   }
 
-  /// Final LN, logits, loss; with `backward`, the logits are replaced by d(global mean loss)/d logits.
+  /// Final LN, logits, loss; with `backward` also the head's backward: d embed += the logits'
+  /// gradient · h_f, and d h_f (written over h_f in `headH`) for the blocks' backward. The logits
+  /// are computed `plan.headRows` rows at a time (the head's memory does not grow with N·V: each
+  /// chunk's logits, loss and, backward, gradient products are done before the next chunk's).
   /// The head is replicated over `model` (every model shard computes the same logits). Returns this
   /// rank's sums of the per-row loss and of lse².
   func head(targets: UnsafePointer<Int32>, backward: Bool) throws -> [Double] {
-    let v = config.vocab, W = store.headWeights
+    let v = config.vocab, W = store.headWeights, G = store.headGradients
     try KernelError.check(
       pk_layernorm_forward(headH.pointer, Int64(d), headMean.pointer, headRstd.pointer, headX.pointer,
                            Int64(d), W.lnFinal.pointer, Int64(n), Int64(d)),
       "layernorm_forward")
     let scale = 1 / Float(d).squareRoot()
-    try Kernels.gemm(precision, .nt, n, v, d, scale, headH.pointer, d, W.embed.pointer, d, 0, logits.pointer, v)
     let z = Model.zLossCoefficient
-    if backward {
+    for r0 in stride(from: 0, to: n, by: plan.headRows) {
+      let rows = min(plan.headRows, n - r0)
+      let h = headH.pointer + r0 * d, loss = lossRows.pointer + r0, lse = lseRows.pointer + r0, tgt = targets + r0
+      // logits = h_f · embedᵀ · s
+      try Kernels.gemm(precision, .nt, rows, v, d, scale, h, d, W.embed.pointer, d, 0, logits.pointer, v)
+      guard backward else {
+        try KernelError.check(
+          pk_xent_forward(loss, lse, logits.pointer, Int64(v), tgt, Int64(rows), Int64(v), z), "xent_forward")
+        continue
+      }
       try KernelError.check(
-        pk_xent_forward_backward(lossRows.pointer, lseRows.pointer, logits.pointer, Int64(v),
-                                 logits.pointer, Int64(v), targets, 1 / Float(nGlobal), Int64(n), Int64(v), z),
+        pk_xent_forward_backward(loss, lse, logits.pointer, Int64(v), logits.pointer, Int64(v), tgt,
+                                 1 / Float(nGlobal), Int64(rows), Int64(v), z),
         "xent_forward_backward")
-    } else {
-      try KernelError.check(
-        pk_xent_forward(lossRows.pointer, lseRows.pointer, logits.pointer, Int64(v), targets, Int64(n),
-                        Int64(v), z), "xent_forward")
+      // d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed, over these rows of h_f (dead
+      // once d embed has read them; the next chunks read their own rows)
+      try Kernels.gemm(precision, .tn, v, d, rows, scale, logits.pointer, v, h, d, 1, G.embed.pointer, d)
+      try Kernels.gemm(precision, .nn, rows, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, h, d)
     }
     // Sums in double (N values: negligible next to the step).
     var total = 0.0, zsum = 0.0
@@ -515,6 +527,7 @@ extension Model {
     return [total, zsum]
   }
 
-  /// The logits of the last `forward` (N, V) (after `forwardBackward` they hold their gradient).
+  /// The logits of the last `forward`: (N, V) when the head ran in one chunk (`plan.headRows` ==
+  /// N), else the last chunk's rows; after `forwardBackward` they hold their gradient.
   public var lastLogits: Tensor { logits }
 }

@@ -50,6 +50,9 @@ struct BenchStep: ParsableCommand {
   @Option(help: "Tokens per sequence (default: the preset's).")
   var seqLen: Int?
 
+  @Option(help: "Vocabulary size (default: the preset's 256 bytes), e.g. 32768 for a subword vocabulary's head.")
+  var vocab: Int?
+
   @Option(help: "Time the sharded step on a mesh pod=P,data=D,model=M (see below).")
   var mesh: String?
 
@@ -74,6 +77,7 @@ struct BenchStep: ParsableCommand {
     if steps < 1 || warmup < 0 { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
+    if let v = vocab, !(2...(1 << 20)).contains(v) { throw ValidationError("--vocab must be in 2...1048576 (got \(v))") }
     if let t = threadsPerRank, t < 1 { throw ValidationError("--threads-per-rank must be at least 1") }
     if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
     if mesh != nil && peak != nil {
@@ -91,6 +95,7 @@ struct BenchStep: ParsableCommand {
     var c = PalmConfig.presets[config]!
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
+    if let vocab { c.vocab = vocab }
     if precision == .bf16 && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
     let r = try StepBench.run(config: c, remat: RematPolicy(rawValue: remat)!, warmup: warmup, steps: steps,
                               precision: precision, update: optimizer.map { BenchStep.optimizerSettings($0) })

@@ -18,6 +18,7 @@ extension BenchStep {
     var c = PalmConfig.presets[config]!
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
+    if let vocab { c.vocab = vocab }
     let shape: MeshShape
     do {
       shape = try MeshShape(parsing: text)
