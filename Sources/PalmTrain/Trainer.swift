@@ -535,12 +535,13 @@ public final class Trainer: @unchecked Sendable {
       r.valLoss = v
       r.valBitsPerByte = v / M_LN2
     }
-    if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 {
-      let path = try saveCheckpoint()
-      if !privateStore { r.checkpoint = path }
-    }
+    // The record goes out before the checkpoint is written, so that a crash during or after the
+    // write never loses the metrics of an update that the checkpoint (and so a resume) includes.
+    let checkpointing = options.checkpointEvery > 0 && step % options.checkpointEvery == 0
+    if checkpointing && !privateStore { r.checkpoint = "\(store.directory)/\(CheckpointStore.directoryName(step: step))" }
     r.seconds = seconds
     emit(r)
+    if checkpointing { try saveCheckpoint() }
   }
 
   /// The global gradient norm: this rank's counted parts, summed over data and model (the pods
