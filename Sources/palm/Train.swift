@@ -18,6 +18,8 @@ struct Train: ParsableCommand {
 
       --dropout P (default 0, as PaLM) drops out each block's residual branch and the embedding output during training (never in validation or sampling); masks are recomputed from the seed and update number, so --resume stays bit-exact and uses the checkpoint's rate. A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
 
+      SIGTERM or SIGINT (preemption, Ctrl-C) ends the run after the update in flight, with a checkpoint when --checkpoint-dir is given, and exits 143 / 130; a second signal exits at once (the last complete checkpoint is intact). A --checkpoint-dir belongs to one run: without --resume one that holds another run is refused; --resume refuses changed settings unless --allow-changed-settings (manifest fields and bounds: docs/FORMATS.md).
+
       Examples:
         palm train --config shakespeare --data tinyshakespeare.txt --time-budget 600
         palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --log m.jsonl --plot loss.svg
