@@ -194,7 +194,7 @@ struct HostileInputTests {
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/tmp") == [])
   }
 
-  @Test("SIGTERM finishes the update in flight, checkpoints, exits 143, and --resume continues to the uninterrupted run's losses; a second SIGINT exits 130 at once with the last checkpoint intact")
+  @Test("SIGTERM finishes the update in flight, checkpoints, exits 143 (on a mesh too), and --resume continues to the uninterrupted run's losses; a second SIGINT exits 130 at once with the last checkpoint intact")
   func preemption() throws {
     let dir = try workspace()
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -209,6 +209,12 @@ struct HostileInputTests {
     #expect(resumed.status == 0 && resumed.stderr.contains("resumed from step 2"), "\(resumed.stdout)\(resumed.stderr)")
     let want = losses(dir + "/ref.jsonl"), got = losses(dir + "/m.jsonl")
     #expect(want.count == 4 && got.mapValues(\.bitPattern) == want.mapValues(\.bitPattern), "\(want) vs \(got)")
+
+    // On a mesh every rank stops at the same update (rank 0's request is broadcast).
+    let mesh = try palm(dir, common + ["--checkpoint-dir", "@ckm", "--mesh", "data=2", "--devices", "local"],
+                        environment: ["PALM_FAULT_SIGNAL": "1:15:1"])
+    #expect(mesh.status == 143 && mesh.stdout.contains("[rank 1/2] done: step 1"), "\(mesh.status) \(mesh.stdout)\(mesh.stderr)")
+    #expect(CheckpointStore(directory: dir + "/ckm").latest()?.manifest.step == 1)
 
     let twice = try palm(dir, common + ["--checkpoint-dir", "@ck2"], environment: ["PALM_FAULT_SIGNAL": "1:2:2"])
     #expect(twice.status == 130 && twice.stderr.contains("second signal (SIGINT): exiting now"), "\(twice.status) \(twice.stderr)")
