@@ -48,12 +48,14 @@ let package = Package(
     .executableTarget(name: "palm-mpi-check", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor"], path: "Tests/MPICheck"),
 
     // MARK: - Tests
-    .target(name: "_PalmTestSupport", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),
+    .target(name: "_PalmTestSupport", dependencies: ["PalmBench", "PalmModel", "PalmTensor", "CKernels"]),
     .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmTensorTests", dependencies: ["PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmModelTests", dependencies: ["PalmModel", "PalmTensor", "CKernels", "_PalmTestSupport"]),
     .testTarget(name: "PalmTrainTests", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmParallelTests", dependencies: ["PalmParallel", "PalmBench", "PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
     .testTarget(name: "PalmBenchTests", dependencies: ["PalmBench", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
+    // Runs the built palm executable on hostile input (needs the product built: swift build --build-tests).
+    .testTarget(name: "PalmCLITests", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
   ]
 )

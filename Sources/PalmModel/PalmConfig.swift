@@ -45,9 +45,31 @@ public struct PalmConfig: Codable, Equatable, Sendable {
     for (field, value) in fields where value < 1 {
       throw Invalid(message: "\(field) must be at least 1 (got \(value))")
     }
-    // Upper bounds keep every product below Int64 and keep allocations honest.
+    // Upper bounds keep every product below Int64: each field at most 2^24, and the largest
+    // products (the parameters, one step's activations and logits) at most 2^48 floats, so that
+    // bytes, copies and sums over layers of them stay far below 2^63. (What fits THIS machine's
+    // memory is checked where the buffers are planned: MemoryBudget.)
     for (field, value) in fields where value > 1 << 24 {
       throw Invalid(message: "\(field) = \(value) is larger than \(1 << 24)")
+    }
+    let tokens = batch * seqLen  // < 2^48
+    let products: [(String, [Int])] = [
+      ("the embedding (vocab x d_model)", [vocab, dModel]),
+      ("one layer's input projection (d_model x (heads x head_dim + 2 head_dim + 2 d_ff))",
+       [dModel, heads * headDim + 2 * headDim + 2 * dFF]),
+      ("one layer's output projection ((heads x head_dim + d_ff) x d_model)", [heads * headDim + dFF, dModel]),
+      ("the blocks' parameters (layers x d_model x (3 d_ff + 2 heads x head_dim))", [layers, dModel, 3 * dFF + 2 * heads * headDim + 2 * headDim + 1]),
+      ("one step's logits (batch x seq_len x vocab)", [tokens, vocab]),
+      ("one step's projections (layers x batch x seq_len x (heads x head_dim + 2 d_ff))", [layers, tokens, heads * headDim + 2 * headDim + 2 * dFF]),
+      ("one step's attention statistics (layers x batch x heads x seq_len)", [layers, tokens, heads]),
+    ]
+    for (what, factors) in products {
+      var n = 1
+      for f in factors {
+        let (p, overflow) = n.multipliedReportingOverflow(by: f)
+        if overflow || p > 1 << 48 { throw Invalid(message: "\(what) would be more than 2^48 floats") }
+        n = p
+      }
     }
     if dModel % heads != 0 {
       throw Invalid(message: "heads (\(heads)) must divide d_model (\(dModel))")

@@ -2,14 +2,16 @@
 //
 //   <dir>/step_00001234/model.safetensors      parameters (names = the model's parameter table)
 //                      /optimizer.safetensors  moments "m.<name>", "v.<name>" (when an optimizer is saved)
-//                      /manifest.json          format version, step, config, optimizer, schedule, sampler
-//                                              state, metrics, time, size + SHA-256 of each file
+//                      /manifest.json          format version, run id, step, config, optimizer, schedule,
+//                                              sampler state, metrics, time, size + SHA-256 of each file
+//                                              (fields and bounds: docs/FORMATS.md "Checkpoint manifest")
 // A step is written into a hidden temp directory (.tmp-step_…), manifest.json last, everything
 // fsynced, then the directory is renamed into place and its parent fsynced: a step directory with a
 // manifest whose checksums match is complete; anything else (a crash mid-write, a full disk) is
 // ignored by `latest` with a warning, and the previous checkpoints are untouched. Older complete
-// checkpoints beyond the last K are deleted only after the new one is in place (as llm.c's
-// DONE_%08d marker and its -nk keep-last-K option).
+// checkpoints beyond the last K verified ones are deleted only after the new one is in place (as
+// llm.c's DONE_%08d marker and its -nk keep-last-K option). A manifest's every value is checked
+// against its bounds when it is read, so a hand-edited or damaged one is refused in one line.
 
 import CKernels
 import Foundation
@@ -26,6 +28,9 @@ public struct CheckpointFileRecord: Codable, Equatable, Sendable {
 public struct CheckpointManifest: Codable, Equatable, Sendable {
   public static let currentFormatVersion = 1
   public var formatVersion: Int
+  /// The run the checkpoint belongs to (random, made when a run starts at step 0, kept by every
+  /// resume); absent in manifests written before run ids existed.
+  public var runId: String?
   /// Optimizer updates completed when the checkpoint was taken.
   public var step: Int
   public var config: PalmConfig
@@ -42,6 +47,9 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   /// The GEMMs' precision of the run (absent in older manifests: fp32); `--resume` keeps it
   /// unless told otherwise.
   public var precision: GEMMPrecision?
+  /// Micro-batches per update and the gradient-norm clip of the run (absent in older manifests).
+  public var microBatches: Int?
+  public var clipNorm: Double?
   /// A summary such as {"loss": 1.91, "val_loss": 1.95, "tokens": 4.1e6}.
   public var metrics: [String: Double]
   /// ISO 8601, UTC.
@@ -50,6 +58,40 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   public var threads: Int
   /// "model.safetensors" / "optimizer.safetensors" -> size and checksum.
   public var files: [String: CheckpointFileRecord]
+
+  /// The largest step, token count or data position a manifest may record (2^53: exact in the
+  /// JSON's doubles, and far from Int overflow when a resume adds to it).
+  public static let maxCount = 1 << 53
+
+  /// Throws a message naming the first value outside its bound (docs/FORMATS.md lists them).
+  public func validate() throws {
+    func bad(_ m: String) -> CheckpointManifestInvalid { CheckpointManifestInvalid(message: m) }
+    if let id = runId, id.isEmpty || id.count > 64 { throw bad("run_id must be 1 to 64 characters") }
+    if !(0...Self.maxCount).contains(step) { throw bad("step \(step) is not in 0...2^53") }
+    if let s = optimizerStep, !(0...Self.maxCount).contains(s) { throw bad("optimizer_step \(s) is not in 0...2^53") }
+    if let s = sampler, !(1...Self.maxCount).contains(s.step) { throw bad("sampler step \(s.step) is not in 1...2^53") }
+    if !(1...1 << 20).contains(threads) { throw bad("threads \(threads) is not in 1...2^20") }
+    if let k = microBatches, !(1...TrainOptions.maxMicroBatches).contains(k) {
+      throw bad("micro_batches \(k) is not in 1...\(TrainOptions.maxMicroBatches)")
+    }
+    if let c = clipNorm, !c.isFinite { throw bad("clip_norm \(c) is not finite") }
+    do { try config.validate() } catch { throw bad("\(error)") }
+    do { try dropout?.validate() } catch { throw bad("\(error)") }
+    do { try optimizer?.validate() } catch { throw bad("\(error)") }
+    do { try schedule?.validate() } catch { throw bad("\(error)") }
+    do { _ = try CheckpointMetrics(decoding: metrics) } catch { throw bad("\(error)") }
+    for (name, f) in files {
+      if name.contains("/") || name.isEmpty { throw bad("bad file name \(name)") }
+      if f.bytes < 0 { throw bad("\(name) has \(f.bytes) bytes") }
+      if f.sha256.count != 64 || !f.sha256.allSatisfy(\.isHexDigit) { throw bad("\(name) has a malformed SHA-256") }
+    }
+  }
+}
+
+/// A manifest value outside its bound (`CheckpointManifest.validate`).
+public struct CheckpointManifestInvalid: Error, CustomStringConvertible {
+  public let message: String
+  public var description: String { message }
 }
 
 /// Tensors handed to a writer one at a time, in `table`'s order (`tensor(i)` for i = 0, 1, ...).
@@ -77,6 +119,9 @@ public struct CheckpointContents {
   public var rngSeed: UInt64?
   public var dropout: Dropout?
   public var precision: GEMMPrecision?
+  public var runId: String?
+  public var microBatches: Int?
+  public var clipNorm: Double?
   public var metrics: [String: Double]
 
   public init(step: Int, config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil,
@@ -103,6 +148,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
   case unsupportedFormat(path: String, version: Int)
   case configMismatch(path: String, field: String, checkpoint: String, expected: String)
   case noCheckpoint(directory: String)
+  /// A new run into a directory that holds another run's checkpoints (`held`: "step 120, seed 7").
+  case otherRun(directory: String, held: String)
 
   public var description: String {
     switch self {
@@ -114,6 +161,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case .configMismatch(let p, let f, let c, let e):
       "checkpoint \(p) was trained with \(f) = \(c), but the model has \(f) = \(e)"
     case .noCheckpoint(let d): "no complete checkpoint in \(d)"
+    case .otherRun(let d, let held):
+      "\(d) holds another run (\(held)): pass --resume to continue it, or another --checkpoint-dir"
     }
   }
 }
@@ -181,6 +230,9 @@ public struct CheckpointStore: Sendable {
   public var keepLast: Int
   /// Receives warnings (a skipped incomplete or corrupt checkpoint); default: standard error.
   public var warn: @Sendable (String) -> Void
+  /// Step directories known to verify: written by this store, or loaded once (keep-last-K counts
+  /// only these, without re-reading every kept checkpoint at each save).
+  private let verified = VerifiedPaths()
 
   public init(directory: String, keepLast: Int = 3,
               warn: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) }) {
@@ -231,20 +283,28 @@ public struct CheckpointStore: Sendable {
         files["optimizer.safetensors"] = try CheckpointStore.record("\(tmp)/optimizer.safetensors")
       }
       let manifest = CheckpointManifest(
-        formatVersion: CheckpointManifest.currentFormatVersion, step: contents.step, config: contents.config,
+        formatVersion: CheckpointManifest.currentFormatVersion, runId: contents.runId, step: contents.step, config: contents.config,
         optimizer: contents.optimizerState?.settings, optimizerStep: contents.optimizerState?.step, schedule: contents.schedule,
-        sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, precision: contents.precision, metrics: contents.metrics,
+        sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, precision: contents.precision,
+        microBatches: contents.microBatches, clipNorm: contents.clipNorm, metrics: contents.metrics,
         createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
       try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))
       try AtomicFile.syncDirectory(tmp)
-      // Replace an existing directory of the same step only now that the new one is complete.
+      // Replace an existing directory of the same step only now that the new one is complete; if
+      // the new one cannot take its place, the old one is put back (a crash in between leaves it
+      // as .trash-…, which `restoreOrphanedTrash` puts back).
       var trash: String?
       if fm.fileExists(atPath: final) {
         trash = "\(directory)/.trash-\(name)-\(getpid())"
         if rename(final, trash!) != 0 { throw FileError("rename", "\(final) -> \(trash!)") }
       }
-      if rename(tmp, final) != 0 { throw FileError("rename", "\(tmp) -> \(final)") }
+      if CheckpointStore.renameHook(tmp, final) != 0 {
+        let failure = FileError("rename", "\(tmp) -> \(final)")
+        if let trash { _ = rename(trash, final) }
+        throw failure
+      }
       try AtomicFile.syncDirectory(directory)
+      verified.insert(final)
       if let trash { try? fm.removeItem(atPath: trash) }
     } catch {
       try? fm.removeItem(atPath: tmp)
@@ -267,13 +327,44 @@ public struct CheckpointStore: Sendable {
     }.sorted { $0.0 > $1.0 }
   }
 
-  /// The newest checkpoint that loads and verifies; incomplete or corrupt ones are skipped with a
-  /// warning. nil when there is none.
-  public func latest() -> LoadedCheckpoint? {
+  /// The newest checkpoint that loads and verifies (of run `runId` when given; a manifest without
+  /// a run id, written before they existed, counts as any run's); incomplete or corrupt ones are
+  /// skipped with a warning. nil when there is none.
+  public func latest(runId: String? = nil) -> LoadedCheckpoint? {
+    restoreOrphanedTrash()
     for (_, path) in stepDirectories() {
-      do { return try CheckpointStore.load(path: path) } catch { warn("skipping \(error)") }
+      do {
+        let ck = try CheckpointStore.load(path: path)
+        verified.insert(path)
+        if let runId, let id = ck.manifest.runId, id != runId { continue }
+        return ck
+      } catch { warn("skipping \(error)") }
     }
     return nil
+  }
+
+  /// The run the directory already holds, as "step 120, seed 7" (its newest step directory's
+  /// manifest, read without verifying the files), or nil when it holds no step directory.
+  public func heldRun() -> String? {
+    restoreOrphanedTrash()
+    guard let (step, path) = stepDirectories().first else { return nil }
+    guard let data = FileManager.default.contents(atPath: "\(path)/manifest.json"),
+          let m = try? CheckpointStore.decoder.decode(CheckpointManifest.self, from: data) else {
+      return "step \(step), manifest unreadable"
+    }
+    return "step \(m.step)" + (m.rngSeed.map { ", seed \($0)" } ?? "")
+  }
+
+  /// Puts back a step directory that a crash left moved aside as .trash-step_…-<pid> while its
+  /// replacement was being renamed in (the writer is dead and the step directory is missing).
+  private func restoreOrphanedTrash() {
+    let fm = FileManager.default
+    for n in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where n.hasPrefix(".trash-step_") {
+      let parts = n.split(separator: "-")  // .trash, step_XXXXXXXX, pid
+      guard parts.count == 3, let pid = Int32(parts[2]), kill(pid, 0) != 0 else { continue }
+      let final = "\(directory)/\(parts[1])"
+      if !fm.fileExists(atPath: final) { _ = rename("\(directory)/\(n)", final) }
+    }
   }
 
   /// The newest complete, verified checkpoint in `directory` (see `latest()`).
@@ -297,6 +388,9 @@ public struct CheckpointStore: Sendable {
     if manifest.formatVersion != CheckpointManifest.currentFormatVersion {
       throw CheckpointError.unsupportedFormat(path: path, version: manifest.formatVersion)
     }
+    do { try manifest.validate() } catch {
+      throw CheckpointError.corrupt(path: path, reason: "manifest.json: \(error)")
+    }
     guard manifest.files["model.safetensors"] != nil else {
       throw CheckpointError.corrupt(path: path, reason: "manifest lists no model.safetensors")
     }
@@ -318,14 +412,19 @@ public struct CheckpointStore: Sendable {
     return LoadedCheckpoint(path: path, manifest: manifest, model: model, optimizerState: opt)
   }
 
-  /// Deletes complete checkpoints older than the newest `keepLast` (never `keeping`), leftover
+  /// Deletes step directories older than the newest `keepLast` verified checkpoints (never
+  /// `keeping`; an unverified directory newer than those is left for `latest` to skip), leftover
   /// temp directories of dead writers, and trash.
   private func prune(keeping: String) {
     let fm = FileManager.default
+    restoreOrphanedTrash()
     var kept = 0
-    for (_, path) in stepDirectories() where fm.fileExists(atPath: "\(path)/manifest.json") {
-      kept += 1
-      if kept > keepLast && path != keeping { try? fm.removeItem(atPath: path) }
+    for (_, path) in stepDirectories() where path != keeping {
+      if kept >= keepLast - 1 { try? fm.removeItem(atPath: path); continue }
+      if verified.contains(path) || (try? CheckpointStore.load(path: path)) != nil {
+        verified.insert(path)
+        kept += 1
+      }
     }
     for n in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where n.hasPrefix(".tmp-step_") || n.hasPrefix(".trash-step_") {
       // .tmp-step_XXXXXXXX-<pid>-<rand> / .trash-step_XXXXXXXX-<pid>: keep while the writer is alive.
@@ -334,6 +433,9 @@ public struct CheckpointStore: Sendable {
       try? fm.removeItem(atPath: "\(directory)/\(n)")
     }
   }
+
+  /// rename(2), replaceable by tests (a failing rename of the new step directory into place).
+  nonisolated(unsafe) static var renameHook: (String, String) -> Int32 = { rename($0, $1) }
 
   static var encoder: JSONEncoder {
     let e = JSONEncoder()
@@ -368,4 +470,12 @@ public struct CheckpointStore: Sendable {
     let hex = SHA256.hex(sha.finalize())
     return CheckpointFileRecord(bytes: total, sha256: hex)
   }
+}
+
+/// A set of paths shared by copies of a `CheckpointStore` (a struct), behind a lock.
+private final class VerifiedPaths: @unchecked Sendable {
+  private let lock = NSLock()
+  private var paths: Set<String> = []
+  func insert(_ p: String) { lock.lock(); paths.insert(p); lock.unlock() }
+  func contains(_ p: String) -> Bool { lock.lock(); defer { lock.unlock() }; return paths.contains(p) }
 }

@@ -4,6 +4,7 @@
 // the digest matches, so an interrupted or corrupted download never leaves a file that looks valid.
 
 import Foundation
+import PalmTensor
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -89,21 +90,12 @@ public enum DataFetch {
     guard digest == dataset.sha256 else {
       throw DataFetchError.checksum(url: source, expected: dataset.sha256, got: digest, bytes: data.count)
     }
-    // Atomic: temp file in the same directory, fsync, rename.
-    let temp = directory.appendingPathComponent(".\(dataset.fileName).\(getpid()).tmp")
+    // Atomic and durable: temp file in the same directory, fsync (its result checked), rename,
+    // fsync of the directory (AtomicFile); a failure removes the temp file.
     do {
-      try data.write(to: temp)
-      let fd = open(temp.path, O_RDONLY)
-      if fd >= 0 { fsync(fd); close(fd) }
-      if rename(temp.path, target.path) != 0 {
-        throw DataFetchError.io(path: target.path, message: String(cString: strerror(errno)))
-      }
-    } catch let e as DataFetchError {
-      try? fm.removeItem(at: temp)
-      throw e
+      try AtomicFile.write(to: target.path, bytes: Array(data))
     } catch {
-      try? fm.removeItem(at: temp)
-      throw DataFetchError.io(path: target.path, message: "\(error.localizedDescription)")
+      throw DataFetchError.io(path: target.path, message: "\(error)")
     }
     return target
   }

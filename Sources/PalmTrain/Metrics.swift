@@ -98,11 +98,16 @@ public final class MetricsLog: @unchecked Sendable {
   public let path: String
   private let handle: FileHandle
 
-  /// Opens `path` for appending (`append: false` truncates it first).
+  /// Opens `path` for appending (`append: false` truncates it first), creating its parent
+  /// directories as a checkpoint directory is created.
   /// - Throws: `TrainError.badOptions` when the file cannot be created.
   public init(path: String, append: Bool) throws {
     self.path = path
     let fm = FileManager.default
+    let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    do { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+      throw TrainError.badOptions("cannot create the directory of metrics log \(path): \(error.localizedDescription)")
+    }
     if !append || !fm.fileExists(atPath: path) {
       guard fm.createFile(atPath: path, contents: nil) else {
         throw TrainError.badOptions("cannot create metrics log \(path)")
@@ -149,12 +154,36 @@ public struct CheckpointMetrics: Equatable, Sendable {
     self.validationLoss = validationLoss
   }
 
+  /// The most losses "recent_losses" may count (the spike rule's window is 50 by default).
+  public static let maxRecentLosses = 10_000
+
+  /// A value of a manifest's "metrics" outside its bound.
+  public struct Invalid: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { "metrics: \(message)" }
+  }
+
   /// Reads a manifest's "metrics" (absent keys read as 0 or nil).
-  public init(decoding m: [String: Double]) {
-    tokens = Int(m["tokens"] ?? 0)
+  /// - Throws: `Invalid` for a count that is not a whole number in its range (tokens and seconds
+  ///   0...2^53, rollbacks 0...2^31, recent_losses 0...10,000), or a listed loss that is absent or
+  ///   not finite.
+  public init(decoding m: [String: Double]) throws {
+    func count(_ key: String, max: Int) throws -> Int {
+      let x = m[key] ?? 0
+      guard x >= 0, x <= Double(max), x.rounded() == x else {
+        throw Invalid(message: "\(key) = \(x) is not a whole number in 0...\(max)")
+      }
+      return Int(x)
+    }
+    tokens = try count("tokens", max: 1 << 53)
     seconds = m["seconds"] ?? 0
-    rollbacks = Int(m["rollbacks"] ?? 0)
-    recentLosses = (0..<Int(m["recent_losses"] ?? 0)).compactMap { m[String(format: "recent_loss.%03d", $0)] }
+    if !(seconds >= 0 && seconds <= Double(1 << 53)) { throw Invalid(message: "seconds = \(seconds) is not in 0...2^53") }
+    rollbacks = try count("rollbacks", max: 1 << 31)
+    recentLosses = try (0..<count("recent_losses", max: Self.maxRecentLosses)).map { i in
+      let key = String(format: "recent_loss.%03d", i)
+      guard let l = m[key], l.isFinite else { throw Invalid(message: "\(key) is missing or not finite") }
+      return l
+    }
     validationLoss = m["val_loss"]
   }
 

@@ -74,6 +74,29 @@ public enum OptimizerSettings: Codable, Equatable, Sendable {
     }
   }
 
+  /// Throws `OptimizerError` naming the first hyper-parameter outside its range (betas in [0, 1),
+  /// eps > 0, weight decay >= 0, everything finite).
+  public func validate() throws {
+    func check(_ name: String, _ x: Float, _ ok: (Float) -> Bool, _ range: String) throws {
+      if !(x.isFinite && ok(x)) { throw OptimizerError("\(name) \(x) must be \(range)") }
+    }
+    switch self {
+    case .adamW(let s):
+      try check("beta1", s.beta1, { (0..<1).contains($0) }, "in [0, 1)")
+      try check("beta2", s.beta2, { (0..<1).contains($0) }, "in [0, 1)")
+      try check("eps", s.eps, { $0 > 0 }, "> 0")
+      try check("weight decay", s.weightDecay, { $0 >= 0 }, ">= 0")
+    case .adafactor(let s):
+      try check("beta1", s.beta1, { (0..<1).contains($0) }, "in [0, 1)")
+      try check("decay exponent", s.decayExponent, { $0 > 0 && $0 <= 1 }, "in (0, 1]")
+      try check("eps1", s.eps1, { $0 > 0 }, "> 0")
+      try check("eps2", s.eps2, { $0 > 0 }, "> 0")
+      try check("clipping threshold", s.clippingThreshold, { _ in true }, "finite")
+      if let e = s.weightDecayLRExponent { try check("weight decay exponent", e, { $0 >= 0 }, ">= 0") }
+      if let r = s.weightDecayRate { try check("weight decay rate", r, { $0 >= 0 }, ">= 0") }
+    }
+  }
+
   // JSON: {"adamw": {...}} or {"adafactor": {...}}.
   private enum CodingKeys: String, CodingKey { case adamW = "adamw", adafactor }
 

@@ -64,6 +64,10 @@ public final class TokenDataset: @unchecked Sendable {
     do {
       file = try MappedFile(path: path, advice: MADV_RANDOM) { st in
         if (st.st_mode & S_IFMT) == S_IFDIR { throw DatasetError.cannotOpen(path: path, reason: "it is a directory") }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+          throw DatasetError.cannotOpen(path: path, reason: "it is not a regular file (a pipe, terminal or device); "
+                                        + "the data is memory-mapped, so save it to a file first")
+        }
         let size = Int(st.st_size)
         if size == 0 { throw DatasetError.empty(path: path) }
         try TokenDataset.validate(path: path, count: size, sequenceLength: sequenceLength,

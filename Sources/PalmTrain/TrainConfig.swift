@@ -119,8 +119,30 @@ public struct TrainOptions: Sendable {
   /// against the bf16 peak too (`MetricsRecord.mfuOfBF16Peak`).
   public var peakFLOPS: Double?
   public var bf16PeakFLOPS: Double?
+  /// On `resume()`: continue even when the seed, optimizer, schedule, batch, micro-batches or clip
+  /// differ from the checkpoint's (they are listed on stderr); otherwise such a resume is refused.
+  public var allowChangedSettings = false
 
   public init(config: PalmConfig) { self.config = config }
+
+  /// The most micro-batches an update may accumulate.
+  public static let maxMicroBatches = 1 << 20
+
+  /// Bytes one rank of `shape` plans to hold: parameters, gradients, optimizer moments, gathered
+  /// weights and activations (MeshMemory), the evaluation model's activations and the update's
+  /// token rows. Call after `validate()` (the sizes are then bounded).
+  public func plannedBytes(shape: MeshShape) throws -> Int {
+    let split = shape.pod * shape.data
+    let training = try MeshMemory(config: config, shape: shape, remat: remat)
+    var eval = config
+    eval.heads /= shape.model
+    eval.dFF /= shape.model
+    let evalRows = max(min(config.batch, evalWindows) / split, 1)
+    let evalBytes = MemoryPlan(config: eval, policy: .full, batch: evalRows, seqLen: config.seqLen,
+                               modelParallel: shape.model > 1).totalBytes
+    let rowBytes = microBatches * config.batch * (config.seqLen + 1) * 4 * 2  // inputs + targets, Int32
+    return training.totalBytes + evalBytes + rowBytes
+  }
 
   /// Tokens of one update.
   public var tokensPerStep: Int { microBatches * config.batch * config.seqLen }
@@ -128,7 +150,13 @@ public struct TrainOptions: Sendable {
   /// Throws `TrainError.badOptions` naming the first unusable setting.
   public func validate() throws {
     do { try config.validate() } catch let e as PalmConfig.Invalid { throw TrainError.badOptions(e.description) }
-    if microBatches < 1 { throw TrainError.badOptions("micro-batches must be at least 1 (got \(microBatches))") }
+    if !(1...Self.maxMicroBatches).contains(microBatches) {
+      throw TrainError.badOptions("micro-batches must be in 1...\(Self.maxMicroBatches) (got \(microBatches))")
+    }
+    let (updateTokens, overflow) = microBatches.multipliedReportingOverflow(by: config.batch * config.seqLen)
+    if overflow || updateTokens > 1 << 40 {
+      throw TrainError.badOptions("an update of \(microBatches) x \(config.batch) x \(config.seqLen) tokens is more than 2^40 tokens")
+    }
     if let s = maxSteps, s < 0 { throw TrainError.badOptions("steps must be >= 0 (got \(s))") }
     if let t = timeBudget, !(t > 0) { throw TrainError.badOptions("time budget must be > 0 seconds (got \(t))") }
     if maxSteps == nil && timeBudget == nil { throw TrainError.badOptions("give a step count or a time budget") }
@@ -137,6 +165,8 @@ public struct TrainOptions: Sendable {
     if let d = dropout {
       do { try d.validate() } catch let e as Dropout.Invalid { throw TrainError.badOptions(e.message) }
     }
+    do { try optimizer.validate() } catch let e as OptimizerError { throw TrainError.badOptions(e.message) }
+    if keepLast < 1 { throw TrainError.badOptions("--keep must be at least 1 (got \(keepLast))") }
     if case .steps(let s) = learningRate {
       do { try s.validate() } catch let e as OptimizerError { throw TrainError.badOptions(e.message) }
     }

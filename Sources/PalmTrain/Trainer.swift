@@ -44,9 +44,12 @@ public final class Trainer: @unchecked Sendable {
   /// Draws microBatches · batch rows per update (split into micro-batches in order).
   public private(set) var sampler: BatchSampler
   /// Where checkpoints go: the configured directory, or a private temporary one (for spike rollback),
-  /// removed when the trainer is released.
+  /// removed when the trainer is released (and, after a crash, by the next trainer on this machine).
   public let store: CheckpointStore
   private let privateStore: Bool
+  /// The run this trainer continues: made at random for a new run, the checkpoint's after
+  /// `resume()`; recorded in every manifest, so a directory is bound to one run.
+  public private(set) var runId: String
   /// Updates applied.
   public private(set) var step = 0
   public private(set) var tokens = 0
@@ -56,8 +59,15 @@ public final class Trainer: @unchecked Sendable {
   /// Every record emitted by this process, in order.
   public private(set) var history: [MetricsRecord] = []
   public private(set) var lastValidationLoss: Double?
-  /// Called with each record as it is made (progress line, metrics log).
+  /// Called with each record as it is made (progress line, metrics log). A closure that uses the
+  /// trainer must capture it weakly or unowned (else the two keep each other alive).
   public var onRecord: ((MetricsRecord) -> Void)?
+  /// Asked before each update (on a mesh: rank 0's answer holds for all): true ends the run after
+  /// the update in flight, with a checkpoint when there is a checkpoint directory (preemption:
+  /// SIGTERM / SIGINT in the CLI).
+  public var stopRequested: (() -> Bool)?
+  /// Whether the last `run()` ended on `stopRequested`.
+  public private(set) var stopped = false
   /// Test hook: when it returns true for a data position, that update's loss is replaced by NaN
   /// (an injected bad batch).
   public var poison: ((Int) -> Bool)?
@@ -84,11 +94,26 @@ public final class Trainer: @unchecked Sendable {
     }
   }
 
+  /// Throws `TrainError.badOptions` when `devicesHere` ranks of `shape` need more memory than this
+  /// machine has ("training tiny needs 38.2 GiB ..., this machine has 23.4 GiB"). Call after
+  /// `validate`.
+  public static func checkMemory(options: TrainOptions, shape: MeshShape, devicesHere: Int = 1) throws {
+    let (bytes, overflow) = try options.plannedBytes(shape: shape).multipliedReportingOverflow(by: max(devicesHere, 1))
+    let devices = devicesHere > 1 ? " on \(devicesHere) devices" : ""
+    do {
+      try MemoryBudget.check(overflow ? Int.max : bytes,
+                             for: "training \(options.config.name)\(devices) (parameters, gradients, optimizer state, activations)")
+    } catch let e as MemoryBudget.Exceeded {
+      throw TrainError.badOptions("\(e); use a smaller model, --batch or --seq-len, or --remat full")
+    }
+  }
+
   /// Builds the model (PaLM init from `options.seed`), optimizer and sampler; on a mesh this
   /// rank's shard of them (collective: every rank of `mesh` builds its trainer).
   /// - Throws: `TrainError` for bad options, or a dataset whose sequence length is not the config's.
   public init(options: TrainOptions, dataset: TokenDataset, mesh: Mesh = .single()) throws {
     try Trainer.validate(options: options, shape: mesh.shape)
+    try Trainer.checkMemory(options: options, shape: mesh.shape)
     guard dataset.sequenceLength == options.config.seqLen else {
       throw TrainError.data("dataset windows are \(dataset.sequenceLength) tokens, the model's sequence is \(options.config.seqLen)")
     }
@@ -117,13 +142,16 @@ public final class Trainer: @unchecked Sendable {
       })
     }
     sampler = BatchSampler(dataset: dataset, batchSize: options.microBatches * c.batch, seed: options.seed)
+    runId = String((0..<16).map { _ in "0123456789abcdef".randomElement()! })
     if let dir = options.checkpointDirectory {
       store = CheckpointStore(directory: dir, keepLast: options.keepLast)
       privateStore = false
     } else {
-      // One private directory for the whole mesh (rank 0 writes, every rank reads on a rollback).
-      var tag: [Float] = [Float(getpid() & 0xFFFF), Float(UInt16.random(in: 0...UInt16.max))]
+      // One private directory for the whole mesh (rank 0 writes, every rank reads on a rollback),
+      // named by rank 0's pid (< 2^22 on Linux: exact in a Float).
+      var tag: [Float] = [Float(getpid()), Float(UInt16.random(in: 0...UInt16.max))]
       if !mesh.isSingle { try mesh.world.broadcast(&tag, root: 0) }
+      if mesh.world.rank == 0 { Trainer.removeStalePrivateStores() }
       let dir = NSTemporaryDirectory() + "palm-train-\(Int(tag[0]))-\(Int(tag[1]))-\(options.seed)"
       store = CheckpointStore(directory: dir, keepLast: 1)
       privateStore = true
@@ -147,6 +175,17 @@ public final class Trainer: @unchecked Sendable {
 
   deinit {
     if privateStore && mesh.world.rank == 0 { try? FileManager.default.removeItem(atPath: store.directory) }
+  }
+
+  /// Removes the private checkpoint directories (palm-train-<pid>-…) that trainers of processes
+  /// no longer alive left in the temporary directory (killed with SIGKILL, or crashed).
+  static func removeStalePrivateStores() {
+    let tmp = NSTemporaryDirectory(), fm = FileManager.default
+    for n in (try? fm.contentsOfDirectory(atPath: tmp)) ?? [] where n.hasPrefix("palm-train-") {
+      let parts = n.split(separator: "-")  // palm, train, pid, tag, seed
+      guard parts.count == 5, let pid = Int32(parts[2]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+      try? fm.removeItem(atPath: tmp + n)
+    }
   }
 
   /// The ranges of this rank's shard that hold parameters (padding left out), each part of one
@@ -190,6 +229,10 @@ public final class Trainer: @unchecked Sendable {
   @discardableResult
   public func resume() throws -> Int? {
     guard !privateStore else { throw TrainError.checkpoint("--resume needs --checkpoint-dir") }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: store.directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+      throw TrainError.checkpoint("cannot resume: \(store.directory) does not exist (drop --resume to start a new run there)")
+    }
     let dirs = store.stepDirectories()
     var found: LoadedCheckpoint?
     var problem: String?
@@ -217,8 +260,65 @@ public final class Trainer: @unchecked Sendable {
     }
     if let problem { throw TrainError.checkpoint(problem) }
     guard let ck = found else { return nil }
+    let changes = Trainer.changedSettings(ck.manifest, options)
+    if !changes.isEmpty {
+      let list = changes.joined(separator: ", ")
+      if !options.allowChangedSettings {
+        throw TrainError.checkpoint("checkpoint \(ck.path) was trained with other settings: \(list); resume with the "
+                                    + "checkpoint's values, or pass --allow-changed-settings to continue with the new ones")
+      }
+      if mesh.world.rank == 0 { store.warn("continuing \(ck.path) with changed settings: \(list)") }
+    }
     try restore(ck, resetClock: true)
+    runId = ck.manifest.runId ?? runId
     return step
+  }
+
+  /// The recorded settings of a checkpoint that `options` change, as "seed 7 -> 8" (nothing for
+  /// settings the manifest does not record). The optimizer kind, the model shape and dropout have
+  /// rules of their own (they cannot change, or are refused by `restore`).
+  public static func changedSettings(_ m: CheckpointManifest, _ o: TrainOptions) -> [String] {
+    var old: [(String, String)] = [], new: [(String, String)] = []
+    if let s = m.rngSeed { old.append(("seed", "\(s)")); new.append(("seed", "\(o.seed)")) }
+    old.append(("batch", "\(m.config.batch)")); new.append(("batch", "\(o.config.batch)"))
+    if let k = m.microBatches { old.append(("micro-batches", "\(k)")); new.append(("micro-batches", "\(o.microBatches)")) }
+    if let c = m.clipNorm { old.append(("clip norm", "\(c)")); new.append(("clip norm", "\(o.clipNorm)")) }
+    if let s = m.optimizer, s.kind == o.optimizer.kind {
+      old += describe(s); new += describe(o.optimizer)
+    }
+    var schedule: LearningRateSchedule?
+    if case .steps(let s) = o.learningRate { schedule = s }
+    let (a, b) = (describe(m.schedule), describe(schedule))
+    if a.first?.1 != b.first?.1 {  // another kind of schedule: name it alone
+      old.append(a[0]); new.append(b[0])
+    } else {
+      old += a; new += b
+    }
+    return zip(old, new).compactMap { $0.1 == $1.1 ? nil : "\($0.0) \($0.1) -> \($1.1)" }
+  }
+
+  private static func describe(_ s: OptimizerSettings) -> [(String, String)] {
+    switch s {
+    case .adamW(let a):
+      return [("beta1", fmt(a.beta1)), ("beta2", fmt(a.beta2)), ("eps", fmt(a.eps)), ("weight decay", fmt(a.weightDecay))]
+    case .adafactor(let a):
+      return [("beta1", fmt(a.beta1)), ("decay exponent", fmt(a.decayExponent)), ("eps1", fmt(a.eps1)), ("eps2", fmt(a.eps2)),
+              ("clipping threshold", fmt(a.clippingThreshold)),
+              ("weight decay exponent", a.weightDecayLRExponent.map(fmt) ?? "none"),
+              ("weight decay rate", a.weightDecayRate.map(fmt) ?? "none")]
+    }
+  }
+
+  /// A schedule as its kind, then its parameters (the kind first: `changedSettings` compares it).
+  private static func describe(_ s: LearningRateSchedule?) -> [(String, String)] {
+    switch s {
+    case nil: return [("schedule", "time-budget cosine")]
+    case .constant(let lr)?: return [("schedule", "constant"), ("lr", fmt(lr))]
+    case .palm(let peak, let k0)?: return [("schedule", "palm"), ("lr", fmt(peak)), ("constant steps", "\(k0)")]
+    case .warmupCosine(let peak, let warmup, let total, let floor)?:
+      return [("schedule", "cosine"), ("lr", fmt(peak)), ("warm-up", "\(warmup)"),
+              ("steps (the cosine schedule spans them)", "\(total)"), ("lr floor", fmt(floor))]
+    }
   }
 
   private func restore(_ ck: LoadedCheckpoint, resetClock: Bool) throws {
@@ -234,7 +334,8 @@ public final class Trainer: @unchecked Sendable {
     // weights and moments are fp32 either way). The evaluation model follows the training model.
     model.precision = options.precision ?? ck.manifest.precision ?? .fp32
     evalModel?.precision = model.precision
-    let m = CheckpointMetrics(decoding: ck.manifest.metrics)
+    let m: CheckpointMetrics
+    do { m = try CheckpointMetrics(decoding: ck.manifest.metrics) } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
     sampler.state = s
     step = ck.manifest.step
     tokens = m.tokens
@@ -247,6 +348,8 @@ public final class Trainer: @unchecked Sendable {
       lastValidationLoss = m.validationLoss
     }
   }
+
+  private static func fmt(_ x: Float) -> String { String(format: "%g", Double(x)) }
 
   // MARK: - Checkpoints
 
@@ -264,6 +367,9 @@ public final class Trainer: @unchecked Sendable {
     var contents = CheckpointContents(
       step: step, config: model.config, parameters: [], schedule: schedule, sampler: sampler.state,
       rngSeed: options.seed, dropout: model.dropout, precision: model.precision, metrics: m)
+    contents.runId = runId
+    contents.microBatches = options.microBatches
+    contents.clipNorm = options.clipNorm
     contents.optimizerState = (optimizer.settings, optimizer.step, [])
     // The tensors in the single-device layout, pulled one at a time by the writer (views at
     // (1,1,1); on a mesh each assembled from every rank's shard, collectively: the other ranks run
@@ -324,28 +430,43 @@ public final class Trainer: @unchecked Sendable {
   /// "end" record.
   public func run() throws -> MetricsRecord {
     let runStart = pk_now_seconds()
-    if lastCheckpointStep == nil { try saveCheckpoint() }  // the rollback target before the first interval
+    stopped = false
+    if lastCheckpointStep == nil {
+      // A new run: the directory must not hold another run (rank 0 looks, as it alone writes).
+      var held = mesh.world.rank == 0 && !privateStore ? store.heldRun() : nil
+      if !mesh.isSingle {
+        var flag: [Float] = [held == nil ? 0 : 1]
+        try mesh.world.broadcast(&flag, root: 0)
+        if flag[0] == 1 && held == nil { held = "found by rank 0" }
+      }
+      if let held { throw TrainError.checkpoint(CheckpointError.otherRun(directory: store.directory, held: held).description) }
+      try saveCheckpoint()  // the rollback target before the first interval
+    }
     var lastStepSeconds = 0.0
     while true {
-      // Rank 0's clock decides (the ranks' clocks differ): go on, and the seconds the schedule reads.
+      // Rank 0's clock decides (the ranks' clocks differ): go on, and the seconds the schedule reads;
+      // rank 0's stop request too (2: stop now).
       var plan: [Double] = [1, pk_now_seconds() - runStart]
       if let n = options.maxSteps, step >= n { plan[0] = 0 }
       if let b = options.timeBudget, plan[1] + lastStepSeconds > b { plan[0] = 0 }
+      if mesh.world.rank == 0, stopRequested?() == true { plan[0] = 2 }
       if !mesh.isSingle { try mesh.world.broadcast(&plan, root: 0) }
-      if plan[0] == 0 { break }
+      if plan[0] != 1 { stopped = plan[0] == 2; break }
       let t0 = pk_now_seconds()
       try trainStep(runSeconds: plan[1])
       lastStepSeconds = pk_now_seconds() - t0
     }
-    if history.last?.valLoss == nil || history.last?.type != "step", let v = try evaluate() {
+    // A stopped run skips the final evaluations (preemption leaves little time) but keeps its work.
+    if !stopped, history.last?.valLoss == nil || history.last?.type != "step", let v = try evaluate() {
       lastValidationLoss = v
     }
     var end = MetricsRecord(type: "end", step: step, tokens: tokens, seconds: seconds, rollbacks: rollbacks)
     end.valLoss = lastValidationLoss
     end.valBitsPerByte = lastValidationLoss.map { $0 / M_LN2 }
-    end.valLossFull = try evaluateFullSplit()
+    end.valLossFull = stopped ? nil : try evaluateFullSplit()
     end.loss = recentLosses.last
-    if lastCheckpointStep != step { try saveCheckpoint() }
+    if stopped { end.reason = "stopped" }
+    if lastCheckpointStep != step && !(stopped && privateStore) { try saveCheckpoint() }
     if !privateStore { end.checkpoint = "\(store.directory)/\(CheckpointStore.directoryName(step: step))" }
     emit(end)
     return end
@@ -430,12 +551,13 @@ public final class Trainer: @unchecked Sendable {
       r.valLoss = v
       r.valBitsPerByte = v / M_LN2
     }
-    if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 {
-      let path = try saveCheckpoint()
-      if !privateStore { r.checkpoint = path }
-    }
+    // The record goes out before the checkpoint is written, so that a crash during or after the
+    // write never loses the metrics of an update that the checkpoint (and so a resume) includes.
+    let checkpointing = options.checkpointEvery > 0 && step % options.checkpointEvery == 0
+    if checkpointing && !privateStore { r.checkpoint = "\(store.directory)/\(CheckpointStore.directoryName(step: step))" }
     r.seconds = seconds
     emit(r)
+    if checkpointing { try saveCheckpoint() }
   }
 
   /// The global gradient norm: this rank's counted parts, summed over data and model (the pods
@@ -459,7 +581,7 @@ public final class Trainer: @unchecked Sendable {
       emit(r)
       throw TrainError.diverged("giving up after \(rollbacks) loss spikes (last: update \(step + 1), \(reason))")
     }
-    guard let ck = store.latest() else {
+    guard let ck = store.latest(runId: runId) else {
       emit(r)
       throw TrainError.diverged("loss spike at update \(step + 1) (\(reason)) and no checkpoint to roll back to")
     }

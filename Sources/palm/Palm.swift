@@ -1,6 +1,7 @@
 // palm: the command-line entry point. One subcommand per file in this folder.
 
 import ArgumentParser
+import Foundation
 import PalmTensor
 
 @main
@@ -14,6 +15,31 @@ struct Palm: AsyncParsableCommand {
       """,
     version: "0.1.0",
     subcommands: [Peak.self, Bench.self, DataCommand.self, MFUTable.self, Train.self, Sample.self, Eval.self])
+
+  static func main() async {
+    await main(Palm.joiningNegativeValues(Array(CommandLine.arguments.dropFirst())))
+  }
+
+  /// `--steps -1` as `--steps=-1`: swift-argument-parser reads a value that starts with "-" as a
+  /// flag ("Missing value for '--steps'"), so a negative number would never reach the checks
+  /// that explain what the option accepts. No palm option or argument takes a value that looks
+  /// like a negative number for another reason.
+  static func joiningNegativeValues(_ args: [String]) -> [String] {
+    var out: [String] = []
+    var i = 0
+    while i < args.count {
+      let a = args[i]
+      if a == "--" { out += args[i...]; break }
+      if a.hasPrefix("--"), !a.contains("="), i + 1 < args.count, Double(args[i + 1]) != nil, args[i + 1].hasPrefix("-") {
+        out.append(a + "=" + args[i + 1])
+        i += 2
+      } else {
+        out.append(a)
+        i += 1
+      }
+    }
+    return out
+  }
 }
 
 /// Options every compute-heavy subcommand shares.
@@ -26,10 +52,17 @@ struct ComputeOptions: ParsableArguments {
 
   func validate() throws {
     if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+    // More threads than cores only queue behind each other (and OpenMP spins): 4x is already no use.
+    if let t = threads, t > ComputeOptions.maxThreads {
+      throw ValidationError("--threads \(t) is more than 4 x the \(ProcessInfo.processInfo.activeProcessorCount) cores of this machine (at most \(ComputeOptions.maxThreads))")
+    }
     if let i = isa, ISA(i) > ISA.detected || (i == .avx512bf16 && !ISA.hasBF16) {
       throw ValidationError("--isa \(i.rawValue) is not supported by this CPU (best: \(ISA.detected)\(ISA.hasBF16 ? "bf16" : ""))")
     }
   }
+
+  /// The most --threads accepted: 4 x the cores.
+  static var maxThreads: Int { 4 * ProcessInfo.processInfo.activeProcessorCount }
 
   /// Applies the thread count and ISA to the kernels.
   func apply() throws {

@@ -20,6 +20,8 @@ struct Train: ParsableCommand {
 
       --dropout P (default 0, as PaLM) drops out each block's residual branch and the embedding output during training (never in validation or sampling); masks are recomputed from the seed and update number, so --resume stays bit-exact and uses the checkpoint's rate. A loss spike (NaN/Inf, or above --spike-factor x the running median) restores the last checkpoint and skips the batches since (docs/FORMATS.md).
 
+      SIGTERM or SIGINT (preemption, Ctrl-C) ends the run after the update in flight, with a checkpoint when --checkpoint-dir is given, and exits 143 / 130; a second signal exits at once (the last complete checkpoint is intact). A --checkpoint-dir belongs to one run: without --resume one that holds another run is refused; --resume refuses changed settings unless --allow-changed-settings (manifest fields and bounds: docs/FORMATS.md).
+
       Examples:
         palm train --config shakespeare --data tinyshakespeare.txt --time-budget 600
         palm train --config tiny --data f.txt --steps 2000 --checkpoint-dir ck --log m.jsonl --plot loss.svg
@@ -77,8 +79,10 @@ struct Train: ParsableCommand {
   var checkpointEvery: Int = 100
   @Option(help: "Complete checkpoints kept.")
   var keep: Int = 3
-  @Flag(help: "Continue from the newest complete checkpoint in --checkpoint-dir (bit-exact at the same --threads).")
+  @Flag(help: "Continue from the newest complete checkpoint in --checkpoint-dir (bit-exact at the same --threads). The directory must exist (an empty one starts at step 0). Without --resume, a --checkpoint-dir that holds another run is refused.")
   var resume = false
+  @Flag(help: "With --resume: continue although the seed, optimizer settings, schedule (--lr, --warmup, --steps of a cosine schedule, ...), batch, micro-batches or clip differ from the checkpoint's; without it such a resume is refused, listing what changed.")
+  var allowChangedSettings = false
   @Option(help: "Seed of the initialization and of the data order.")
   var seed: UInt64 = 0
   @Option(help: "Append per-update metrics as JSON lines to this file (schema: docs/FORMATS.md).")
@@ -109,6 +113,7 @@ struct Train: ParsableCommand {
       throw ValidationError("--schedule must be cosine, palm or constant")
     }
     if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+    if allowChangedSettings && !resume { throw ValidationError("--allow-changed-settings needs --resume") }
     if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
@@ -116,13 +121,21 @@ struct Train: ParsableCommand {
   func run() throws {
     try compute.apply()
     let cfg = try resolveConfig()
+    Preemption.install()
     if let mesh { return try runMesh(cfg, meshText: mesh) }
-    let dataset = try openDataset(cfg)
+    try preflight()
     var o = trainOptions(cfg)
+    do {  // before the data is read: a model or batch this machine cannot hold is one line
+      try Trainer.validate(options: o, shape: MeshShape())
+      try Trainer.checkMemory(options: o, shape: MeshShape())
+    } catch { throw CLIError("\(error)") }
+    let dataset = try openDataset(cfg)
     let peakSource = Train.resolvePeaks(peakGflops, precision: precision ?? .fp32, into: &o)
 
     let trainer: Trainer
     do { trainer = try Trainer(options: o, dataset: dataset) } catch { throw CLIError("\(error)") }
+    trainer.stopRequested = { Preemption.signal != nil }
+    if checkpointDir == nil { Preemption.removeOnExit = trainer.store.directory }
     if resume {
       do {
         let text = Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)
@@ -140,8 +153,9 @@ struct Train: ParsableCommand {
     Train.sayPrecision(trainer.precision)
     let budgetStart = Date()
     let stepsAtStart = trainer.step
-    trainer.onRecord = { r in
+    trainer.onRecord = { [unowned trainer] r in
       metrics?.write(r)
+      if r.type == "step" { Preemption.drill(afterStep: r.step) }
       let line = Train.progressLine(r, trainer: trainer, options: o, stepsAtStart: stepsAtStart, since: budgetStart)
       if tty {
         let text = "\r" + line + "\u{1B}[K" + (Train.isMilestone(r) ? "\n" : "")
@@ -157,6 +171,39 @@ struct Train: ParsableCommand {
 
   // MARK: - Shared by the single-device and the mesh run
 
+  /// Checks made before anything is read or written: the --plot path can be written, and without
+  /// --resume the checkpoint directory holds no other run.
+  func preflight() throws {
+    if let plot { try Train.checkWritable(plot, flag: "--plot") }
+    if !resume, let dir = checkpointDir, let held = CheckpointStore(directory: dir).heldRun() {
+      throw CLIError(CheckpointError.otherRun(directory: dir, held: held).description)
+    }
+  }
+
+  /// Creates the parent directories of `path` and checks that a file can be written there.
+  static func checkWritable(_ path: String, flag: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let parent = url.deletingLastPathComponent().path
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+      throw CLIError("\(flag) \(path) is a directory: give a file path")
+    }
+    do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+      throw CLIError("\(flag) \(path): cannot create directory \(parent)")
+    }
+    if access(parent, W_OK) != 0 { throw CLIError("\(flag) \(path): directory \(parent) is not writable") }
+  }
+
+  /// What a run stopped by SIGTERM / SIGINT says, and its exit code (128 + the signal, as a shell
+  /// reports a process the signal ended); nil when no signal came.
+  static func preemptionExit(_ end: MetricsRecord, checkpointDir: String?) -> ExitCode? {
+    guard let sig = Preemption.signal else { return nil }
+    let saved = checkpointDir == nil ? "no --checkpoint-dir, nothing saved"
+                                     : "checkpoint \(end.checkpoint ?? "-") written (continue with --resume)"
+    FileHandle.standardError.write(Data("palm train: \(Preemption.name(sig)): stopped at step \(end.step), \(saved)\n".utf8))
+    return ExitCode(128 + sig)
+  }
+
   /// The metrics log of --log (appended to on --resume), or nil without --log.
   static func openMetricsLog(_ path: String?, append: Bool) throws -> MetricsLog? {
     try path.map { try MetricsLog(path: $0, append: append) }
@@ -165,6 +212,7 @@ struct Train: ParsableCommand {
   /// The end of a run: the loss plot of --plot (from the --log file when it has records, else from
   /// `history`) and the last checkpoint.
   func finish(end: MetricsRecord, history: [MetricsRecord], title: String) throws {
+    if let exit = Train.preemptionExit(end, checkpointDir: checkpointDir) { throw exit }
     if let plot {
       let all = log.map { MetricsLog.read(path: $0) } ?? history
       let svg = LossPlot.svg(all.isEmpty ? history : all, title: title)
@@ -244,6 +292,7 @@ struct Train: ParsableCommand {
     o.checkpointDirectory = checkpointDir
     o.checkpointEvery = checkpointEvery
     o.keepLast = keep
+    o.allowChangedSettings = allowChangedSettings
     o.spikes.factor = spikeFactor
     o.spikes.skipBatches = spikeSkip
     let peak = optimizer == "adafactor" ? (lr ?? 1e-2) : (lr ?? 2e-3)

@@ -18,6 +18,10 @@ extension Train {
       shape = try MeshShape(parsing: meshText)
       try Trainer.validate(options: o, shape: shape)
       try MeshLauncher.check(shape, devices: devices)
+      // The devices of this machine: all of them as threads, or the mpirun ranks placed here.
+      try Trainer.checkMemory(options: o, shape: shape,
+                              devicesHere: devices == .local ? shape.count : MPILaunch.localSize ?? 1)
+      try preflight()
     } catch {
       throw MeshCLI.beforeWork(error, devices: devices)
     }
@@ -46,6 +50,7 @@ extension Train {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = "[rank \(comm.rank)/\(comm.size)] "
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
+        trainer.stopRequested = { Preemption.signal != nil }  // rank 0's answer holds for every rank
         if comm.rank == 0 { Train.say(header); Train.sayPrecision(trainer.precision) }
         if resume { Train.say(prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)) }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
@@ -53,6 +58,7 @@ extension Train {
         let hang = MeshCLI.hangDrill, kill9 = MeshCLI.killDrill
         trainer.onRecord = { r in
           metrics?.write(r)
+          if r.type == "step" && comm.rank == 0 { Preemption.drill(afterStep: r.step) }
           if Train.isMilestone(r) || r.checkpoint != nil || r.step % printEvery == 0 {
             Train.say(prefix + Train.meshLine(r))
           }
@@ -68,7 +74,10 @@ extension Train {
     } catch {
       throw MeshCLI.afterStart(error, devices: devices, command: "train")
     }
-    guard MeshCLI.isReporter(devices) else { return }
+    guard MeshCLI.isReporter(devices) else {
+      if let sig = Preemption.signal { throw ExitCode(128 + sig) }
+      return
+    }
     try finish(end: outcome.end, history: outcome.history,
                title: "palm train \(cfg.name) mesh \(shape): loss (nats/byte) — \(outcome.end.step) updates")
   }

@@ -7,6 +7,7 @@ import PalmBench
 import PalmModel
 import PalmTensor
 import Testing
+import _PalmTestSupport
 
 @testable import PalmParallel
 

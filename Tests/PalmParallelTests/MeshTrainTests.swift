@@ -12,6 +12,7 @@ import PalmParallel
 import PalmTensor
 import PalmTrain
 import Testing
+import _PalmTestSupport
 
 /// Bytes below the debug config's vocabulary (64), deterministic, with some structure.
 private func syntheticBytes(_ count: Int, vocab: Int = 64) -> [UInt8] {
@@ -174,38 +175,12 @@ struct MeshTrainerTests {
 
 // MARK: - The palm executable
 
-/// The palm executable built next to this test bundle, if any.
-private let palmBinary: String? = {
-  var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-  for _ in 0..<4 {
-    let candidate = dir.appendingPathComponent("palm")
-    var isDir: ObjCBool = false
-    if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDir), !isDir.boolValue,
-       FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
-    dir = dir.deletingLastPathComponent()
-  }
-  return nil
-}()
-
 private let mpirunPath = ChildProcess.which("mpirun")
 
 /// `output` without Open MPI's banners: blocks that start and end with a line of dashes, with the
 /// newline after them, so that a line the banner was written into is whole again.
 func withoutMPIBanners(_ output: String) -> String {
   output.replacingOccurrences(of: #"-{20,}\n[\s\S]*?\n-{20,}\n?"#, with: "", options: .regularExpression)
-}
-
-/// Runs a program with a clean MPI environment and a deadline; returns (exit code, stdout + stderr),
-/// or (-2, why) past the deadline.
-func runProgram(_ executable: String, _ arguments: [String], deadline: Double = 120,
-                environment extra: [String: String] = [:]) throws -> (Int32, String) {
-  do {
-    let r = try ChildProcess.run(executable, arguments, environment: ChildProcess.cleanEnvironment.merging(extra) { $1 },
-                                 deadline: deadline)
-    return (r.status, String(decoding: r.stdout, as: UTF8.self) + String(decoding: r.stderr, as: UTF8.self))
-  } catch let failure as ChildProcess.Failure {
-    return (-2, failure.description)
-  }
 }
 
 /// A tiny-config run: byte data (vocab 256), 4 sequences of 32 bytes.
@@ -354,7 +329,7 @@ struct MeshCLITests {
     #expect((1...2).contains(ck.manifest.step))
     // The run continues on a mesh of another shape, in-process.
     let (s2, out2) = try runProgram(palmBinary!, ["train", "--data", data, "--steps", "4", "--checkpoint-dir", dir,
-                                                  "--resume", "--mesh", "data=2,model=2", "--devices", "local",
+                                                  "--resume", "--allow-changed-settings", "--mesh", "data=2,model=2", "--devices", "local",
                                                   "--print-every", "1"] + tinyArguments)
     #expect(s2 == 0 && out2.contains("resumed from step \(ck.manifest.step)") && out2.contains("[rank 0/4] step 4"), "\(out2)")
   }

@@ -213,11 +213,8 @@ struct SafeTensorsTests {
     defer { try? FileManager.default.removeItem(atPath: dir) }
     try SafeTensors.write(Array(sampleTensors().prefix(4)), metadata: ["k": "v"], to: "\(dir)/ok.safetensors")
     let valid = Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/ok.safetensors")))
-    var rng = UInt64(12345)
-    func next(_ bound: Int) -> Int {
-      rng = rng &* 6364136223846793005 &+ 1442695040888963407
-      return Int((rng >> 33) % UInt64(bound))
-    }
+    var rng = FuzzRandom(seed: 12345)
+    func next(_ bound: Int) -> Int { rng.next(bound) }
     var loaded = 0, rejected = 0
     for c in 0..<4000 {
       var bytes = valid

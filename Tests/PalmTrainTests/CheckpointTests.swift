@@ -1,10 +1,12 @@
 // Checkpoint: round trip, corrupt/truncated files, crashes mid-write (a half-written temp directory,
 // and a real SIGKILL of a child process writing a large checkpoint), keep-last-K, a full disk
-// (1 MiB tmpfs, when mounting is allowed), and config mismatch.
+// (1 MiB tmpfs, when mounting is allowed), config mismatch, keep-last-K over verified checkpoints
+// only, a failed same-step replacement, and a seeded fuzz of the manifest's values (issue 13).
 import Foundation
 import Testing
 import PalmModel
 import PalmTensor
+import _PalmTestSupport
 @testable import PalmTrain
 
 private let config = PalmConfig(name: "ckpt-test", dModel: 16, layers: 2, heads: 2, headDim: 8, dFF: 64, vocab: 256,
@@ -185,6 +187,121 @@ struct CheckpointTests {
     #expect(try again.model.tensor("embed").array.allSatisfy { $0 == 0.5 })
   }
 
+  @Test("keep-last-K counts verified checkpoints only: corrupt newer directories do not push good ones out")
+  func keepLastKCountsVerified() throws {
+    let dir = try temporaryDirectory("ckptkv")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let store = CheckpointStore(directory: dir, keepLast: 2, warn: { _ in })
+    let params = try parameters(seed: 6)
+    try store.save(contents(step: 10, params: params))
+    try store.save(contents(step: 20, params: params))
+    // Two directories whose files do not match their manifests (step 30, 40), newer than step 20.
+    for step in [30, 40] {
+      let d = "\(dir)/\(CheckpointStore.directoryName(step: step))"
+      try FileManager.default.copyItem(atPath: "\(dir)/step_00000020", toPath: d)
+      try Data([1, 2, 3]).write(to: URL(fileURLWithPath: "\(d)/model.safetensors"))
+    }
+    // A fresh store (nothing cached) saves step 50: the K = 2 kept are 50 and 20 (verified), the
+    // corrupt 30 and 40 stay (newer than 20: `latest` skips them), and 10 goes.
+    let fresh = CheckpointStore(directory: dir, keepLast: 2, warn: { _ in })
+    try fresh.save(contents(step: 50, params: params))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+            == ["step_00000020", "step_00000030", "step_00000040", "step_00000050"])
+    #expect(try CheckpointStore.load(path: "\(dir)/step_00000020").manifest.step == 20)
+  }
+
+  @Test("A same-step replacement whose rename fails puts the old checkpoint back; one a crash left aside is restored")
+  func failedReplacementRestoresOld() throws {
+    let dir = try temporaryDirectory("ckptrep")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let store = CheckpointStore(directory: dir, keepLast: 2)
+    let params = try parameters(seed: 7)
+    try store.save(contents(step: 10, params: params))
+    let before = try CheckpointStore.load(path: "\(dir)/step_00000010").model.tensor("embed").array.map(\.bitPattern)
+    params.flat.fill(0.25)
+    CheckpointStore.renameHook = { from, to in from.contains(".tmp-") ? -1 : rename(from, to) }
+    defer { CheckpointStore.renameHook = { rename($0, $1) } }
+    #expect(throws: CheckpointError.self) { try store.save(contents(step: 10, params: params)) }
+    CheckpointStore.renameHook = { rename($0, $1) }
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["step_00000010"])
+    #expect(try CheckpointStore.load(path: "\(dir)/step_00000010").model.tensor("embed").array.map(\.bitPattern) == before)
+    // A writer (pid beyond pid_max: dead) crashed after moving step 10 aside: latest() puts it back.
+    #expect(rename("\(dir)/step_00000010", "\(dir)/.trash-step_00000010-2147483646") == 0)
+    #expect(store.latest()?.manifest.step == 10)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["step_00000010"])
+  }
+
+  @Test("heldRun names the run a directory holds (step, seed); none for an empty or missing directory")
+  func heldRun() throws {
+    let dir = try temporaryDirectory("ckpth")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    #expect(CheckpointStore(directory: "\(dir)/missing").heldRun() == nil)
+    let store = CheckpointStore(directory: dir)
+    #expect(store.heldRun() == nil)
+    try FileManager.default.createDirectory(atPath: "\(dir)/.tmp-step_00000001-2147483646-1", withIntermediateDirectories: true)
+    #expect(store.heldRun() == nil)
+    try store.save(contents(step: 120, params: try parameters(seed: 8)))
+    #expect(store.heldRun() == "step 120, seed 1234")
+  }
+
+  @Test("Fuzz: 600 seeded hostile values in the manifest: each load refuses it or gives a manifest that restores or throws")
+  func manifestFuzz() throws {
+    let dir = try temporaryDirectory("ckptfuzz")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let params = try parameters(seed: 9)
+    let opt = try Optimizer(.adamW(AdamWSettings()), parameters: params.entries.map { ($0.name, $0.shape) })
+    var c = contents(step: 3, params: params, optimizer: opt)
+    c.runId = "0123456789abcdef"
+    c.microBatches = 2
+    c.clipNorm = 1
+    c.metrics = CheckpointMetrics(tokens: 384, seconds: 2.5, rollbacks: 0, recentLosses: [5.5, 5.4, 5.3],
+                                  validationLoss: 5.6).encoded
+    let path = try CheckpointStore(directory: dir).save(c)
+    let manifestPath = "\(path)/manifest.json"
+    let valid = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath)))
+    // Every leaf of the manifest, as a key path.
+    func leaves(_ v: Any, _ at: [String]) -> [[String]] {
+      if let d = v as? [String: Any] { return d.keys.sorted().flatMap { leaves(d[$0]!, at + [$0]) } }
+      return [at]
+    }
+    func replacing(_ v: Any, _ at: ArraySlice<String>, with x: Any) -> Any {
+      guard let k = at.first, var d = v as? [String: Any] else { return x }
+      d[k] = replacing(d[k]!, at.dropFirst(), with: x)
+      return d
+    }
+    let paths = leaves(valid, [])
+    #expect(paths.contains(["metrics", "recent_losses"]) && paths.contains(["config", "dModel"]))
+    var rng = FuzzRandom(seed: 2026)
+    var loaded = 0, rejected = 0
+    for _ in 0..<600 {
+      var m: Any = valid
+      for _ in 0...rng.next(2) { m = replacing(m, rng.pick(paths)[...], with: rng.pick(hostileJSONValues)) }
+      try JSONSerialization.data(withJSONObject: m).write(to: URL(fileURLWithPath: manifestPath))
+      do {
+        let ck = try CheckpointStore.load(path: path)
+        // A manifest that loads is within its bounds: its counters decode, and restoring either
+        // works or throws (another shape, another optimizer), never traps.
+        _ = try CheckpointMetrics(decoding: ck.manifest.metrics)
+        let fresh = try Parameters(config: config)
+        let freshOpt = try Optimizer(.adamW(AdamWSettings()), parameters: fresh.entries.map { ($0.name, $0.shape) })
+        _ = try? ck.restore(config: config, parameters: fresh.named, optimizer: freshOpt)
+        loaded += 1
+      } catch is CheckpointError {
+        rejected += 1
+      }
+    }
+    // Both outcomes must occur, else the fuzz tests nothing.
+    #expect(loaded > 30 && rejected > 300, "loaded \(loaded), rejected \(rejected)")
+    // The values issue 13 found, one at a time.
+    for (key, value) in [("recent_losses", -1.0), ("recent_losses", .nan), ("recent_losses", 1e300), ("tokens", -5), ("rollbacks", 0.5)] {
+      let m = replacing(valid, ["metrics", key], with: value.isNaN ? "nan" as Any : value)
+      try JSONSerialization.data(withJSONObject: m).write(to: URL(fileURLWithPath: manifestPath))
+      #expect { try CheckpointStore.load(path: path) } throws: { e in
+        "\(e)".contains("is corrupt") && "\(e)".contains(key)
+      }
+    }
+  }
+
   @Test("A full disk: clear error, no partial directory, the previous checkpoint intact")
   func fullDisk() throws {
     let mountPoint = try temporaryDirectory("ckptfull")
@@ -280,12 +397,12 @@ struct CheckpointTests {
 }
 
 @Test("CheckpointMetrics: the manifest keys Trainer and MeshTrainer write, and their round trip")
-func checkpointMetricsKeys() {
+func checkpointMetricsKeys() throws {
   let m = CheckpointMetrics(tokens: 4096, seconds: 12.5, rollbacks: 1, recentLosses: [3.5, 3.25], validationLoss: 3.4)
   #expect(m.encoded == ["tokens": 4096, "seconds": 12.5, "rollbacks": 1, "recent_losses": 2,
                         "recent_loss.000": 3.5, "recent_loss.001": 3.25, "val_loss": 3.4, "loss": 3.25])
-  #expect(CheckpointMetrics(decoding: m.encoded) == m)
-  let empty = CheckpointMetrics(decoding: [:])
+  #expect(try CheckpointMetrics(decoding: m.encoded) == m)
+  let empty = try CheckpointMetrics(decoding: [:])
   #expect(empty == CheckpointMetrics(tokens: 0, seconds: 0, rollbacks: 0, recentLosses: [], validationLoss: nil))
   #expect(empty.encoded == ["tokens": 0, "seconds": 0, "rollbacks": 0, "recent_losses": 0])
 }

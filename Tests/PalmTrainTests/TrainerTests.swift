@@ -237,6 +237,72 @@ struct TrainerTests {
     }
   }
 
+  @Test("A directory is bound to its run: a new run into it, a resume from a missing one, or with changed settings is refused, nothing changed")
+  func directoryBoundToRun() throws {
+    try withThreads(1) {
+      let dir = try tempDir("bound")
+      defer { try? FileManager.default.removeItem(atPath: dir) }
+      var o = options(steps: 2)
+      o.checkpointDirectory = dir
+      let first = try Trainer(options: o, dataset: try dataset())
+      _ = try first.run()
+      let before = snapshot(dir)
+      #expect { try Trainer(options: o, dataset: try dataset()).run() } throws: { e in
+        "\(e)" == "\(dir) holds another run (step 2, seed 5): pass --resume to continue it, or another --checkpoint-dir"
+      }
+      #expect(snapshot(dir) == before)
+      var missing = o
+      missing.checkpointDirectory = dir + "/typo"
+      #expect { try Trainer(options: missing, dataset: try dataset()).resume() } throws: { e in "\(e)".contains("does not exist") }
+      #expect(!FileManager.default.fileExists(atPath: dir + "/typo"))
+      var changed = o
+      changed.seed = 6
+      changed.learningRate = .steps(.palm(peak: 1e-3, constantSteps: 2))
+      changed.optimizer = .adamW(AdamWSettings(beta2: 0.99))
+      #expect { try Trainer(options: changed, dataset: try dataset()).resume() } throws: { e in
+        let s = "\(e)"
+        return s.contains("seed 5 -> 6") && s.contains("lr 0.003 -> 0.001") && s.contains("beta2 0.95 -> 0.99")
+          && s.contains("--allow-changed-settings") && !s.contains("beta1")
+      }
+      #expect(snapshot(dir) == before)
+      changed.allowChangedSettings = true
+      let t = try Trainer(options: changed, dataset: try dataset())
+      #expect(try t.resume() == 2)
+      #expect(t.runId == first.runId)  // a resume continues the run
+      #expect(try CheckpointStore.load(path: "\(dir)/step_00000002").manifest.runId == first.runId)
+    }
+  }
+
+  @Test("stopRequested ends the run after the update in flight, with a checkpoint; a private store goes with its trainer, and stale ones of dead processes too")
+  func stopAndPrivateStore() throws {
+    try withThreads(1) {
+      let dir = try tempDir("stop")
+      defer { try? FileManager.default.removeItem(atPath: dir) }
+      var o = options(steps: 5)
+      o.checkpointDirectory = dir
+      let t = try Trainer(options: o, dataset: try dataset())
+      var asked = 0
+      t.stopRequested = { asked += 1; return asked > 2 }  // after update 2
+      let end = try t.run()
+      #expect(t.stopped && end.step == 2 && end.reason == "stopped" && end.valLossFull == nil)
+      #expect(CheckpointStore(directory: dir).latest()?.manifest.step == 2)
+
+      // A leftover of a dead process (pid beyond pid_max), removed by the next trainer.
+      let stale = NSTemporaryDirectory() + "palm-train-2147483646-1-0"
+      try FileManager.default.createDirectory(atPath: stale + "/step_00000000", withIntermediateDirectories: true)
+      var privateDir = ""
+      do {
+        let p = try Trainer(options: options(steps: 1), dataset: try dataset())
+        p.onRecord = { [unowned p] _ in _ = p.step }
+        _ = try p.run()
+        privateDir = p.store.directory
+        #expect(FileManager.default.fileExists(atPath: privateDir))
+      }
+      #expect(!FileManager.default.fileExists(atPath: stale))
+      #expect(!privateDir.isEmpty && !FileManager.default.fileExists(atPath: privateDir))
+    }
+  }
+
   @Test("KV-cache decoding gives the full forward's logits at every position, on 1, 2 and 3 threads",
         arguments: [1, 2, 3])
   func kvCacheMatchesForward(threads: Int) throws {
