@@ -61,9 +61,7 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
         if (st.st_mode & S_IFMT) != S_IFREG { throw SentencePieceError("tokenizer \(path) is not a regular file") }
       }
     } catch let e as SentencePieceError { throw e } catch {
-      var reason = "\(error)"
-      if case .open(let code)? = error as? MappedFile.Failure { reason = String(cString: strerror(code)) }
-      throw SentencePieceError("cannot read tokenizer \(path): \(reason)")
+      throw SentencePieceError("cannot read tokenizer \(path): \((error as? MappedFile.Failure)?.reason ?? "\(error)")")
     }
     try self.init(model: Array(file.bytes), name: path)
   }

@@ -122,8 +122,7 @@ public final class TokenDataset: @unchecked Sendable {
               validationFraction: Double = 0.1) throws {
     let file: MappedFile
     do { file = try MappedFile(path: path, advice: MADV_RANDOM) } catch let e as MappedFile.Failure {
-      if case .open(let code) = e { throw DatasetError.cannotOpen(path: path, reason: String(cString: strerror(code))) }
-      throw DatasetError.cannotOpen(path: path, reason: "\(e)")
+      throw DatasetError.cannotOpen(path: path, reason: e.reason)
     }
     guard let header = TokenFile.Header(file.bytes) else {
       throw DatasetError.cannotOpen(path: path, reason: "not a palm token file (no PALMTOK1 header)")

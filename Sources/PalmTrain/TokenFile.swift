@@ -101,7 +101,7 @@ public enum TokenFile {
         if (st.st_mode & S_IFMT) != S_IFREG { throw TokenFileError("data \(source) is not a regular file") }
       }
     } catch let e as TokenFileError { throw e } catch {
-      throw TokenFileError("cannot read data \(source): \(error)")
+      throw TokenFileError("cannot read data \(source): \((error as? MappedFile.Failure)?.reason ?? "\(error)")")
     }
     var sha = SHA256()
     sha.update(text.bytes)
@@ -111,7 +111,9 @@ public enum TokenFile {
     var reason: String?
     if access(path, F_OK) == 0 {
       let existing: MappedFile
-      do { existing = try MappedFile(path: path) } catch { throw TokenFileError("cannot read token file \(path): \(error)") }
+      do { existing = try MappedFile(path: path) } catch {
+        throw TokenFileError("cannot read token file \(path): \((error as? MappedFile.Failure)?.reason ?? "\(error)")")
+      }
       guard let have = Header(existing.bytes) else {
         throw TokenFileError("\(path) exists and is not a palm token file; not overwriting it: remove it or give another --token-file")
       }

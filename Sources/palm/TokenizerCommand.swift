@@ -141,10 +141,7 @@ private func readInput(_ path: String) throws -> [UInt8] {
     }
     return Array(f.bytes)
   } catch let e as CLIError { throw e } catch let e as MappedFile.Failure {
-    switch e {
-    case .open(let code), .stat(let code): throw CLIError("cannot read \(path): \(String(cString: strerror(code)))")
-    default: throw CLIError("cannot read \(path): \(e)")
-    }
+    throw CLIError("cannot read \(path): \(e.reason)")
   }
 }
 

@@ -112,6 +112,10 @@ struct TokenizerCLITests {
                                                 "--temperature", "0", "--threads", "1"])
     #expect(s4 == 0 && o4.hasPrefix("ROMEO: thou") && o4.contains("sampled 8 tokens"), "\(o4)")
 
+    // palm eval scores bytes: a SentencePiece checkpoint is refused, not scored wrongly.
+    let (s6, o6) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/corpus.txt", "--threads", "1"])
+    #expect(s6 != 0 && errorLines(o6).count == 1 && o6.contains("byte-vocabulary checkpoints only"), "\(o6)")
+
     try FileManager.default.removeItem(atPath: "\(ck)/step_00000002/tokenizer.model")
     let (s5, o5) = try runProgram(palmBinary!, ["sample", "--checkpoint", "\(ck)/step_00000002", "--max-tokens", "4", "--threads", "1"])
     #expect(s5 != 0 && errorLines(o5).count == 1 && o5.contains("tokenizer.model is missing"), "\(o5)")
