@@ -38,8 +38,8 @@ struct Sample: ParsableCommand {
     try compute.apply()
     let ck = try CheckpointArgument.load(checkpoint)
     let cfg = ck.manifest.config
-    if cfg.vocab > 256 {
-      throw CLIError("\(ck.path) has a vocabulary of \(cfg.vocab) tokens; palm sample decodes bytes, so it needs a model of vocab <= 256")
+    if ck.manifest.tokenizer == nil && cfg.vocab > 256 {  // with a tokenizer.model, ck.tokenizer() checks the vocab
+      throw CLIError("\(ck.path) has a vocabulary of \(cfg.vocab) tokens and no tokenizer.model; palm sample then decodes bytes, so it needs a model of vocab <= 256")
     }
     // The weights and the KV cache (the config's sizes are bounded by validation: no overflow).
     let bytes = (cfg.parameterCount + cfg.layers * 2 * cfg.headDim * cfg.seqLen + cfg.vocab) * 4
