@@ -99,12 +99,14 @@ struct TokenizerCLITests {
     let manifest = String(decoding: read("\(step)/manifest.json") ?? [], as: UTF8.self)
     #expect(manifest.contains("\"tokenizer\"") && manifest.contains("\"vocab\" : 300"), "\(manifest)")
 
-    let (s2, o2) = try runProgram(palmBinary!, args + ["--steps", "2", "--resume"])
+    // --allow-changed-settings: the cosine schedule spans --steps, which grows here.
+    let (s2, o2) = try runProgram(palmBinary!, args + ["--steps", "2", "--resume", "--allow-changed-settings"])
     #expect(s2 == 0 && o2.contains("token file \(tokens): reused"), "\(o2)")
 
     // Resuming with the byte tokenizer is refused, naming the way out.
     let bytesArgs = ["train", "--data", "\(dir)/corpus.txt", "--config", "tiny", "--batch", "2", "--seq-len", "32",
-                     "--eval-every", "0", "--peak-gflops", "100", "--threads", "1", "--checkpoint-dir", ck, "--steps", "3", "--resume"]
+                     "--eval-every", "0", "--peak-gflops", "100", "--threads", "1", "--checkpoint-dir", ck, "--steps", "3", "--resume",
+                     "--allow-changed-settings"]
     let (s3, o3) = try runProgram(palmBinary!, bytesArgs)
     #expect(s3 != 0 && (o3.contains("vocab") || o3.contains("--tokenizer")), "\(o3)")
 
