@@ -33,10 +33,15 @@ let package = Package(
       name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
 
+    // SentencePiece (Debian's libsentencepiece-dev has a C++ API only) behind a small C header.
+    .target(
+      name: "CSentencePiece", path: "Sources/CSentencePiece",
+      linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("sentencepiece_train"), .linkedLibrary("stdc++")]),
+
     // MARK: - Swift modules (each may import only those listed before it)
     .target(name: "PalmTensor", dependencies: ["CKernels"]),
     .target(name: "PalmModel", dependencies: ["PalmTensor", "CKernels"]),
-    .target(name: "PalmTrain", dependencies: ["PalmModel", "PalmTensor", "CKernels"]),
+    .target(name: "PalmTrain", dependencies: ["PalmModel", "PalmTensor", "CKernels", "CSentencePiece"]),
     .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "CMPI"]),
     .target(name: "PalmBench", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "CKernels"]),
     .executableTarget(
@@ -57,5 +62,6 @@ let package = Package(
     .testTarget(name: "PalmBenchTests", dependencies: ["PalmBench", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
     // Runs the built palm executable on hostile input (needs the product built: swift build --build-tests).
     .testTarget(name: "PalmCLITests", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "_PalmTestSupport"]),
-  ]
+  ],
+  cxxLanguageStandard: .cxx17
 )

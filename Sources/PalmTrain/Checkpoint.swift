@@ -2,6 +2,7 @@
 //
 //   <dir>/step_00001234/model.safetensors      parameters (names = the model's parameter table)
 //                      /optimizer.safetensors  moments "m.<name>", "v.<name>" (when an optimizer is saved)
+//                      /tokenizer.model        the SentencePiece model of a run with --tokenizer (absent: bytes)
 //                      /manifest.json          format version, run id, step, config, optimizer, schedule,
 //                                              sampler state, metrics, time, size + SHA-256 of each file
 //                                              (fields and bounds: docs/FORMATS.md "Checkpoint manifest")
@@ -50,6 +51,8 @@ public struct CheckpointManifest: Codable, Equatable, Sendable {
   /// Micro-batches per update and the gradient-norm clip of the run (absent in older manifests).
   public var microBatches: Int?
   public var clipNorm: Double?
+  /// The run's SentencePiece tokenizer, stored beside the tensors (absent: the byte tokenizer).
+  public var tokenizer: CheckpointTokenizer?
   /// A summary such as {"loss": 1.91, "val_loss": 1.95, "tokens": 4.1e6}.
   public var metrics: [String: Double]
   /// ISO 8601, UTC.
@@ -122,6 +125,8 @@ public struct CheckpointContents {
   public var runId: String?
   public var microBatches: Int?
   public var clipNorm: Double?
+  /// Written as tokenizer.model and recorded in the manifest (nil: the byte tokenizer).
+  public var tokenizer: SentencePieceTokenizer?
   public var metrics: [String: Double]
 
   public init(step: Int, config: PalmConfig, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer? = nil,
@@ -282,11 +287,16 @@ public struct CheckpointStore: Sendable {
         }
         files["optimizer.safetensors"] = try CheckpointStore.record("\(tmp)/optimizer.safetensors")
       }
+      if let tok = contents.tokenizer {
+        try AtomicFile.write(to: "\(tmp)/\(CheckpointTokenizer.fileName)", bytes: tok.model)
+        files[CheckpointTokenizer.fileName] = try CheckpointStore.record("\(tmp)/\(CheckpointTokenizer.fileName)")
+      }
       let manifest = CheckpointManifest(
         formatVersion: CheckpointManifest.currentFormatVersion, runId: contents.runId, step: contents.step, config: contents.config,
         optimizer: contents.optimizerState?.settings, optimizerStep: contents.optimizerState?.step, schedule: contents.schedule,
         sampler: contents.sampler, rngSeed: contents.rngSeed, dropout: contents.dropout, precision: contents.precision,
-        microBatches: contents.microBatches, clipNorm: contents.clipNorm, metrics: contents.metrics,
+        microBatches: contents.microBatches, clipNorm: contents.clipNorm, 
+        tokenizer: contents.tokenizer.map { CheckpointTokenizer(tokenizer: $0) }, metrics: contents.metrics,
         createdAt: ISO8601DateFormatter().string(from: Date()), threads: Threads.count, files: files)
       try AtomicFile.write(to: "\(tmp)/manifest.json", bytes: Array(try CheckpointStore.encoder.encode(manifest)))
       try AtomicFile.syncDirectory(tmp)
@@ -396,6 +406,9 @@ public struct CheckpointStore: Sendable {
     }
     for (file, want) in manifest.files.sorted(by: { $0.key < $1.key }) {
       guard !file.contains("/") else { throw CheckpointError.corrupt(path: path, reason: "bad file name \(file)") }
+      if access("\(path)/\(file)", F_OK) != 0 && errno == ENOENT {
+        throw CheckpointError.incomplete(path: path, reason: "\(file) is missing, though its manifest lists it (put the file back, e.g. the run's tokenizer model as \(file), or use another checkpoint)")
+      }
       let got: CheckpointFileRecord
       do { got = try record("\(path)/\(file)") } catch {
         throw CheckpointError.corrupt(path: path, reason: "\(file): \(error)")

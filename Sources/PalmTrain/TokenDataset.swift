@@ -1,11 +1,13 @@
-// TokenDataset: a file of bytes as a token stream (memory-mapped), split into train and validation
+// TokenDataset: a file of bytes, or a token file (TokenFile.swift: a text encoded by a SentencePiece
+// tokenizer, uint16/uint32 ids), as a token stream (memory-mapped), split into train and validation
 // parts, and a BatchSampler whose batch at step k depends only on (seed, k, micro-batch index).
 //
 // As in PaLM (§5: "a batch depends only on the step number", which made every run bitwise
 // reproducible from any checkpoint), sampling is counter-based: no hidden generator state, so a
 // resumed run sees the same batches and skipping batches after a loss spike is `state.step += n`.
 // Training windows start at uniformly drawn offsets of the train part; validation uses fixed,
-// non-overlapping windows of the held-out tail (the last 10% by default).
+// non-overlapping windows of the held-out tail (the last 10% by default; of a token file, the tokens
+// that start in the last 10% of the text's bytes, so byte and subword runs validate on the same text).
 
 #if canImport(Glibc)
 import Glibc
@@ -44,15 +46,21 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
 public final class TokenDataset: @unchecked Sendable {
   /// The file (or the name given to in-memory data).
   public let path: String
-  /// Total tokens (bytes).
+  /// Total tokens.
   public let count: Int
+  /// 1 for a byte file, 2 or 4 for a token file.
+  public let bytesPerToken: Int
+  /// Bytes of text the validation part covers (= validationCount for a byte file).
+  public let validationByteCount: Int
+  /// What the ids mean: bytes, or the SentencePiece model that made the token file.
+  public let tokenizer: Tokenizer
   /// Tokens [0, trainCount) train; [trainCount, count) validate.
   public let trainCount: Int
   public var validationCount: Int { count - trainCount }
   /// Window length T (inputs are T tokens, targets the next T).
   public let sequenceLength: Int
   private let file: MappedFile
-  private let base: UnsafePointer<UInt8>
+  private let base: UnsafeRawPointer  // token 0
 
   /// Opens `path` (memory-mapped; read into memory when mmap is unavailable).
   /// - Parameters:
@@ -97,10 +105,77 @@ public final class TokenDataset: @unchecked Sendable {
   private init(path: String, file: MappedFile, sequenceLength: Int, validationFraction: Double) {
     self.path = path
     self.file = file
-    self.base = file.base.assumingMemoryBound(to: UInt8.self)
+    self.base = file.base
     self.count = file.count
+    self.bytesPerToken = 1
+    self.tokenizer = .bytes
     self.sequenceLength = sequenceLength
     self.trainCount = file.count - TokenDataset.validationTokens(file.count, validationFraction)
+    self.validationByteCount = file.count - trainCount
+  }
+
+  /// Opens a token file (TokenFile.prepare writes them) made by `tokenizer`.
+  /// - Throws: `DatasetError` for an unreadable file, one that is not a token file, one whose header
+  ///   names another tokenizer, one cut short, an id outside the vocabulary, or a part shorter than
+  ///   `sequenceLength + 1` tokens.
+  public init(tokenFile path: String, tokenizer: SentencePieceTokenizer, sequenceLength: Int,
+              validationFraction: Double = 0.1) throws {
+    let file: MappedFile
+    do { file = try MappedFile(path: path, advice: MADV_RANDOM) } catch let e as MappedFile.Failure {
+      throw DatasetError.cannotOpen(path: path, reason: e.reason)
+    }
+    guard let header = TokenFile.Header(file.bytes) else {
+      throw DatasetError.cannotOpen(path: path, reason: "not a palm token file (no PALMTOK1 header)")
+    }
+    if header.tokenizerSHA256 != TokenFile.hexBytes(tokenizer.sha256) || header.vocabularySize != tokenizer.vocabularySize {
+      throw DatasetError.cannotOpen(path: path, reason: "it was made with another tokenizer (SHA-256 \(SHA256.hex(header.tokenizerSHA256).prefix(12))…, not \(tokenizer.sha256.prefix(12))…); rebuild it (palm train does when it is the --token-file)")
+    }
+    if file.count != header.fileSize {
+      throw DatasetError.cannotOpen(path: path, reason: "it is \(file.count) bytes, its header describes \(header.fileSize): rebuild it")
+    }
+    if header.tokenCount == 0 { throw DatasetError.empty(path: path) }
+    try TokenDataset.validate(path: path, count: header.tokenCount, sequenceLength: sequenceLength,
+                              validationFraction: validationFraction)
+    // Validation: the tokens that start in the last `validationFraction` of the text's bytes.
+    let ids = file.base + TokenFile.headerSize, n = header.tokenCount, width = header.bytesPerToken
+    let boundary = header.sourceSize - Int((Double(header.sourceSize) * validationFraction).rounded(.down))
+    let lengths = tokenizer.surfaces.map(\.count)
+    var offset = 0, split = n, validationBytes = 0
+    for i in 0..<n {
+      let id = TokenDataset.load(ids, i, width)
+      guard id >= 0 && Int(id) < lengths.count else {
+        throw DatasetError.cannotOpen(path: path, reason: "token \(i) is \(id), outside the vocabulary of \(lengths.count)")
+      }
+      if validationFraction > 0 && split == n && offset >= boundary { split = i }
+      if split < n { validationBytes += lengths[Int(id)] }
+      offset += lengths[Int(id)]
+    }
+    if offset != header.sourceSize {
+      throw DatasetError.cannotOpen(path: path, reason: "its tokens decode to \(offset) bytes, the source had \(header.sourceSize): rebuild it")
+    }
+    let needed = sequenceLength + 1
+    if split < needed { throw DatasetError.tooShort(path: path, part: "train", tokens: split, needed: needed) }
+    if validationFraction > 0 && n - split < needed {
+      throw DatasetError.tooShort(path: path, part: "validation", tokens: n - split, needed: needed)
+    }
+    self.path = path
+    self.file = file
+    self.base = ids
+    self.count = n
+    self.bytesPerToken = width
+    self.tokenizer = .sentencePiece(tokenizer)
+    self.sequenceLength = sequenceLength
+    self.trainCount = split
+    self.validationByteCount = validationBytes
+  }
+
+  /// Token `i` of the ids at `base` stored `width` bytes each, little-endian.
+  @inline(__always) static func load(_ base: UnsafeRawPointer, _ i: Int, _ width: Int) -> Int32 {
+    switch width {
+    case 1: Int32(base.load(fromByteOffset: i, as: UInt8.self))
+    case 2: Int32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+    default: Int32(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+    }
   }
 
   private static func validationTokens(_ count: Int, _ fraction: Double) -> Int {
@@ -121,16 +196,20 @@ public final class TokenDataset: @unchecked Sendable {
   }
 
   /// Token `i` (0 ≤ i < count).
-  public subscript(i: Int) -> UInt8 {
+  public subscript(i: Int) -> Int32 {
     precondition(i >= 0 && i < count, "token index \(i) out of 0..<\(count)")
-    return base[i]
+    return TokenDataset.load(base, i, bytesPerToken)
   }
 
-  /// The train part.
-  public var trainTokens: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: trainCount) }
-  /// The validation part (empty when the fraction is 0).
+  /// The train part of a byte file.
+  public var trainTokens: UnsafeBufferPointer<UInt8> {
+    precondition(bytesPerToken == 1, "trainTokens is the bytes of a byte file")
+    return UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: trainCount)
+  }
+  /// The validation part of a byte file (empty when the fraction is 0).
   public var validationTokens: UnsafeBufferPointer<UInt8> {
-    UnsafeBufferPointer(start: base + trainCount, count: validationCount)
+    precondition(bytesPerToken == 1, "validationTokens is the bytes of a byte file")
+    return UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self) + trainCount, count: validationCount)
   }
 
   /// Fixed validation windows: window w starts at token trainCount + w·T.
@@ -138,10 +217,17 @@ public final class TokenDataset: @unchecked Sendable {
 
   /// Copies the window starting at absolute token `start` into rows of `inputs`/`targets`.
   func copyWindow(start: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
-    let p = base + start
+    if bytesPerToken == 1 {
+      let p = base.assumingMemoryBound(to: UInt8.self) + start
+      for t in 0..<sequenceLength {
+        inputs[t] = Int32(p[t])
+        targets[t] = Int32(p[t + 1])
+      }
+      return
+    }
     for t in 0..<sequenceLength {
-      inputs[t] = Int32(p[t])
-      targets[t] = Int32(p[t + 1])
+      inputs[t] = TokenDataset.load(base, start + t, bytesPerToken)
+      targets[t] = TokenDataset.load(base, start + t + 1, bytesPerToken)
     }
   }
 }

@@ -117,6 +117,9 @@ public final class Trainer: @unchecked Sendable {
     guard dataset.sequenceLength == options.config.seqLen else {
       throw TrainError.data("dataset windows are \(dataset.sequenceLength) tokens, the model's sequence is \(options.config.seqLen)")
     }
+    if let sp = dataset.tokenizer.sentencePiece, sp.vocabularySize != options.config.vocab {
+      throw TrainError.data("the tokenizer has \(sp.vocabularySize) tokens, the model's vocab is \(options.config.vocab)")
+    }
     self.options = options
     self.dataset = dataset
     let c = options.config
@@ -328,6 +331,10 @@ public final class Trainer: @unchecked Sendable {
       throw TrainError.checkpoint("checkpoint \(ck.path) was trained with dropout \(saved), this run asks for \(wanted) (omit --dropout to continue with the checkpoint's)")
     }
     do { try saved.validate() } catch { throw TrainError.checkpoint("checkpoint \(ck.path): \(error)") }
+    if ck.manifest.tokenizer?.sha256 != dataset.tokenizer.sentencePiece?.sha256 {
+      let name = { (sha: String?) in sha.map { "tokenizer SHA-256 \($0.prefix(12))…" } ?? "the byte tokenizer" }
+      throw TrainError.checkpoint("checkpoint \(ck.path) was trained with \(name(ck.manifest.tokenizer?.sha256)), this run uses \(name(dataset.tokenizer.sentencePiece?.sha256)) (\(ck.manifest.tokenizer == nil ? "leave out --tokenizer" : "give --tokenizer \(ck.path)/\(CheckpointTokenizer.fileName)"))")
+    }
     let s = try ck.restoreForTraining(model: model, optimizer: optimizer)
     if saved != model.dropout { try model.setDropout(saved) }  // validated above
     // Precision: the checkpoint's unless the options name one (a switch is allowed: the master
@@ -370,6 +377,7 @@ public final class Trainer: @unchecked Sendable {
     contents.runId = runId
     contents.microBatches = options.microBatches
     contents.clipNorm = options.clipNorm
+    contents.tokenizer = dataset.tokenizer.sentencePiece
     contents.optimizerState = (optimizer.settings, optimizer.step, [])
     // The tensors in the single-device layout, pulled one at a time by the writer (views at
     // (1,1,1); on a mesh each assembled from every rank's shard, collectively: the other ranks run

@@ -32,6 +32,9 @@ struct Eval: ParsableCommand {
   func run() throws {
     try compute.apply()
     let ck = try CheckpointArgument.load(checkpoint)
+    if let t = ck.manifest.tokenizer {  // Evaluation scores byte ids; a subword model needs the file encoded first
+      throw CLIError("\(ck.path) was trained with a SentencePiece tokenizer (\(t.file), vocab \(t.vocab)); palm eval scores byte-vocabulary checkpoints only, so far")
+    }
     var cfg = ck.manifest.config
     if let batch { cfg.batch = batch }
     let file: MappedFile

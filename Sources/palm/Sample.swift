@@ -38,8 +38,8 @@ struct Sample: ParsableCommand {
     try compute.apply()
     let ck = try CheckpointArgument.load(checkpoint)
     let cfg = ck.manifest.config
-    if cfg.vocab > 256 {
-      throw CLIError("\(ck.path) has a vocabulary of \(cfg.vocab) tokens; palm sample decodes bytes, so it needs a model of vocab <= 256")
+    if ck.manifest.tokenizer == nil && cfg.vocab > 256 {  // with a tokenizer.model, ck.tokenizer() checks the vocab
+      throw CLIError("\(ck.path) has a vocabulary of \(cfg.vocab) tokens and no tokenizer.model; palm sample then decodes bytes, so it needs a model of vocab <= 256")
     }
     // The weights and the KV cache (the config's sizes are bounded by validation: no overflow).
     let bytes = (cfg.parameterCount + cfg.layers * 2 * cfg.headDim * cfg.seqLen + cfg.vocab) * 4
@@ -51,10 +51,14 @@ struct Sample: ParsableCommand {
       params = try Parameters(config: cfg)
       try ck.restore(config: cfg, parameters: params.named)
     } catch { throw CLIError("\(error)") }
+    let tokenizer: Tokenizer  // the checkpoint's: bytes, or its tokenizer.model
+    do { tokenizer = try ck.tokenizer() } catch { throw CLIError("\(error)") }
     let decoder = try KVCacheDecoder(parameters: params)
     var picker = TokenPicker(temperature: temperature, topK: topK, seed: seed)
     let prompt = (self.prompt ?? "").isEmpty ? "\n" : self.prompt!
-    var context = ByteTokenizer.encode(prompt)
+    var context: [Int32]
+    do { context = try tokenizer.encode(bytes: Array(prompt.utf8)) } catch { throw CLIError("\(error)") }
+    let promptTokens = context.count
     let out = FileHandle.standardOutput
     out.write(Data(prompt.utf8))
     let t0 = Date()
@@ -65,7 +69,7 @@ struct Sample: ParsableCommand {
     var steps = 0  // decoder steps, the re-reads of a full window included
     for _ in 0..<maxTokens {
       let next = picker.pick(logits)
-      out.write(Data([UInt8(next)]))
+      out.write(Data(try tokenizer.decode([next])))
       context.append(next)
       if decoder.position >= decoder.capacity {
         decoder.reset()
@@ -79,7 +83,7 @@ struct Sample: ParsableCommand {
     out.write(Data("\n".utf8))
     FileHandle.standardError.write(Data(String(
       format: "sampled %d tokens in %.2f s: %.1f tokens/s (prefill %d tokens in %.3f s), step %d of %@\n",
-      maxTokens, dt, Double(maxTokens) / max(dt, 1e-9), min(ByteTokenizer.encode(prompt).count, cfg.seqLen), prefillSeconds,
+      maxTokens, dt, Double(maxTokens) / max(dt, 1e-9), min(promptTokens, cfg.seqLen), prefillSeconds,
       ck.manifest.step, ck.path).utf8))
     if steps > 0, let bw = try? KernelBench.bandwidth(threads: Threads.count, repeats: 3) {
       let r = DecodeBench.result(config: cfg, threads: Threads.count, tokens: steps, seconds: dt, bandwidthGBs: bw)

@@ -12,7 +12,7 @@ struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a PaLM-style model on a text (or any byte) file.",
     discussion: """
-      Tokens are bytes (vocab 256); the last 10% of the file is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per byte (cross-entropy; the training loss also includes PaLM's z-loss). With the cosine schedule, resume with the same --steps (the schedule spans them).
+      Tokens are bytes (vocab 256), or with --tokenizer T.model the pieces of a SentencePiece model (`palm tokenizer train`; the vocab is then the tokenizer's, the text is encoded once into a token file, and losses are nats per token); the last 10% of the file (of its bytes) is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per byte (cross-entropy; the training loss also includes PaLM's z-loss). With the cosine schedule, resume with the same --steps (the schedule spans them).
 
       MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else this machine's FMA peak measured at start-up by the `palm peak` probe (about 0.2 s).
 
@@ -38,6 +38,10 @@ struct Train: ParsableCommand {
   var configFile: String?
   @Option(help: "Training data file (default: $PALM_DATA).")
   var data: String?
+  @Option(help: "A SentencePiece model (palm tokenizer train): the data is encoded once into a token file and the vocab is the tokenizer's (default: bytes, vocab 256).")
+  var tokenizer: String?
+  @Option(help: "With --tokenizer: the token file (reused when its header names this tokenizer and data, else rebuilt; default: in $PALM_CACHE or ~/.cache/palm/tokens).")
+  var tokenFile: String?
   @Option(help: "Updates to run (total, counting those before a resume).")
   var steps: Int?
   @Option(help: "Wall-clock seconds of training for this process.")
@@ -115,6 +119,7 @@ struct Train: ParsableCommand {
     if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
     if allowChangedSettings && !resume { throw ValidationError("--allow-changed-settings needs --resume") }
     if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
+    if tokenFile != nil && tokenizer == nil { throw ValidationError("--token-file needs --tokenizer") }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
 
@@ -229,7 +234,9 @@ struct Train: ParsableCommand {
 
   /// The header's data part: the sizes of the two splits.
   static func dataSummary(_ dataset: TokenDataset) -> String {
-    "data \(dataset.trainCount) train / \(dataset.validationCount) val bytes"
+    guard let sp = dataset.tokenizer.sentencePiece else { return "data \(dataset.trainCount) train / \(dataset.validationCount) val bytes" }
+    return "data \(dataset.trainCount) train / \(dataset.validationCount) val tokens of SentencePiece vocab \(sp.vocabularySize) "
+      + "(val \(dataset.validationByteCount) bytes, \(String(format: "%.3f", Double(dataset.validationByteCount) / Double(max(dataset.validationCount, 1)))) bytes/token)"
   }
 
   /// The header's MFU peak ("-" when unknown).
@@ -264,7 +271,7 @@ struct Train: ParsableCommand {
     if let b = batch { cfg.batch = b }
     if let t = seqLen { cfg.seqLen = t }
     do { try cfg.validate() } catch { throw CLIError("\(error)") }
-    return cfg
+    return try applyTokenizer(to: cfg)
   }
 
   /// The training data, as windows of the config's sequence length.
@@ -272,6 +279,7 @@ struct Train: ParsableCommand {
     guard let dataPath = data ?? ProcessInfo.processInfo.environment["PALM_DATA"], !dataPath.isEmpty else {
       throw CLIError("no data: give --data PATH or set PALM_DATA")
     }
+    if let tok = try runTokenizer() { return try openTokenDataset(cfg, data: dataPath, tokenizer: tok) }
     do { return try TokenDataset(path: dataPath, sequenceLength: cfg.seqLen) } catch { throw CLIError("\(error)") }
   }
 

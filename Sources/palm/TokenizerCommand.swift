@@ -1,0 +1,151 @@
+// palm tokenizer: train a SentencePiece vocabulary with PaLM's properties (PalmTrain/SentencePiece.swift)
+// and encode or decode files with it, for inspection. Every output file is written atomically.
+import ArgumentParser
+import Foundation
+import PalmTensor
+import PalmTrain
+
+struct TokenizerCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tokenizer", abstract: "Train a SentencePiece vocabulary, encode and decode with it.",
+    discussion: """
+      The default tokenizer of palm train is bytes (vocab 256) and needs no file; `palm train --tokenizer T.model` uses a model trained here, and stores it in every checkpoint.
+      Examples:
+        palm tokenizer train --data tinyshakespeare.txt --vocab-size 2048 --output shk.model
+        palm tokenizer encode --tokenizer shk.model --input f.txt --output f.ids
+        palm tokenizer decode --tokenizer shk.model --input f.ids --output f.txt
+      """,
+    subcommands: [TrainTokenizer.self, Encode.self, Decode.self])
+
+  struct TrainTokenizer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "train", abstract: "Train a SentencePiece unigram model with PaLM's properties.",
+      discussion: """
+        Byte fallback (every character outside the vocabulary becomes its UTF-8 bytes, so nothing is ever unknown), digits split, no normalization, whitespace kept exactly (no dummy prefix, runs of spaces kept and allowed as pieces; pieces do not cross a space). The vocabulary includes the 256 byte pieces and <unk>; no <s>, </s> or <pad>. Each line of --data is one training sentence. The exact options: docs/FORMATS.md ("Tokenizer").
+        """)
+
+    @Option(help: "Training text.")
+    var data: String
+    @Option(help: "Vocabulary size, including the 256 byte pieces and <unk>.")
+    var vocabSize: Int
+    @Option(help: "Where to write the model (.model).")
+    var output: String
+    @Option(help: "Trainer threads (default: all cores).")
+    var threads: Int?
+    @Flag(help: "Show SentencePiece's training log.")
+    var verbose = false
+
+    func validate() throws {
+      if vocabSize < 258 { throw ValidationError("--vocab-size must be at least 258 (<unk>, the 256 byte pieces and one more; got \(vocabSize))") }
+      if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+    }
+
+    func run() throws {
+      let text = try readInput(data)
+      let model: [UInt8]
+      do {
+        model = try SentencePieceTokenizer.train(
+          text: text, vocabularySize: vocabSize, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, quiet: !verbose)
+      } catch {
+        throw CLIError("\(error) (on \(data); for a vocabulary too large for the text, give a smaller --vocab-size)")
+      }
+      let tok: SentencePieceTokenizer
+      do { tok = try SentencePieceTokenizer(model: model, name: output) } catch { throw CLIError("\(error)") }
+      try writeOutput(output, model)
+      let ids = (try? tok.encode(bytes: text))?.count ?? 0
+      print("tokenizer \(output): vocab \(tok.vocabularySize), SHA-256 \(tok.sha256); \(data): \(text.count) bytes -> \(ids) tokens (\(String(format: "%.2f", Double(text.count) / Double(max(ids, 1)))) bytes/token)")
+    }
+  }
+
+  struct Encode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Encode a file: one little-endian uint32 per token, or --format text (one id and its piece per line).")
+
+    @Option(help: "The tokenizer model (.model).")
+    var tokenizer: String
+    @Option(help: "File to encode (any bytes).")
+    var input: String
+    @Option(help: "Where to write the ids.")
+    var output: String
+    @Option(help: "binary (uint32 little-endian per token) or text.")
+    var format: IdFormat = .binary
+
+    func run() throws {
+      let tok = try loadTokenizer(tokenizer)
+      let ids: [Int32]
+      do { ids = try tok.encode(bytes: try readInput(input)) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+      switch format {
+      case .binary:
+        var bytes = [UInt8](repeating: 0, count: ids.count * 4)
+        bytes.withUnsafeMutableBytes { out in
+          for (i, id) in ids.enumerated() { out.storeBytes(of: UInt32(bitPattern: id).littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        }
+        try writeOutput(output, bytes)
+      case .text:
+        let lines = ids.map { "\($0)\t\(tok.piece($0).debugDescription)\n" }.joined()
+        try writeOutput(output, Array(lines.utf8))
+      }
+    }
+  }
+
+  struct Decode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Decode ids (little-endian uint32, or --format text: the first number of each line) to the exact bytes.")
+
+    @Option(help: "The tokenizer model (.model).")
+    var tokenizer: String
+    @Option(help: "Ids to decode.")
+    var input: String
+    @Option(help: "Where to write the bytes.")
+    var output: String
+    @Option(help: "binary (uint32 little-endian per token) or text.")
+    var format: IdFormat = .binary
+
+    func run() throws {
+      let tok = try loadTokenizer(tokenizer)
+      let raw = try readInput(input)
+      var ids: [Int32] = []
+      switch format {
+      case .binary:
+        guard raw.count % 4 == 0 else {
+          throw CLIError("\(input) is \(raw.count) bytes, not a whole number of uint32 ids (encode with --format binary)")
+        }
+        ids = raw.withUnsafeBytes { b in (0..<raw.count / 4).map { Int32(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+      case .text:
+        for (n, line) in String(decoding: raw, as: UTF8.self).split(separator: "\n").enumerated() {
+          guard let id = Int32(line.prefix { $0 != "\t" && $0 != " " }) else {
+            throw CLIError("\(input) line \(n + 1) does not start with a token id")
+          }
+          ids.append(id)
+        }
+      }
+      do { try writeOutput(output, try tok.decode(ids)) } catch let e as CLIError { throw e } catch {
+        throw CLIError("\(input): \(error)")
+      }
+    }
+  }
+
+  enum IdFormat: String, ExpressibleByArgument, CaseIterable { case binary, text }
+}
+
+/// A tokenizer model file, or one error line naming it.
+func loadTokenizer(_ path: String) throws -> SentencePieceTokenizer {
+  do { return try SentencePieceTokenizer(path: path) } catch { throw CLIError("\(error)") }
+}
+
+/// The bytes of a file, or one error line naming it.
+private func readInput(_ path: String) throws -> [UInt8] {
+  do {
+    let f = try MappedFile(path: path) { st in
+      if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("\(path) is a directory") }
+    }
+    return Array(f.bytes)
+  } catch let e as CLIError { throw e } catch let e as MappedFile.Failure {
+    throw CLIError("cannot read \(path): \(e.reason)")
+  }
+}
+
+/// Writes a file atomically, or one error line naming it.
+private func writeOutput(_ path: String, _ bytes: [UInt8]) throws {
+  do { try AtomicFile.write(to: path, bytes: bytes) } catch { throw CLIError("cannot write \(path): \(error)") }
+}

@@ -1,0 +1,145 @@
+// The built `palm` binary with SentencePiece: tokenizer train / encode / decode (lossless on binary
+// input, both id formats), palm train --tokenizer (token file built then reused, the vocab set, the
+// tokenizer in the checkpoint), palm sample with the checkpoint's tokenizer, and bad input: one
+// error line, a non-zero exit, nothing overwritten.
+import Foundation
+import Testing
+import _PalmTestSupport
+
+private func corpus() -> [UInt8] {
+  let words = ["the", "king", "queen", "ROMEO:", "thou", "art", "my", "love", "and", "of", "sweet", "night", "café", "1599"]
+  var rng: UInt64 = 11
+  var text = ""
+  func next() -> Int {
+    rng = rng &* 6364136223846793005 &+ 1442695040888963407
+    return Int(rng >> 33)
+  }
+  for _ in 0..<2500 {
+    text += (0..<(3 + next() % 8)).map { _ in words[next() % words.count] }.joined(separator: " ") + "\n"
+  }
+  return Array(text.utf8)
+}
+
+private func read(_ path: String) -> [UInt8]? { FileManager.default.contents(atPath: path).map { [UInt8]($0) } }
+
+/// The lines of `output` that say "error".
+private func errorLines(_ output: String) -> [Substring] { output.split(separator: "\n").filter { $0.contains("rror") } }
+
+@Suite("palm tokenizer / train --tokenizer (CLI)", .serialized)
+struct TokenizerCLITests {
+  let dir: String
+  init() throws {
+    dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-tokcli-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try Data(corpus()).write(to: URL(fileURLWithPath: "\(dir)/corpus.txt"))
+  }
+
+  /// A model of `vocab` pieces (this corpus fills at most 312).
+  func trainTokenizer(_ vocab: Int = 300) throws -> String {
+    let model = "\(dir)/t.model"
+    let (status, out) = try runProgram(palmBinary!, ["tokenizer", "train", "--data", "\(dir)/corpus.txt", "--vocab-size", "\(vocab)",
+                                                     "--output", model, "--threads", "1"], deadline: 60)
+    #expect(status == 0, "\(out)")
+    #expect(out.contains("vocab \(vocab)") && out.contains("bytes/token"))
+    return model
+  }
+
+  @Test("train, encode, decode: binary input round-trips exactly, in both id formats")
+  func roundTrip() throws {
+    let model = try trainTokenizer()
+    var input = Array("ROMEO: the king\u{0}  and\t1599 ▁ <unk>\n".utf8) + [0xFF, 0xC3, 0x28, 0xED, 0xA0, 0x80]
+    input += (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) }
+    try Data(input).write(to: URL(fileURLWithPath: "\(dir)/in.bin"))
+    for format in ["binary", "text"] {
+      let (s1, o1) = try runProgram(palmBinary!, ["tokenizer", "encode", "--tokenizer", model, "--input", "\(dir)/in.bin",
+                                                  "--output", "\(dir)/ids.\(format)", "--format", format])
+      #expect(s1 == 0, "\(o1)")
+      let (s2, o2) = try runProgram(palmBinary!, ["tokenizer", "decode", "--tokenizer", model, "--input", "\(dir)/ids.\(format)",
+                                                  "--output", "\(dir)/out.\(format)", "--format", format])
+      #expect(s2 == 0, "\(o2)")
+      let same = read("\(dir)/out.\(format)") == input
+      #expect(same, "decode(encode(x)) == x with --format \(format)")
+    }
+    #expect((read("\(dir)/ids.binary")?.count ?? 0) % 4 == 0)
+  }
+
+  @Test("Bad input: not a model, a vocabulary the text cannot fill, ids that are not uint32s: one line, exit != 0")
+  func badInput() throws {
+    try Data("not a model".utf8).write(to: URL(fileURLWithPath: "\(dir)/junk.model"))
+    let (s1, o1) = try runProgram(palmBinary!, ["tokenizer", "encode", "--tokenizer", "\(dir)/junk.model",
+                                                "--input", "\(dir)/corpus.txt", "--output", "\(dir)/x.ids"])
+    #expect(s1 != 0 && errorLines(o1).count == 1 && o1.contains("junk.model is not a usable tokenizer"), "\(o1)")
+    #expect(read("\(dir)/x.ids") == nil)
+
+    try Data("two short\nlines\n".utf8).write(to: URL(fileURLWithPath: "\(dir)/small.txt"))
+    let (s2, o2) = try runProgram(palmBinary!, ["tokenizer", "train", "--data", "\(dir)/small.txt", "--vocab-size", "4000",
+                                                "--output", "\(dir)/big.model", "--threads", "1"])
+    #expect(s2 != 0 && errorLines(o2).count == 1 && o2.contains("smaller --vocab-size"), "\(o2)")
+    #expect(read("\(dir)/big.model") == nil)
+
+    let model = try trainTokenizer()
+    try Data([1, 2, 3]).write(to: URL(fileURLWithPath: "\(dir)/odd.ids"))
+    let (s3, o3) = try runProgram(palmBinary!, ["tokenizer", "decode", "--tokenizer", model, "--input", "\(dir)/odd.ids",
+                                                "--output", "\(dir)/odd.txt"])
+    #expect(s3 != 0 && o3.contains("not a whole number of uint32 ids"), "\(o3)")
+  }
+
+  @Test("train --tokenizer: vocab from the tokenizer, token file built then reused, tokenizer in the checkpoint, sample decodes with it")
+  func trainAndSample() throws {
+    let model = try trainTokenizer()
+    let tokens = "\(dir)/corpus.tokens", ck = "\(dir)/ck"
+    let args = ["train", "--data", "\(dir)/corpus.txt", "--tokenizer", model, "--token-file", tokens, "--config", "tiny",
+                "--batch", "2", "--seq-len", "32", "--eval-every", "0", "--eval-windows", "1", "--peak-gflops", "100",
+                "--threads", "1", "--checkpoint-dir", ck]
+    let (s1, o1) = try runProgram(palmBinary!, args + ["--steps", "1"])
+    #expect(s1 == 0, "\(o1)")
+    #expect(o1.contains("token file \(tokens): encoded") && o1.contains("SentencePiece vocab 300") && o1.contains("bytes/token"), "\(o1)")
+    let step = "\(ck)/step_00000001"
+    #expect(read("\(step)/tokenizer.model") == read(model))
+    let manifest = String(decoding: read("\(step)/manifest.json") ?? [], as: UTF8.self)
+    #expect(manifest.contains("\"tokenizer\"") && manifest.contains("\"vocab\" : 300"), "\(manifest)")
+
+    // --allow-changed-settings: the cosine schedule spans --steps, which grows here.
+    let (s2, o2) = try runProgram(palmBinary!, args + ["--steps", "2", "--resume", "--allow-changed-settings"])
+    #expect(s2 == 0 && o2.contains("token file \(tokens): reused"), "\(o2)")
+
+    // Resuming with the byte tokenizer is refused, naming the way out.
+    let bytesArgs = ["train", "--data", "\(dir)/corpus.txt", "--config", "tiny", "--batch", "2", "--seq-len", "32",
+                     "--eval-every", "0", "--peak-gflops", "100", "--threads", "1", "--checkpoint-dir", ck, "--steps", "3", "--resume",
+                     "--allow-changed-settings"]
+    let (s3, o3) = try runProgram(palmBinary!, bytesArgs)
+    #expect(s3 != 0 && (o3.contains("vocab") || o3.contains("--tokenizer")), "\(o3)")
+
+    let (s4, o4) = try runProgram(palmBinary!, ["sample", "--checkpoint", ck, "--prompt", "ROMEO: thou", "--max-tokens", "8",
+                                                "--temperature", "0", "--threads", "1"])
+    #expect(s4 == 0 && o4.hasPrefix("ROMEO: thou") && o4.contains("sampled 8 tokens"), "\(o4)")
+
+    // palm eval scores bytes: a SentencePiece checkpoint is refused, not scored wrongly.
+    let (s6, o6) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/corpus.txt", "--threads", "1"])
+    #expect(s6 != 0 && errorLines(o6).count == 1 && o6.contains("byte-vocabulary checkpoints only"), "\(o6)")
+
+    try FileManager.default.removeItem(atPath: "\(ck)/step_00000002/tokenizer.model")
+    let (s5, o5) = try runProgram(palmBinary!, ["sample", "--checkpoint", "\(ck)/step_00000002", "--max-tokens", "4", "--threads", "1"])
+    #expect(s5 != 0 && errorLines(o5).count == 1 && o5.contains("tokenizer.model is missing"), "\(o5)")
+  }
+
+  @Test("A --token-file that is not a token file is not overwritten; a mismatched one is rebuilt")
+  func tokenFileSafety() throws {
+    let model = try trainTokenizer()
+    let notes = "\(dir)/notes.txt"
+    try Data("precious".utf8).write(to: URL(fileURLWithPath: notes))
+    let args = ["train", "--data", "\(dir)/corpus.txt", "--tokenizer", model, "--config", "tiny", "--batch", "2",
+                "--seq-len", "32", "--eval-every", "0", "--eval-windows", "1", "--peak-gflops", "100", "--threads", "1", "--steps", "1"]
+    let (s1, o1) = try runProgram(palmBinary!, args + ["--token-file", notes])
+    #expect(s1 != 0 && errorLines(o1).count == 1 && o1.contains("not overwriting it"), "\(o1)")
+    #expect(read(notes) == Array("precious".utf8))
+
+    let tokens = "\(dir)/c.tokens"
+    #expect(try runProgram(palmBinary!, args + ["--token-file", tokens]).0 == 0)
+    var edited = corpus()
+    edited[0] = UInt8(ascii: "X")
+    try Data(edited).write(to: URL(fileURLWithPath: "\(dir)/corpus.txt"))
+    let (s2, o2) = try runProgram(palmBinary!, args + ["--token-file", tokens])
+    #expect(s2 == 0 && o2.contains("rebuilt, it was built from another version of"), "\(o2)")
+  }
+}
