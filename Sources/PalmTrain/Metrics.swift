@@ -15,7 +15,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   public var tokens: Int
   /// Mean (cross-entropy + z-loss) of the update's tokens, nats.
   public var loss: Double?
-  /// Mean cross-entropy alone, nats per byte.
+  /// Mean cross-entropy alone, nats per token (per byte with the byte vocabulary).
   public var crossEntropy: Double?
   public var lr: Double?
   /// Global gradient norm before clipping.
@@ -37,13 +37,15 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
   /// An fp32 update's MFU and HFU against the bf16 peak (null for bf16 updates or without one).
   public var mfuOfBF16Peak: Double?
   public var hfuOfBF16Peak: Double?
-  /// Validation cross-entropy, nats per byte (only on evaluation steps).
+  /// Validation cross-entropy, nats per token (only on evaluation steps).
   public var valLoss: Double?
   /// valLoss / ln 2.
   public var valBitsPerByte: Double?
   /// "end" records: validation cross-entropy over the WHOLE validation split (every full batch of
   /// non-overlapping windows), the figure to quote; `valLoss` uses the fixed `--eval-windows` subset.
   public var valLossFull: Double?
+  /// "end" records: `valLossFull` in bits per byte (÷ ln 2 ÷ the split's bytes per token).
+  public var valBitsPerByteFull: Double?
   /// The sampler position the update's data came from.
   public var dataPosition: Int?
   /// Rollbacks so far.
@@ -64,6 +66,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     case type, step, tokens, loss, lr, seconds, mfu, hfu, rollbacks, reason, checkpoint
     case crossEntropy = "cross_entropy", gradNorm = "grad_norm", stepSeconds = "step_seconds"
     case tokensPerS = "tokens_per_s", valLoss = "val_loss", valBitsPerByte = "val_bpb", valLossFull = "val_loss_full"
+    case valBitsPerByteFull = "val_bpb_full"
     case dataPosition = "data_position", restoredStep = "restored_step", resumedDataPosition = "resumed_data_position"
     case exchangeBytes = "exchange_bytes", exchangeSeconds = "exchange_seconds", exchangeHidden = "exchange_hidden"
     case precision, peakPrecision = "peak_precision", mfuOfBF16Peak = "mfu_of_bf16_peak", hfuOfBF16Peak = "hfu_of_bf16_peak"

@@ -220,6 +220,14 @@ public final class Trainer: @unchecked Sendable {
     return parts
   }
 
+  /// Bits per byte of a validation loss in nats per token: ÷ ln 2 ÷ the validation split's bytes
+  /// per token (1 for the byte vocabulary; a subword tokenizer's tokens cover several bytes, and
+  /// the split's average is the one the fixed windows and the whole split both sample).
+  func bitsPerByte(_ natsPerToken: Double) -> Double {
+    let bytesPerToken = Double(dataset.validationByteCount) / Double(max(dataset.validationCount, 1))
+    return natsPerToken / M_LN2 / bytesPerToken
+  }
+
   /// Seconds since the run started, including time before a resume.
   public var seconds: Double { secondsBefore + (pk_now_seconds() - startTime) }
 
@@ -470,8 +478,9 @@ public final class Trainer: @unchecked Sendable {
     }
     var end = MetricsRecord(type: "end", step: step, tokens: tokens, seconds: seconds, rollbacks: rollbacks)
     end.valLoss = lastValidationLoss
-    end.valBitsPerByte = lastValidationLoss.map { $0 / M_LN2 }
+    end.valBitsPerByte = lastValidationLoss.map(bitsPerByte)
     end.valLossFull = stopped ? nil : try evaluateFullSplit()
+    end.valBitsPerByteFull = end.valLossFull.map(bitsPerByte)
     end.loss = recentLosses.last
     if stopped { end.reason = "stopped" }
     if lastCheckpointStep != step && !(stopped && privateStore) { try saveCheckpoint() }
@@ -557,7 +566,7 @@ public final class Trainer: @unchecked Sendable {
     if options.evalEvery > 0 && step % options.evalEvery == 0, let v = try evaluate() {
       lastValidationLoss = v
       r.valLoss = v
-      r.valBitsPerByte = v / M_LN2
+      r.valBitsPerByte = bitsPerByte(v)
     }
     // The record goes out before the checkpoint is written, so that a crash during or after the
     // write never loses the metrics of an update that the checkpoint (and so a resume) includes.

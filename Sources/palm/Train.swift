@@ -12,7 +12,7 @@ struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a PaLM-style model on a text (or any byte) file.",
     discussion: """
-      Tokens are bytes (vocab 256), or with --tokenizer T.model the pieces of a SentencePiece model (`palm tokenizer train`; the vocab is then the tokenizer's, the text is encoded once into a token file, and losses are nats per token); the last 10% of the file (of its bytes) is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per byte (cross-entropy; the training loss also includes PaLM's z-loss). With the cosine schedule, resume with the same --steps (the schedule spans them).
+      Tokens are bytes (vocab 256), or with --tokenizer T.model the pieces of a SentencePiece model (`palm tokenizer train`; the vocab is then the tokenizer's, the text is encoded once into a token file, and losses are nats per token); the last 10% of the file (of its bytes) is the validation split. Stops after --steps updates, or before the update that would end past --time-budget seconds. Losses are nats per token (per byte with the byte vocabulary; cross-entropy, the training loss also includes PaLM's z-loss); validation is also given in bits per byte (÷ ln 2 ÷ the split's bytes per token), the axis on which byte and subword runs compare. With the cosine schedule, resume with the same --steps (the schedule spans them).
 
       MFU/HFU use --peak-gflops (all threads), else $PALM_PEAK_GFLOPS (per thread, or a list for 1, 2, ... threads, as `palm peak` prints), else this machine's FMA peak measured at start-up by the `palm peak` probe (about 0.2 s).
 
@@ -171,7 +171,7 @@ struct Train: ParsableCommand {
     }
     let end: MetricsRecord
     do { end = try trainer.run() } catch { throw CLIError("\(error)") }
-    try finish(end: end, history: trainer.history, title: "palm train \(cfg.name): loss (nats/byte) — \(end.step) updates")
+    try finish(end: end, history: trainer.history, title: "palm train \(cfg.name): loss (nats/token) — \(end.step) updates")
   }
 
   // MARK: - Shared by the single-device and the mesh run
@@ -329,7 +329,7 @@ struct Train: ParsableCommand {
     case "spike":
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-"), data from batch \(r.resumedDataPosition.map(String.init) ?? "-") (rollbacks \(r.rollbacks))"
     case "end":
-      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/byte (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
+      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/token (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/token (\(fmt(r.valBitsPerByteFull)) bits/byte), rollbacks \(r.rollbacks)"
     default:
       let elapsed = Date().timeIntervalSince(start)
       var eta: Double?

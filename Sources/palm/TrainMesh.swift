@@ -93,7 +93,7 @@ extension Train {
   static func meshLine(_ r: MetricsRecord) -> String {
     switch r.type {
     case "end":
-      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/byte (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/byte, rollbacks \(r.rollbacks)"
+      return "done: step \(r.step), \(r.tokens) tokens, \(fmt(r.seconds, 1)) s, val \(fmt(r.valLoss)) nats/token (\(fmt(r.valBitsPerByte)) bits/byte), whole validation split \(fmt(r.valLossFull)) nats/token (\(fmt(r.valBitsPerByteFull)) bits/byte), rollbacks \(r.rollbacks)"
     case "spike":
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-")"
     default:

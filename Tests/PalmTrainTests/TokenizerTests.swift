@@ -149,6 +149,27 @@ struct TokenFileTests {
     #expect(try tok.decode((0..<rebuilt.count).map { rebuilt[$0] }) == edited)
   }
 
+  @Test("Validation bits per byte divide by the split's bytes per token, not by 1")
+  func bitsPerByteCountBytes() throws {
+    let source = temporaryPath("bpb.txt"), path = temporaryPath("bpb.tokens")
+    defer { try? FileManager.default.removeItem(atPath: source); try? FileManager.default.removeItem(atPath: path) }
+    try AtomicFile.write(to: source, bytes: tokenizerCorpus(lines: 400, seed: 5))
+    _ = try TokenFile.prepare(path: path, source: source, tokenizer: tok)
+    let ds = try TokenDataset(tokenFile: path, tokenizer: tok, sequenceLength: 16)
+    var o = TrainOptions(config: PalmConfig(name: "micro", dModel: 16, layers: 1, heads: 2, headDim: 8, dFF: 32,
+                                            vocab: tok.vocabularySize, seqLen: 16, batch: 2))
+    o.maxSteps = 1
+    o.evalEvery = 1
+    o.evalWindows = 4
+    let t = try Trainer(options: o, dataset: ds)
+    let end = try t.run()
+    let r = try #require(t.history.first { $0.type == "step" })
+    let bytesPerToken = Double(ds.validationByteCount) / Double(ds.validationCount)
+    #expect(bytesPerToken > 1.5, "the tokenizer compresses: \(bytesPerToken) bytes a token")
+    #expect(abs(r.valBitsPerByte! - r.valLoss! / M_LN2 / bytesPerToken) < 1e-12)
+    #expect(abs(end.valBitsPerByteFull! - end.valLossFull! / M_LN2 / bytesPerToken) < 1e-12)
+  }
+
   @Test("Another tokenizer's or a cut-short token file is rebuilt; TokenDataset refuses both")
   func headerMismatch() throws {
     let source = temporaryPath("src.txt"), path = temporaryPath("src.tokens")
