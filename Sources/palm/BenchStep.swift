@@ -119,10 +119,12 @@ struct BenchStep: ParsableCommand {
 
   /// The one line a bf16 run prints where bf16 is emulated (no AVX512_BF16, or --isa below it).
   static func noteEmulatedBF16() {
-    FileHandle.standardError.write(Data("""
-      note: bf16 is emulated (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU")): \
-      operands rounded to bf16, fp32 FMA on \(ISA.active), at most the fp32 speed
+    FileHandle.standardError.write(Data("note: \(bf16EmulationText)\n".utf8))
+  }
 
-      """.utf8))
+  /// The one wording of emulated bf16 (bench commands on stderr, `palm train`'s header).
+  static var bf16EmulationText: String {
+    "bf16 is emulated (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU")): "
+      + "operands rounded to bf16, fp32 FMA on \(ISA.active), at most the fp32 speed"
   }
 }

@@ -373,6 +373,6 @@ struct Train: ParsableCommand {
   static func sayPrecision(_ p: GEMMPrecision) {
     guard p == .bf16 else { return }
     say(ISA.bf16Native ? "precision: bf16 GEMMs (AVX512_BF16), fp32 master weights and accumulation"
-                       : "precision: bf16 GEMMs EMULATED (\(ISA.hasBF16 ? "--isa below avx512bf16" : "no AVX512_BF16 on this CPU"): bf16 rounding, fp32 FMA on \(ISA.active); at most the fp32 speed)")
+                       : "precision: bf16 GEMMs; " + BenchStep.bf16EmulationText)
   }
 }
