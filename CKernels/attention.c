@@ -243,6 +243,8 @@ static PK_TARGET_AVX2 void softmax_grad_avx2(float *s, float *dp, int64_t n, int
 
 /* ---- rotary ---- */
 
+static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
 /* cs[t·Q + i] = cos(theta), cs[t·Q + Q/2 + i] = sin(theta), theta = t · base^(-2i/Q). */
 static void rope_table(float *cs, int64_t T, int64_t Q) {
   int64_t half = Q / 2;
@@ -257,6 +259,22 @@ static void rope_table(float *cs, int64_t T, int64_t Q) {
   }
 }
 
+/* The table for (T, Q), kept per calling thread and rebuilt only when the shape changes: every
+ * layer's forward and backward use the same one, so a `small` step built it 16 times (T·Q/2 = 16k
+ * double cos and sin each). NULL when out of memory. */
+static _Thread_local pk_scratch tl_rope;
+static _Thread_local int64_t tl_rope_T = -1, tl_rope_Q = -1;
+
+static const float *rope_table_cached(int64_t T, int64_t Q) {
+  if (tl_rope_T == T && tl_rope_Q == Q) return tl_rope.p;
+  tl_rope_T = tl_rope_Q = -1;
+  float *cs = pk_scratch_reserve(&tl_rope, (size_t)pad16(T * Q));
+  if (!cs) return NULL;
+  rope_table(cs, T, Q);
+  tl_rope_T = T;
+  tl_rope_Q = Q;
+  return cs;
+}
 
 /* y = R(t)ᵀ x · scale (inverse rotation, for gradients). */
 static void rope_apply_inverse(float *y, const float *x, const float *cs, int64_t Q, float scale) {
@@ -335,8 +353,6 @@ static void prepare_kv(float *krot, float *tmp, int64_t ldtmp, int nth, float *k
   }
 }
 
-static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
-
 /* Tile at position p of the work list: the costliest query blocks (last in the sequence, most
  * keys) first, batches inside; positions are dealt to threads in snake order 0..n-1, n-1..0, ...
  * (tile_owner), which balances the causal triangle. Fixed for fixed (B, T, H, nth). */
@@ -366,14 +382,14 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
   int nth = pk_threads_get();
   int64_t bq = tile_tokens(H, T), M = bq * H;
   int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M);
-  int64_t shared = pad16(T * Q) + pad16(B * T * Q);  /* rotary table, Kᵀ */
+  int64_t shared = pad16(B * T * Q);  /* Kᵀ */
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_forward, (size_t)(shared + nth * per_thread));
-  if (!scratch) return PK_STATUS_NO_MEMORY;
-  float *cs = scratch, *kt = cs + pad16(T * Q);
+  const float *cs = rope_table_cached(T, Q);
+  if (!scratch || !cs) return PK_STATUS_NO_MEMORY;
+  float *kt = scratch;
   float *thread_base = kt + pad16(B * T * Q);
 
-  rope_table(cs, T, Q);
   /* S = Qs·Kᵀ reads only Kᵀ: the rotated K rows pass through each thread's (still unused) qs. */
   prepare_kv(NULL, thread_base, per_thread, nth, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
 
@@ -457,14 +473,14 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
   int nth = pk_threads_get();
   int64_t bq = tile_tokens(H, T), M = bq * H, BTQ = B * T * Q;
   int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ);
-  int64_t shared = pad16(T * Q) + 3 * pad16(BTQ);
+  int64_t shared = 3 * pad16(BTQ);
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_backward, (size_t)(shared + nth * per_thread));
-  if (!scratch) return PK_STATUS_NO_MEMORY;
-  float *cs = scratch, *krot = cs + pad16(T * Q), *kt = krot + pad16(BTQ), *vt = kt + pad16(BTQ);
+  const float *cs = rope_table_cached(T, Q);
+  if (!scratch || !cs) return PK_STATUS_NO_MEMORY;
+  float *krot = scratch, *kt = krot + pad16(BTQ), *vt = kt + pad16(BTQ);
   float *thread_base = vt + pad16(BTQ);
 
-  rope_table(cs, T, Q);
   prepare_kv(krot, NULL, 0, nth, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
 
   const float scale = 1.0f / sqrtf((float)Q);

@@ -102,8 +102,15 @@ typedef struct { const char *base; int64_t rows, lines_per_row, ld_bytes; } pk_r
 
 static void prefetch_slice(const pk_region *r, int64_t part, int64_t parts) {
   const int64_t total = r->rows * r->lines_per_row;
-  for (int64_t l = total * part / parts, end = total * (part + 1) / parts; l < end; l++)
-    __builtin_prefetch(r->base + (l / r->lines_per_row) * r->ld_bytes + (l % r->lines_per_row) * 64, 0, 2);
+  const int64_t l0 = total * part / parts, end = total * (part + 1) / parts;
+  if (l0 >= end) return;
+  /* One division per slice, not per line (a division per line was ~1% of the bf16 step). */
+  int64_t row = l0 / r->lines_per_row, col = l0 - row * r->lines_per_row;
+  const char *p = r->base + row * r->ld_bytes;
+  for (int64_t l = l0; l < end; l++) {
+    __builtin_prefetch(p + col * 64, 0, 2);
+    if (++col == r->lines_per_row) { col = 0; p += r->ld_bytes; }
+  }
 }
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -67,6 +67,29 @@ struct AttentionTests {
     .init(B: 1, T: 4, H: 1, Q: 128, finiteDifferences: true),
   ]
 
+  /// The rotary table is cached per thread and (T, Q) (attention.c, rope_table_cached): calls that
+  /// change T, then Q, then return to the first shape, one after another on one thread, must each
+  /// use their own table.
+  @Test("the cached rotary table follows the shape from call to call")
+  func rotaryTableFollowsShape() throws {
+    let sequence: [AttentionShape] = [
+      .init(B: 1, T: 9, H: 2, Q: 16, finiteDifferences: false),
+      .init(B: 1, T: 20, H: 2, Q: 16, finiteDifferences: false),  // longer T: a bigger table
+      .init(B: 1, T: 5, H: 2, Q: 16, finiteDifferences: false),   // shorter T: a stale prefix would pass unnoticed but for Q
+      .init(B: 1, T: 9, H: 2, Q: 8, finiteDifferences: false),    // same T, other Q
+      .init(B: 1, T: 9, H: 2, Q: 16, finiteDifferences: false),   // back to the first
+    ]
+    for (i, s) in sequence.enumerated() {
+      let c = AttentionCase(s, seed: UInt64(100 + i))
+      let qkv = f64(c.qkv), dout = f64(c.dout)
+      let ref = KernelReference.attentionForward(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
+      let dref = KernelReference.attentionBackward(dout: dout, qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
+      let r = try c.run()
+      expectClose(dense(r.out, rows: s.B * s.T, cols: s.H * s.Q, ld: c.ldo), ref.out, tolerance: 2e-6, "call \(i) \(s) out")
+      expectClose(dense(r.dqkv, rows: s.B * s.T, cols: s.width, ld: c.lddqkv), dref, tolerance: 1e-5, "call \(i) \(s) dqkv")
+    }
+  }
+
   @Test("matches the fp64 reference", arguments: shapes)
   func matchesReference(_ s: AttentionShape) throws {
     let c = AttentionCase(s, seed: UInt64(s.B * 1000 + s.T * 10 + s.Q))

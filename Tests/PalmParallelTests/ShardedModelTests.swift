@@ -261,12 +261,18 @@ struct ShardedModelTests {
     fp32Run.precision = .fp32
     let fp32 = try fp32Run.run()
     let d32 = ShardedEquivalence.parameterDifference(fp32.parameters, reference.parameters)
-    print("bf16 mesh \(shape): rel loss diff \(dl), norm diff \(dn), param diff \(dp.value) (\(dp.tensor)); bf16 vs fp32 at (1,1,1): \(d32.value)")
-    #expect(dl <= 1e-6, "losses \(r.losses) vs \(reference.losses)")
+    let dl32 = ShardedEquivalence.lossDifference(fp32.losses, reference.losses)
+    print("bf16 mesh \(shape): rel loss diff \(dl), norm diff \(dn), param diff \(dp.value) (\(dp.tensor)); bf16 vs fp32 at (1,1,1): loss \(dl32), parameters \(d32.value)")
     if model == 1 {
+      #expect(dl <= 1e-6, "losses \(r.losses) vs \(reference.losses)")
       #expect(dn <= 1e-6 && dp.value <= 1e-5, "norm differs by \(dn), parameters by \(dp.value) in \(dp.tensor)")
       #expect(d32.value > 1e3 * dp.value, "bf16 and fp32 runs differ by \(d32.value): the bf16 GEMMs did not run")
     } else {
+      // The model axis sums W_out's partial products after the GEMMs, so the next layer's inputs
+      // differ from (1,1,1)'s at fp32 level, and an element near a bf16 rounding midpoint can round
+      // the other way. With native vdpbf16ps (Zen 5) that moved the first loss by 3.0e-6 relative
+      // (emulated, Zen 3: <= 1e-6), against 6.6e-5 between bf16 and fp32: bound it by a tenth of that.
+      #expect(dl <= 0.1 * dl32, "losses \(r.losses) vs \(reference.losses) (bf16 against fp32: \(dl32))")
       #expect(dn <= 1e-3 && dp.value < 0.75 * d32.value,
               "norm differs by \(dn), parameters by \(dp.value) in \(dp.tensor) (bf16 against fp32: \(d32.value))")
     }

@@ -103,9 +103,15 @@ int main(int argc, char **argv) {
     c[i] = 0;
   }
   double peak = 0;
+#ifdef GEMM_AB_BF16 /* variants of pk_bgemm: fractions of the vdpbf16ps peak */
+  const char *peak_name = "bf16";
+  pk_peak_bf16(&peak, threads, 2000000, 5);
+#else
+  const char *peak_name = "fp32";
   pk_peak_fp32(&peak, pk_isa_active(), threads, 2000000, 5);
-  printf("threads %d, isa %d, fp32 peak %.1f GFLOP/s, %d variants, median of %d samples\n", threads,
-         (int)pk_isa_active(), peak, NVARIANTS, samples);
+#endif
+  printf("threads %d, isa %d, %s peak %.1f GFLOP/s, %d variants, median of %d samples\n", threads,
+         (int)pk_isa_active(), peak_name, peak, NVARIANTS, samples);
   for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
     const shape x = SHAPES[s];
     if (!selected(x.name, argc, argv)) continue;
