@@ -40,7 +40,7 @@ public final class MappedFile: @unchecked Sendable {
       case .open(let code), .stat(let code), .io(let code): String(cString: strerror(code))
       case .allocate(let size): "cannot allocate \(size) bytes"
       case .read(let got, let size): "read stopped after \(got) of \(size) bytes"
-      case .changed(let size, let now): "it changed while in use: it is now \(now) bytes, it was \(size) (truncated or rewritten)"
+      case .changed(let size, let now): "changed while in use: it is now \(now) bytes, it was \(size) (truncated or rewritten)"
       }
     }
   }
