@@ -94,11 +94,15 @@ public enum DataFetch {
     guard let remote = URL(string: source), remote.scheme != nil else {
       throw DataFetchError.transport(url: source, message: "not a URL")
     }
+    // A cache directory made here goes again when the fetch fails (if it is still empty).
+    let made = !FileManager.default.fileExists(atPath: directory.path)
     do {
       try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     } catch {
       throw DataFetchError.io(path: directory.path, message: "\(error.localizedDescription)")
     }
+    var committed = false
+    defer { if made && !committed { rmdir(directory.path) } }
     AtomicFile.removeStaleTemporaries(of: target.path)
     let writer: AtomicFile.Writer
     do { writer = try AtomicFile.Writer(path: target.path) } catch {
@@ -124,6 +128,7 @@ public enum DataFetch {
     do { try writer.commit() } catch {
       throw DataFetchError.io(path: target.path, message: "\(error)")
     }
+    committed = true
     return target
   }
 
