@@ -16,6 +16,7 @@ static inline MPI_Status *swmpi_status_ignore(void) { return MPI_STATUS_IGNORE; 
 static inline MPI_Status *swmpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline MPI_Errhandler swmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline MPI_Group swmpi_group_null(void) { return MPI_GROUP_NULL; }
+static inline int swmpi_any_source(void) { return MPI_ANY_SOURCE; }
 static inline int swmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int swmpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static inline int swmpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }

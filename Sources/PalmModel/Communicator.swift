@@ -68,6 +68,14 @@ public protocol CommRequest: AnyObject, Sendable {
 /// `CommError` of kind `.timeout` naming the ranks that did not arrive; after any error the
 /// communicator is broken and further calls throw at once.
 ///
+/// Long phases: a rank about to work alone for longer than the timeout while the others wait for
+/// it (rank 0 writing a checkpoint, every rank reading one) runs that work in `whileBusy`. While any
+/// rank of the job is inside `whileBusy`, no wait of any rank times out (the waits form chains:
+/// rank 3 waits for rank 2, which waits for the busy rank 0); each deadline restarts when the last
+/// busy phase ends, so a rank that is dead or hung outside such a phase is still named, at most
+/// `timeout` seconds after the busy phase ends. `LocalCluster` keeps the busy ranks in shared state;
+/// `MPICommunicator` has the busy rank send a heartbeat to every rank (see MPIBackend.swift).
+///
 /// Example (two ranks):
 /// ```swift
 /// let cluster = try LocalCluster(size: 2)
@@ -113,6 +121,16 @@ public protocol Communicator: AnyObject, Sendable {
   /// Splits into sub-communicators: ranks with the same `color` (≥ 0) form one, ordered by `key`
   /// then by rank here. Collective over this communicator.
   func split(color: Int, key: Int) throws -> any Communicator
+
+  /// Runs `body`, work of this rank alone that may outlast the timeout while other ranks wait for
+  /// it (`phase` names it, e.g. "checkpoint write"); meanwhile no rank of the job times out (see
+  /// "Long phases" above). Not collective: any rank may call it, nested calls are fine, and
+  /// `body` may call collectives. The default runs `body` as it is (a group of one rank).
+  func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T
+}
+
+extension Communicator {
+  public func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T { try body() }
 }
 
 // MARK: - Array conveniences

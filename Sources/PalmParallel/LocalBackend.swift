@@ -5,7 +5,9 @@
 // round, each rank then reduces one slice in fixed rank order into shared scratch, a second rendezvous
 // follows, and each rank copies the result out. Sums are ((x₀ + x₁) + x₂) + … for every element, so the
 // result is bit-identical to one device adding the same buffers in rank order. Every wait is bounded by
-// `timeout`; errors name the ranks that did not arrive or that failed. Send is buffered (a copy).
+// `timeout`, except while some rank is in `whileBusy` (a long phase of its own: the deadline then
+// restarts when the last such phase ends, `LocalWorld.deadline`); errors name the ranks that did not
+// arrive or that failed. Send is buffered (a copy).
 
 import PalmModel
 import Foundation
@@ -110,6 +112,9 @@ final class LocalWorld: @unchecked Sendable {
   private(set) var rootFailures: [Int] = []
   private(set) var exited: Set<Int> = []
   private var nextGroupID = 0
+  /// World ranks inside `whileBusy`, with their nesting depth; and when the last busy phase ended.
+  private var busy: [Int: Int] = [:]
+  private var lastBusyEnd: Date? = nil
 
   init(size: Int, timeout: Double) {
     self.size = size
@@ -131,6 +136,37 @@ final class LocalWorld: @unchecked Sendable {
     }
     cond.broadcast()
     cond.unlock()
+  }
+
+  func beginBusy(_ rank: Int) {
+    cond.lock()
+    busy[rank, default: 0] += 1
+    cond.unlock()
+  }
+
+  func endBusy(_ rank: Int) {
+    cond.lock()
+    busy[rank, default: 1] -= 1
+    if busy[rank] == 0 { busy[rank] = nil }
+    lastBusyEnd = Date()
+    cond.broadcast()  // waiters recompute their deadlines
+    cond.unlock()
+  }
+
+  /// With `cond` held: when a wait that began at `start` times out: `timeout` after it, or after
+  /// the end of the last busy phase if that is later; nil (not now) while a rank is busy.
+  func deadline(since start: Date) -> Date? {
+    if !busy.isEmpty { return nil }
+    return max(start, lastBusyEnd ?? start).addingTimeInterval(timeout)
+  }
+
+  /// With `cond` held: waits until woken or the deadline of a wait that began at `start`; true
+  /// when that deadline has passed (endBusy wakes the waiters, so a busy phase is waited out).
+  func waitTimedOut(since start: Date) -> Bool {
+    let d = deadline(since: start)
+    if cond.wait(until: d ?? Date(timeIntervalSinceNow: 60)) { return false }
+    guard let now = deadline(since: start) else { return false }
+    return Date() >= now
   }
 
   func markExited(_ rank: Int) {
@@ -259,11 +295,11 @@ final class LocalGroup: @unchecked Sendable {
       rounds[key] = nil
       cond.broadcast()
     } else {
-      let deadline = Date(timeIntervalSinceNow: world.timeout)
+      let start = Date()
       while !round.complete {
         let missing = (0..<size).filter { round.payloads[$0] == nil }
         if let problem = peerProblem(waitingFor: missing, op: op) { throw problem }
-        if !cond.wait(until: deadline) && !round.complete {
+        if world.waitTimedOut(since: start) && !round.complete {
           let missing = (0..<size).filter { round.payloads[$0] == nil }
           let error = CommError(.timeout, ranks: missing,
             "\(op) (call #\(sequence)) on \(name): \(labels(missing)) did not arrive within \(world.timeout) s")
@@ -469,10 +505,10 @@ final class LocalCommunicator: Communicator, @unchecked Sendable {
     let op = "receive from \(group.label(source)) tag \(tag)"
     cond.lock()
     defer { cond.unlock() }
-    let deadline = Date(timeIntervalSinceNow: group.world.timeout)
+    let start = Date(), world = group.world
     while group.mail[key, default: []].isEmpty {
       if let problem = group.peerProblem(waitingFor: [source], op: op) { throw problem }
-      if !cond.wait(until: deadline) && group.mail[key, default: []].isEmpty {
+      if world.waitTimedOut(since: start) && group.mail[key, default: []].isEmpty {
         throw CommError(.timeout, ranks: [source],
           "\(op) on \(group.name) at \(group.label(rank)): nothing arrived within \(group.world.timeout) s")
       }
@@ -495,7 +531,7 @@ final class LocalCommunicator: Communicator, @unchecked Sendable {
     // The sequence number is taken now, so the operation matches in call order on every rank
     // whatever the helper thread's timing.
     let sequence = takeSequence()
-    let request = LocalRequest(timeout: group.world.timeout * 3)
+    let request = LocalRequest(timeout: group.world.timeout * 3, world: group.world)
     let target = Payload(pointer: UnsafeMutableRawPointer(buffer.baseAddress), count: buffer.count)
     let thread = Thread { [self] in
       let buffer = UnsafeMutableBufferPointer(
@@ -510,6 +546,13 @@ final class LocalCommunicator: Communicator, @unchecked Sendable {
     thread.name = "palm.local.rank\(rank).iallreduce"
     thread.start()
     return request
+  }
+
+  func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+    let world = group.world, me = group.members[rank]
+    world.beginBusy(me)
+    defer { world.endBusy(me) }
+    return try body()
   }
 
   func split(color: Int, key: Int) throws -> any Communicator {
@@ -551,8 +594,12 @@ final class LocalRequest: CommRequest, @unchecked Sendable {
   private var done = false
   private var error: (any Error)? = nil
   private let timeout: Double
+  private let world: LocalWorld
 
-  init(timeout: Double) { self.timeout = timeout }
+  init(timeout: Double, world: LocalWorld) {
+    self.timeout = timeout
+    self.world = world
+  }
 
   func finish(_ error: (any Error)?) {
     cond.lock()
@@ -565,9 +612,16 @@ final class LocalRequest: CommRequest, @unchecked Sendable {
   func wait() throws {
     cond.lock()
     defer { cond.unlock() }
-    let deadline = Date(timeIntervalSinceNow: timeout)
+    let start = Date()
+    // The helper thread's allReduce is bounded (and extended by busy phases) itself; this bound
+    // only guards against a helper that never runs, re-read every second for busy phases.
+    func deadline() -> Date {
+      world.cond.lock()
+      defer { world.cond.unlock() }
+      return world.deadline(since: start)?.addingTimeInterval(timeout - world.timeout) ?? Date(timeIntervalSinceNow: 60)
+    }
     while !done {
-      if !cond.wait(until: deadline) && !done {
+      if !cond.wait(until: min(deadline(), Date(timeIntervalSinceNow: 1))) && !done && Date() >= deadline() {
         throw CommError(.timeout, "iAllReduce request did not complete within \(timeout) s")
       }
     }

@@ -34,6 +34,17 @@ import Foundation
 /// prints the stuck call on stderr and exits with status 124 instead (mpirun then stops the job).
 /// Verified with palm-mpi-check --die-rank / --hang-rank / --exit-rank (see its header).
 ///
+/// Long phases (`whileBusy`, the contract in Communicator.swift): the busy rank's helper thread
+/// sends a heartbeat (one Int32: 1 busy, 0 ended) every min(timeout / 4, 5 s) to every world rank
+/// on a private duplicate of the world communicator (`MPIHeartbeat`); a rank whose wait reaches its
+/// deadline reads the heartbeats that arrived and waits on while a peer's latest says busy and is
+/// younger than the timeout, then restarts its deadline from the last beat it saw. A process that
+/// is stopped (SIGSTOP) stops beating and is named one timeout later; one hung inside `whileBusy`
+/// keeps beating (its helper thread is alive) and is not detected: a long phase has no deadline.
+/// `.blocking` mode cannot read heartbeats during a blocking call, so its watchdog ignores them.
+/// A wait that lasts longer than 10 ms sleeps 0.5 ms between polls, so waiting ranks (e.g. during
+/// rank 0's checkpoint write) leave their cores to the ranks that work.
+///
 /// ```swift
 /// let world = try MPICommunicator.world(timeout: 60)
 /// var g: [Float] = [1, 2, 3]
@@ -54,6 +65,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
   private let comm: MPI_Comm?
   /// A duplicate used only for the status exchange after a timeout.
   private let control: MPI_Comm?
+  /// The job's heartbeats (the world's, shared by its splits); nil in `.blocking` mode.
+  private let heartbeat: MPIHeartbeat?
   private let stateLock = NSLock()
   private var sequence = 0
   private var broken: CommError? = nil
@@ -76,11 +89,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     guard timeout > 0 && timeout.isFinite else {
       throw CommError(.badArgument, "MPI timeout must be a positive number of seconds (got \(timeout))")
     }
+    let beats: MPIHeartbeat? = completion == .polled ? try MPIHeartbeat(timeout: timeout) : nil
     return try MPICommunicator(adopting: swmpi_comm_world(), name: "world", timeout: timeout,
-                               completion: completion)
+                               completion: completion, heartbeat: beats)
   }
 
-  private init(adopting comm: MPI_Comm?, name: String, timeout: Double, completion: Completion) throws {
+  private init(adopting comm: MPI_Comm?, name: String, timeout: Double, completion: Completion,
+               heartbeat: MPIHeartbeat?) throws {
     var r: Int32 = 0, s: Int32 = 0
     var control: MPI_Comm? = nil
     var world: [Int32] = []
@@ -108,6 +123,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     self.timeout = timeout
     self.completion = completion
     self.worldRanks = world.map(Int.init)
+    self.heartbeat = heartbeat
   }
 
   // MARK: Bookkeeping
@@ -169,8 +185,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
   /// Polls `request` until it completes or the deadline passes (then diagnoses and throws).
   fileprivate func complete(_ request: inout MPI_Request?, op: String, sequence: Int,
                             status: UnsafeMutablePointer<MPI_Status>? = nil) throws {
-    let deadline = MPIRuntime.now() + timeout
+    let start = MPIRuntime.now()
+    var deadline = start + timeout
     var spins = 0
+    var lastBusy: Double? = nil  // when a peer was last seen busy during this wait
     while true {
       var flag: Int32 = 0
       let rc = MPIRuntime.lockedCall { MPI_Test(&request, &flag, status ?? swmpi_status_ignore()) }
@@ -181,8 +199,22 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
       }
       if flag != 0 { return }
       spins += 1
-      if spins > 100 { sched_yield() }
-      if MPIRuntime.now() > deadline {
+      let now = MPIRuntime.now()
+      if now - start > 0.01 { usleep(500) } else if spins > 100 { sched_yield() }
+      if now > deadline || (lastBusy != nil && now > (lastBusy ?? 0) + 0.05) {
+        // A peer in a long phase keeps this wait alive; the deadline restarts from its last beat.
+        if let heartbeat, heartbeat.peerBusy(now: now) {
+          lastBusy = now
+          deadline = max(deadline, now + timeout)
+          continue
+        }
+        if let seen = lastBusy {
+          lastBusy = nil
+          deadline = max(deadline, seen + timeout)
+          continue
+        }
+      }
+      if now > deadline {
         let error = diagnose(op: op, sequence: sequence)
         markBroken(error)
         throw error
@@ -365,7 +397,113 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
       try MPIRuntime.check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
     }
     return try MPICommunicator(adopting: newComm, name: "\(name)/split(\(color))", timeout: timeout,
-                               completion: completion)
+                               completion: completion, heartbeat: heartbeat)
+  }
+
+  public func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+    guard let heartbeat else { return try body() }
+    heartbeat.begin()
+    defer { heartbeat.end() }
+    return try body()
+  }
+}
+
+/// The heartbeats of long phases (see `MPICommunicator`, "Long phases"): sent by a helper thread
+/// while this rank is inside `whileBusy`, read by waits that reach their deadline. One per process.
+final class MPIHeartbeat: @unchecked Sendable {
+  private static let tag: Int32 = 31_001
+  private let comm: MPI_Comm?
+  private let rank: Int32
+  private let size: Int32
+  private let timeout: Double
+  private let interval: Double
+  private let cond = NSCondition()
+  private var depth = 0
+  /// Per world rank: its latest heartbeat (1 busy, 0 ended) and when this process received it.
+  private var latest: [Int32: (busy: Bool, at: Double)] = [:]
+  private let inbox = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+  private let outbox = UnsafeMutablePointer<Int32>.allocate(capacity: 2)  // [1, 0]: stable for Isend
+
+  /// A duplicate of the world communicator (collective: every rank calls `world()`).
+  init(timeout: Double) throws {
+    var dup: MPI_Comm? = nil, r: Int32 = 0, n: Int32 = 0
+    try MPIRuntime.locked {
+      try MPIRuntime.check(MPI_Comm_dup(swmpi_comm_world(), &dup), "MPI_Comm_dup")
+      try MPIRuntime.check(MPI_Comm_set_errhandler(dup, swmpi_errors_return()), "MPI_Comm_set_errhandler")
+      try MPIRuntime.check(MPI_Comm_rank(dup, &r), "MPI_Comm_rank")
+      try MPIRuntime.check(MPI_Comm_size(dup, &n), "MPI_Comm_size")
+    }
+    comm = dup
+    rank = r
+    size = n
+    self.timeout = timeout
+    interval = max(0.01, min(timeout / 4, 5))
+    outbox[0] = 1
+    outbox[1] = 0
+  }
+
+  func begin() {
+    cond.lock()
+    depth += 1
+    let first = depth == 1
+    cond.unlock()
+    guard first else { return }
+    send(busy: true)
+    let thread = Thread { [self] in
+      cond.lock()
+      while depth > 0 {
+        _ = cond.wait(until: Date(timeIntervalSinceNow: interval))
+        if depth > 0 {
+          cond.unlock()
+          send(busy: true)
+          cond.lock()
+        }
+      }
+      cond.unlock()
+    }
+    thread.name = "palm.mpi.heartbeat"
+    thread.start()
+  }
+
+  func end() {
+    cond.lock()
+    depth -= 1
+    let last = depth == 0
+    cond.broadcast()
+    cond.unlock()
+    if last { send(busy: false) }
+  }
+
+  /// One heartbeat to every other rank (eager, 4 bytes: the sends complete locally).
+  private func send(busy: Bool) {
+    MPIRuntime.locked {
+      for p in 0..<size where p != rank {
+        var request: MPI_Request? = swmpi_request_null()
+        if MPI_Isend(outbox + (busy ? 0 : 1), 1, swmpi_int(), p, Self.tag, comm, &request) == MPI_SUCCESS {
+          _ = MPI_Request_free(&request)
+        }
+      }
+    }
+  }
+
+  /// Reads the heartbeats that arrived; true when some peer's latest says busy and came within
+  /// the timeout.
+  func peerBusy(now: Double) -> Bool {
+    MPIRuntime.locked {
+      while true {
+        var flag: Int32 = 0
+        var status = MPI_Status()
+        guard MPI_Iprobe(swmpi_any_source(), Self.tag, comm, &flag, &status) == MPI_SUCCESS, flag != 0 else { break }
+        let source = status.MPI_SOURCE
+        guard MPI_Recv(inbox, 1, swmpi_int(), source, Self.tag, comm, swmpi_status_ignore()) == MPI_SUCCESS else { break }
+        cond.lock()
+        latest[source] = (inbox[0] == 1, now)
+        cond.unlock()
+      }
+    }
+    cond.lock()
+    defer { cond.unlock() }
+    return latest.values.contains { $0.busy && now - $0.at < timeout }
   }
 }
 

@@ -54,29 +54,93 @@ public enum AtomicFile {
   /// error thrown by `produce` also leaves the previous file untouched.
   public static func write(to path: String,
                            produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-    let (dir, base) = split(path)
-    let tmp = "\(dir)/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-    if fd < 0 { throw FileError("open", tmp) }
-    do {
-      try produce { part in try writeAll(fd, part, path: tmp) }
-      if fsync(fd) != 0 { throw FileError("fsync", tmp) }
-    } catch {
-      close(fd)
-      unlink(tmp)
+    let writer = try Writer(path: path)
+    do { try produce { try writer.append($0) } } catch {
+      writer.abort()
       throw error
     }
-    if close(fd) != 0 {
-      let e = FileError("close", tmp)
-      unlink(tmp)
-      throw e
+    try writer.commit()
+  }
+
+  /// A file being written atomically, piece by piece from wherever the bytes come (a download's
+  /// callbacks): `append` as often as needed, then `commit()` (fsync, close, rename, fsync of the
+  /// directory, each result checked) or `abort()`. Until `commit()` returns, `path` is untouched;
+  /// the temporary file (`temporaryPath`, a dot file beside `path`) is removed by `abort()`, by a
+  /// failed `commit()`, and in deinit when neither ran.
+  public final class Writer: @unchecked Sendable {
+    public let path: String
+    public let temporaryPath: String
+    /// Bytes appended so far.
+    public private(set) var count = 0
+    private var fd: Int32
+
+    /// Creates the temporary file (O_EXCL) in `path`'s directory.
+    /// - Throws: `FileError` ("open ...") when it cannot be created.
+    public init(path: String) throws {
+      let (dir, base) = AtomicFile.split(path)
+      self.path = path
+      temporaryPath = "\(dir)/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+      fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+      if fd < 0 { throw FileError("open", temporaryPath) }
     }
-    if rename(tmp, path) != 0 {
-      let e = FileError("rename", "\(tmp) -> \(path)")
-      unlink(tmp)
-      throw e
+
+    /// Appends `bytes`. - Throws: `FileError` ("write ...", e.g. no space left); the file is then
+    /// to be aborted.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+      guard fd >= 0 else { throw FileError("write", temporaryPath, code: EBADF) }
+      try AtomicFile.writeAll(fd, bytes, path: temporaryPath)
+      count += bytes.count
     }
-    try syncDirectory(dir)
+
+    /// Makes the file durable and puts it at `path`. - Throws: `FileError` naming the failing call
+    /// (fsync, close, rename, fsync of the directory); the temporary file is then removed and
+    /// `path` keeps its previous file (except after a failed directory fsync: renamed, not durable).
+    public func commit() throws {
+      guard fd >= 0 else { throw FileError("commit", temporaryPath, code: EBADF) }
+      let descriptor = fd
+      fd = -1
+      if fsync(descriptor) != 0 {
+        let e = FileError("fsync", temporaryPath)
+        close(descriptor)
+        unlink(temporaryPath)
+        throw e
+      }
+      if close(descriptor) != 0 {
+        let e = FileError("close", temporaryPath)
+        unlink(temporaryPath)
+        throw e
+      }
+      if rename(temporaryPath, path) != 0 {
+        let e = FileError("rename", "\(temporaryPath) -> \(path)")
+        unlink(temporaryPath)
+        throw e
+      }
+      try AtomicFile.syncDirectory(AtomicFile.split(path).0)
+    }
+
+    /// Closes and removes the temporary file (nothing at `path` changes). Idempotent.
+    public func abort() {
+      guard fd >= 0 else { return }
+      close(fd)
+      fd = -1
+      unlink(temporaryPath)
+    }
+
+    deinit { abort() }
+  }
+
+  /// Removes the temporary files of `path` (`.<name>.tmp-<pid>-<n>`) that writers of processes no
+  /// longer alive left behind (killed with SIGKILL, or crashed); another live writer's are kept.
+  public static func removeStaleTemporaries(of path: String) {
+    let (dir, base) = split(path), prefix = ".\(base).tmp-"
+    guard let d = opendir(dir) else { return }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+      let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+      guard name.hasPrefix(prefix), let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }),
+            pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+      unlink("\(dir)/\(name)")
+    }
   }
 
   /// Writes `bytes` to `path` atomically.

@@ -194,6 +194,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
       case .stat(let code): throw SafeTensorsError(.io, path, FileError("fstat", path, code: code).description)
       case .allocate(let size): throw SafeTensorsError(.io, path, "cannot allocate \(size) bytes")
       case .read(let got, let size): throw SafeTensorsError(.io, path, "read failed after \(got) of \(size) bytes")
+      case .io, .changed: throw SafeTensorsError(.io, path, failure.reason)
       }
     }
     try self.init(path: path, file: file)

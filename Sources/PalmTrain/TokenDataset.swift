@@ -1,5 +1,7 @@
 // TokenDataset: a file of bytes, or a token file (TokenFile.swift: a text encoded by a SentencePiece
-// tokenizer, uint16/uint32 ids), as a token stream (memory-mapped), split into train and validation
+// tokenizer, uint16/uint32 ids), as a token stream read with pread (PalmTensor's DataFile: a file
+// truncated during a run is a thrown DatasetError.changed, where a memory map would end the process
+// with SIGBUS), split into train and validation
 // parts, and a BatchSampler whose batch at step k depends only on (seed, k, micro-batch index).
 //
 // As in PaLM (§5: "a batch depends only on the step number", which made every run bitwise
@@ -24,6 +26,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
   case empty(path: String)
   case tooShort(path: String, part: String, tokens: Int, needed: Int)
   case badArgument(String)
+  /// The file changed while a run read it (truncated, or rewritten in place).
+  case changed(path: String, reason: String)
 
   public var description: String {
     switch self {
@@ -32,16 +36,18 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case .tooShort(let path, let part, let tokens, let needed):
       "dataset \(path): the \(part) part has \(tokens) tokens, fewer than the \(needed) needed for one sequence (sequence length + 1)"
     case .badArgument(let message): "dataset: \(message)"
+    case .changed(let path, let reason):
+      "dataset \(path) \(reason); restore the file (or give another --data), then continue the run with --resume"
     }
   }
 }
 
-/// A byte file as tokens (one token per byte), memory-mapped read-only, with a train/validation split.
+/// A byte file as tokens (one token per byte), read with pread, with a train/validation split.
 ///
 /// ```swift
 /// let data = try TokenDataset(path: "tinyshakespeare.txt", sequenceLength: 256)
 /// var sampler = BatchSampler(dataset: data, batchSize: 16, seed: 42)
-/// let batch = sampler.batch(step: 1)          // inputs/targets, 16 × 256 Int32 each
+/// let batch = try sampler.batch(step: 1)      // inputs/targets, 16 × 256 Int32 each
 /// ```
 public final class TokenDataset: @unchecked Sendable {
   /// The file (or the name given to in-memory data).
@@ -59,22 +65,26 @@ public final class TokenDataset: @unchecked Sendable {
   public var validationCount: Int { count - trainCount }
   /// Window length T (inputs are T tokens, targets the next T).
   public let sequenceLength: Int
-  private let file: MappedFile
-  private let base: UnsafeRawPointer  // token 0
+  private let source: Source
+  /// Where the tokens are: a file read with pread (token 0 at byte `offset`), or bytes in memory.
+  private enum Source {
+    case file(DataFile, offset: Int)
+    case memory(MappedFile)
+  }
 
-  /// Opens `path` (memory-mapped; read into memory when mmap is unavailable).
+  /// Opens `path` (read with pread as batches need it; nothing is loaded).
   /// - Parameters:
   ///   - validationFraction: the tail fraction held out, in [0, 1); 0 means no validation part.
   /// - Throws: `DatasetError` for a missing/unreadable or empty file, a bad fraction, or a part
   ///   shorter than `sequenceLength + 1` tokens.
   public convenience init(path: String, sequenceLength: Int, validationFraction: Double = 0.1) throws {
-    let file: MappedFile
+    let file: DataFile
     do {
-      file = try MappedFile(path: path, advice: MADV_RANDOM) { st in
+      file = try DataFile(path: path) { st in
         if (st.st_mode & S_IFMT) == S_IFDIR { throw DatasetError.cannotOpen(path: path, reason: "it is a directory") }
         if (st.st_mode & S_IFMT) != S_IFREG {
           throw DatasetError.cannotOpen(path: path, reason: "it is not a regular file (a pipe, terminal or device); "
-                                        + "the data is memory-mapped, so save it to a file first")
+                                        + "the data is read at random offsets, so save it to a file first")
         }
         let size = Int(st.st_size)
         if size == 0 { throw DatasetError.empty(path: path) }
@@ -84,7 +94,8 @@ public final class TokenDataset: @unchecked Sendable {
     } catch let failure as MappedFile.Failure {
       throw DatasetError.cannotOpen(path: path, reason: failure.reason)
     }
-    self.init(path: path, file: file, sequenceLength: sequenceLength, validationFraction: validationFraction)
+    self.init(path: path, source: .file(file, offset: 0), count: file.count, sequenceLength: sequenceLength,
+              validationFraction: validationFraction)
   }
 
   /// In-memory data (tests, generated corpora), labelled `name` in errors.
@@ -99,19 +110,19 @@ public final class TokenDataset: @unchecked Sendable {
     } catch {
       throw DatasetError.cannotOpen(path: name, reason: "cannot allocate \(bytes.count) bytes")
     }
-    self.init(path: name, file: file, sequenceLength: sequenceLength, validationFraction: validationFraction)
+    self.init(path: name, source: .memory(file), count: file.count, sequenceLength: sequenceLength,
+              validationFraction: validationFraction)
   }
 
-  private init(path: String, file: MappedFile, sequenceLength: Int, validationFraction: Double) {
+  private init(path: String, source: Source, count: Int, sequenceLength: Int, validationFraction: Double) {
     self.path = path
-    self.file = file
-    self.base = file.base
-    self.count = file.count
+    self.source = source
+    self.count = count
     self.bytesPerToken = 1
     self.tokenizer = .bytes
     self.sequenceLength = sequenceLength
-    self.trainCount = file.count - TokenDataset.validationTokens(file.count, validationFraction)
-    self.validationByteCount = file.count - trainCount
+    self.trainCount = count - TokenDataset.validationTokens(count, validationFraction)
+    self.validationByteCount = count - trainCount
   }
 
   /// Opens a token file (TokenFile.prepare writes them) made by `tokenizer`.
@@ -120,11 +131,15 @@ public final class TokenDataset: @unchecked Sendable {
   ///   `sequenceLength + 1` tokens.
   public init(tokenFile path: String, tokenizer: SentencePieceTokenizer, sequenceLength: Int,
               validationFraction: Double = 0.1) throws {
-    let file: MappedFile
-    do { file = try MappedFile(path: path, advice: MADV_RANDOM) } catch let e as MappedFile.Failure {
+    let file: DataFile
+    var head = [UInt8](repeating: 0, count: TokenFile.headerSize)
+    do {
+      file = try DataFile(path: path)
+      if file.count >= head.count { try head.withUnsafeMutableBytes { try file.read(into: $0, at: 0) } }
+    } catch let e as MappedFile.Failure {
       throw DatasetError.cannotOpen(path: path, reason: e.reason)
     }
-    guard let header = TokenFile.Header(file.bytes) else {
+    guard let header = head.withUnsafeBytes({ TokenFile.Header($0) }) else {
       throw DatasetError.cannotOpen(path: path, reason: "not a palm token file (no PALMTOK1 header)")
     }
     if header.tokenizerSHA256 != TokenFile.hexBytes(tokenizer.sha256) || header.vocabularySize != tokenizer.vocabularySize {
@@ -137,18 +152,32 @@ public final class TokenDataset: @unchecked Sendable {
     try TokenDataset.validate(path: path, count: header.tokenCount, sequenceLength: sequenceLength,
                               validationFraction: validationFraction)
     // Validation: the tokens that start in the last `validationFraction` of the text's bytes.
-    let ids = file.base + TokenFile.headerSize, n = header.tokenCount, width = header.bytesPerToken
+    let n = header.tokenCount, width = header.bytesPerToken
     let boundary = header.sourceSize - Int((Double(header.sourceSize) * validationFraction).rounded(.down))
     let lengths = tokenizer.surfaces.map(\.count)
     var offset = 0, split = n, validationBytes = 0
-    for i in 0..<n {
-      let id = TokenDataset.load(ids, i, width)
-      guard id >= 0 && Int(id) < lengths.count else {
-        throw DatasetError.cannotOpen(path: path, reason: "token \(i) is \(id), outside the vocabulary of \(lengths.count)")
+    // Every id is checked once, read in pieces of 1 Mi tokens.
+    var chunk = [UInt8](repeating: 0, count: min(n, 1 << 20) * width)
+    for first in stride(from: 0, to: n, by: 1 << 20) {
+      let m = min(1 << 20, n - first)
+      do {
+        try chunk.withUnsafeMutableBytes {
+          try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<m * width]), at: TokenFile.headerSize + first * width)
+        }
+      } catch let e as MappedFile.Failure {
+        throw DatasetError.changed(path: path, reason: e.reason)
       }
-      if validationFraction > 0 && split == n && offset >= boundary { split = i }
-      if split < n { validationBytes += lengths[Int(id)] }
-      offset += lengths[Int(id)]
+      try chunk.withUnsafeBytes { ids in
+        for j in 0..<m {
+          let i = first + j, id = TokenDataset.load(ids.baseAddress!, j, width)
+          guard id >= 0 && Int(id) < lengths.count else {
+            throw DatasetError.cannotOpen(path: path, reason: "token \(i) is \(id), outside the vocabulary of \(lengths.count)")
+          }
+          if validationFraction > 0 && split == n && offset >= boundary { split = i }
+          if split < n { validationBytes += lengths[Int(id)] }
+          offset += lengths[Int(id)]
+        }
+      }
     }
     if offset != header.sourceSize {
       throw DatasetError.cannotOpen(path: path, reason: "its tokens decode to \(offset) bytes, the source had \(header.sourceSize): rebuild it")
@@ -159,8 +188,7 @@ public final class TokenDataset: @unchecked Sendable {
       throw DatasetError.tooShort(path: path, part: "validation", tokens: n - split, needed: needed)
     }
     self.path = path
-    self.file = file
-    self.base = ids
+    self.source = .file(file, offset: TokenFile.headerSize)
     self.count = n
     self.bytesPerToken = width
     self.tokenizer = .sentencePiece(tokenizer)
@@ -195,39 +223,39 @@ public final class TokenDataset: @unchecked Sendable {
     }
   }
 
-  /// Token `i` (0 ≤ i < count).
-  public subscript(i: Int) -> Int32 {
-    precondition(i >= 0 && i < count, "token index \(i) out of 0..<\(count)")
-    return TokenDataset.load(base, i, bytesPerToken)
+  /// Tokens `range` (within 0..<count).
+  /// - Throws: `DatasetError.changed` when the file has been truncated since it was opened.
+  public func tokens(_ range: Range<Int>) throws -> [Int32] {
+    precondition(range.lowerBound >= 0 && range.upperBound <= count, "tokens \(range) out of 0..<\(count)")
+    var raw = [UInt8](repeating: 0, count: range.count * bytesPerToken)
+    try raw.withUnsafeMutableBytes { try read(range.lowerBound, range.count, into: $0) }
+    return raw.withUnsafeBytes { b in (0..<range.count).map { TokenDataset.load(b.baseAddress!, $0, bytesPerToken) } }
   }
 
-  /// The train part of a byte file.
-  public var trainTokens: UnsafeBufferPointer<UInt8> {
-    precondition(bytesPerToken == 1, "trainTokens is the bytes of a byte file")
-    return UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: trainCount)
-  }
-  /// The validation part of a byte file (empty when the fraction is 0).
-  public var validationTokens: UnsafeBufferPointer<UInt8> {
-    precondition(bytesPerToken == 1, "validationTokens is the bytes of a byte file")
-    return UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self) + trainCount, count: validationCount)
+  /// The bytes of `n` tokens from token `start` into `buffer` (n · bytesPerToken bytes).
+  private func read(_ start: Int, _ n: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+    switch source {
+    case .memory(let m):
+      buffer.copyMemory(from: UnsafeRawBufferPointer(start: m.base + start * bytesPerToken, count: n * bytesPerToken))
+    case .file(let f, let offset):
+      do { try f.read(into: buffer, at: offset + start * bytesPerToken) } catch let e as MappedFile.Failure {
+        throw DatasetError.changed(path: path, reason: e.reason)
+      }
+    }
   }
 
   /// Fixed validation windows: window w starts at token trainCount + w·T.
   public var validationWindowCount: Int { validationCount > sequenceLength ? (validationCount - 1) / sequenceLength : 0 }
 
-  /// Copies the window starting at absolute token `start` into rows of `inputs`/`targets`.
-  func copyWindow(start: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
-    if bytesPerToken == 1 {
-      let p = base.assumingMemoryBound(to: UInt8.self) + start
-      for t in 0..<sequenceLength {
-        inputs[t] = Int32(p[t])
-        targets[t] = Int32(p[t + 1])
-      }
-      return
-    }
+  /// Copies the window starting at absolute token `start` into rows of `inputs`/`targets`, reading
+  /// its T + 1 tokens through `scratch` ((T + 1) · bytesPerToken bytes).
+  func copyWindow(start: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>,
+                  scratch: UnsafeMutableRawBufferPointer) throws {
+    try read(start, sequenceLength + 1, into: scratch)
+    let p = UnsafeRawPointer(scratch.baseAddress!)
     for t in 0..<sequenceLength {
-      inputs[t] = TokenDataset.load(base, start + t, bytesPerToken)
-      targets[t] = TokenDataset.load(base, start + t + 1, bytesPerToken)
+      inputs[t] = TokenDataset.load(p, t, bytesPerToken)
+      targets[t] = TokenDataset.load(p, t + 1, bytesPerToken)
     }
   }
 }
@@ -297,19 +325,24 @@ public struct BatchSampler: Sendable {
   }
 
   /// The batch of micro-batch `microBatch` at `step` (pure: the sampler's step is not used or moved).
-  public func batch(step: Int, microBatch: Int = 0) -> Batch {
-    windowBatch(rows: batchSize) { offset(step: step, microBatch: microBatch, row: $0) }
+  /// - Throws: `DatasetError.changed` when the file has been truncated since it was opened (also below).
+  public func batch(step: Int, microBatch: Int = 0) throws -> Batch {
+    try windowBatch(rows: batchSize) { offset(step: step, microBatch: microBatch, row: $0) }
   }
 
   /// A batch of `rows` windows; row r is the window starting at absolute token `start(r)`.
-  private func windowBatch(rows: Int, start: (Int) -> Int) -> Batch {
+  private func windowBatch(rows: Int, start: (Int) -> Int) throws -> Batch {
     let t = dataset.sequenceLength
     var inputs = [Int32](repeating: 0, count: rows * t)
     var targets = [Int32](repeating: 0, count: rows * t)
-    inputs.withUnsafeMutableBufferPointer { inp in
-      targets.withUnsafeMutableBufferPointer { tgt in
-        for r in 0..<rows {
-          dataset.copyWindow(start: start(r), inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t)
+    var scratch = [UInt8](repeating: 0, count: (t + 1) * dataset.bytesPerToken)
+    try inputs.withUnsafeMutableBufferPointer { inp in
+      try targets.withUnsafeMutableBufferPointer { tgt in
+        try scratch.withUnsafeMutableBytes { raw in
+          for r in 0..<rows {
+            try dataset.copyWindow(start: start(r), inputs: inp.baseAddress! + r * t, targets: tgt.baseAddress! + r * t,
+                                   scratch: raw)
+          }
         }
       }
     }
@@ -317,10 +350,11 @@ public struct BatchSampler: Sendable {
   }
 
   /// The `microBatches` batches of the current step, then advances `state.step`.
-  public mutating func next(microBatches: Int = 1) -> [Batch] {
+  public mutating func next(microBatches: Int = 1) throws -> [Batch] {
     let step = state.step
+    let out = try (0..<microBatches).map { try batch(step: step, microBatch: $0) }
     state.step += 1
-    return (0..<microBatches).map { batch(step: step, microBatch: $0) }
+    return out
   }
 
   /// Skips `count` steps of data (PaLM's loss-spike remedy skipped 200-500 batches).
@@ -328,35 +362,35 @@ public struct BatchSampler: Sendable {
 
   /// Validation windows [first, first + batchSize) clipped to the window count, as one batch
   /// (fewer rows at the end); nil when `first` is past the last window.
-  public func validationBatch(firstWindow first: Int) -> Batch? {
-    validationBatch(firstWindow: first, windowCount: dataset.validationWindowCount)
+  public func validationBatch(firstWindow first: Int) throws -> Batch? {
+    try validationBatch(firstWindow: first, windowCount: dataset.validationWindowCount)
   }
 
   /// Windows [first, min(first + batchSize, count)) of the validation split; nil when `first` is
   /// outside 0..<count.
-  private func validationBatch(firstWindow first: Int, windowCount count: Int) -> Batch? {
+  private func validationBatch(firstWindow first: Int, windowCount count: Int) throws -> Batch? {
     guard first >= 0 && first < count else { return nil }
     let t = dataset.sequenceLength
-    return windowBatch(rows: min(batchSize, count - first)) { dataset.trainCount + (first + $0) * t }
+    return try windowBatch(rows: min(batchSize, count - first)) { dataset.trainCount + (first + $0) * t }
   }
 
   /// `windows` validation windows spread evenly over the whole split (window i·count/windows for
   /// i in 0..<windows), in batches of `batchSize` (the last may be shorter): the same every time.
   /// A periodic evaluation on a sample of the split should not see only its first part, whose
   /// text may be easier or harder than the rest.
-  public func spreadValidationBatches(windows: Int) -> [Batch] {
+  public func spreadValidationBatches(windows: Int) throws -> [Batch] {
     let count = dataset.validationWindowCount, w = min(max(windows, 0), count)
     guard w > 0 else { return [] }
     let t = dataset.sequenceLength
     let picks = (0..<w).map { $0 * count / w }
-    return stride(from: 0, to: w, by: batchSize).map { first in
-      windowBatch(rows: min(batchSize, w - first)) { dataset.trainCount + picks[first + $0] * t }
+    return try stride(from: 0, to: w, by: batchSize).map { first in
+      try windowBatch(rows: min(batchSize, w - first)) { dataset.trainCount + picks[first + $0] * t }
     }
   }
 
   /// All validation batches (up to `maxWindows` windows), in order: the same every time.
-  public func validationBatches(maxWindows: Int = Int.max) -> [Batch] {
+  public func validationBatches(maxWindows: Int = Int.max) throws -> [Batch] {
     let count = min(dataset.validationWindowCount, maxWindows)
-    return stride(from: 0, to: count, by: batchSize).compactMap { validationBatch(firstWindow: $0, windowCount: count) }
+    return try stride(from: 0, to: count, by: batchSize).compactMap { try validationBatch(firstWindow: $0, windowCount: count) }
   }
 }

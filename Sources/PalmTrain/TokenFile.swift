@@ -97,7 +97,8 @@ public enum TokenFile {
   public static func prepare(path: String, source: String, tokenizer: SentencePieceTokenizer) throws -> Outcome {
     let text: MappedFile
     do {
-      text = try MappedFile(path: source) { st in
+      // Read, not mapped: the whole text is encoded at once, and a truncation meanwhile must not SIGBUS.
+      text = try MappedFile(path: source, map: false) { st in
         if (st.st_mode & S_IFMT) != S_IFREG { throw TokenFileError("data \(source) is not a regular file") }
       }
     } catch let e as TokenFileError { throw e } catch {
@@ -110,11 +111,15 @@ public enum TokenFile {
                       tokenizerSHA256: hexBytes(tokenizer.sha256))
     var reason: String?
     if access(path, F_OK) == 0 {
-      let existing: MappedFile
-      do { existing = try MappedFile(path: path) } catch {
+      let existing: DataFile
+      var head = [UInt8](repeating: 0, count: headerSize)
+      do {
+        existing = try DataFile(path: path)
+        if existing.count >= headerSize { try head.withUnsafeMutableBytes { try existing.read(into: $0, at: 0) } }
+      } catch {
         throw TokenFileError("cannot read token file \(path): \((error as? MappedFile.Failure)?.reason ?? "\(error)")")
       }
-      guard let have = Header(existing.bytes) else {
+      guard let have = head.withUnsafeBytes({ Header($0) }) else {
         throw TokenFileError("\(path) exists and is not a palm token file; not overwriting it: remove it or give another --token-file")
       }
       if have.tokenizerSHA256 != want.tokenizerSHA256 {

@@ -71,6 +71,9 @@ public final class Trainer: @unchecked Sendable {
   /// Test hook: when it returns true for a data position, that update's loss is replaced by NaN
   /// (an injected bad batch).
   public var poison: ((Int) -> Bool)?
+  /// Test hook: runs on the checkpoint writer (rank 0) inside its write, before the files (a slow
+  /// disk, for the long-phase tests: PALM_FAULT_SLOW_CHECKPOINT in the CLI).
+  public var duringCheckpointWrite: (() -> Void)?
   /// Model FLOPs and hardware FLOPs per trained token (FLOPs.swift).
   public let modelFLOPsPerToken: Double
   public let hardwareFLOPsPerToken: Double
@@ -154,7 +157,7 @@ public final class Trainer: @unchecked Sendable {
       // named by rank 0's pid (< 2^22 on Linux: exact in a Float).
       var tag: [Float] = [Float(getpid()), Float(UInt16.random(in: 0...UInt16.max))]
       if !mesh.isSingle { try mesh.world.broadcast(&tag, root: 0) }
-      if mesh.world.rank == 0 { Trainer.removeStalePrivateStores() }
+      if mesh.world.rank == 0 { mesh.world.whileBusy("temporary directory cleanup") { Trainer.removeStalePrivateStores() } }
       let dir = NSTemporaryDirectory() + "palm-train-\(Int(tag[0]))-\(Int(tag[1]))-\(options.seed)"
       store = CheckpointStore(directory: dir, keepLast: 1)
       privateStore = true
@@ -166,7 +169,7 @@ public final class Trainer: @unchecked Sendable {
       let eb = max(min(c.batch, windows) / split * split, split)
       // Shares the training model's weights (no copy, no second set): only its arena is its own.
       evalModel = try Model(sharing: model, remat: .full, batch: eb)
-      evalBatches = BatchSampler(dataset: dataset, batchSize: eb, seed: 0).spreadValidationBatches(windows: windows / eb * eb)
+      evalBatches = try BatchSampler(dataset: dataset, batchSize: eb, seed: 0).spreadValidationBatches(windows: windows / eb * eb)
     } else {
       evalModel = nil
       evalBatches = []
@@ -249,7 +252,7 @@ public final class Trainer: @unchecked Sendable {
     var problem: String?
     if !dirs.isEmpty {
       let quiet = CheckpointStore(directory: store.directory, keepLast: store.keepLast, warn: { _ in })
-      found = quiet.latest()
+      found = mesh.world.whileBusy("checkpoint read") { quiet.latest() }
       if found == nil {
         var why = "unreadable"
         do { _ = try CheckpointStore.load(path: dirs[0].path) } catch { why = "\(error)" }
@@ -280,7 +283,7 @@ public final class Trainer: @unchecked Sendable {
       }
       if mesh.world.rank == 0 { store.warn("continuing \(ck.path) with changed settings: \(list)") }
     }
-    try restore(ck, resetClock: true)
+    try mesh.world.whileBusy("checkpoint read") { try restore(ck, resetClock: true) }
     runId = ck.manifest.runId ?? runId
     return step
   }
@@ -402,7 +405,12 @@ public final class Trainer: @unchecked Sendable {
                          })
     var failure: String?
     if writer {
-      do { _ = try store.save(contents) } catch let e as CheckpointError { failure = e.description } catch { failure = "\(error)" }
+      // A long phase of rank 0 alone (the files, their fsync, keep-last-K): the others wait for it
+      // in the gathers and the broadcast below, and must not take it for a dead rank 0.
+      mesh.world.whileBusy("checkpoint write") {
+        duringCheckpointWrite?()
+        do { _ = try store.save(contents) } catch let e as CheckpointError { failure = e.description } catch { failure = "\(error)" }
+      }
     }
     try cursor.drain()
     if !mesh.isSingle {
@@ -430,7 +438,7 @@ public final class Trainer: @unchecked Sendable {
     guard let evalModel else { return nil }
     let eb = evalModel.config.batch  // global: every rank evaluates its rows
     let windows = dataset.validationWindowCount / eb * eb
-    return try evaluate(BatchSampler(dataset: dataset, batchSize: eb, seed: 0).validationBatches(maxWindows: windows))
+    return try evaluate(try BatchSampler(dataset: dataset, batchSize: eb, seed: 0).validationBatches(maxWindows: windows))
   }
 
   private func evaluate(_ batches: [Batch]) throws -> Double? {
@@ -495,7 +503,7 @@ public final class Trainer: @unchecked Sendable {
     let c = model.config
     let k = options.microBatches, rowTokens = c.batch * c.seqLen  // the GLOBAL micro-batch's tokens
     let position = sampler.state.step
-    let batch = sampler.next()[0]
+    let batch = try sampler.next()[0]
     let t0 = pk_now_seconds()
     let grads = model.gradientShard
     grads.fill(0)
@@ -598,11 +606,12 @@ public final class Trainer: @unchecked Sendable {
       emit(r)
       throw TrainError.diverged("giving up after \(rollbacks) loss spikes (last: update \(step + 1), \(reason))")
     }
-    guard let ck = store.latest(runId: runId) else {
+    // Every rank reads the checkpoint (verifying it may take rank 0 less time than the others).
+    guard let ck = mesh.world.whileBusy("checkpoint read", { store.latest(runId: runId) }) else {
       emit(r)
       throw TrainError.diverged("loss spike at update \(step + 1) (\(reason)) and no checkpoint to roll back to")
     }
-    try restore(ck, resetClock: false)
+    try mesh.world.whileBusy("checkpoint read") { try restore(ck, resetClock: false) }
     let resumeAt = max((ck.manifest.sampler?.step ?? 1) + options.spikes.skipBatches, position + 1)
     sampler.state.step = resumeAt
     r.restoredStep = step

@@ -38,7 +38,8 @@ struct Eval: ParsableCommand {
     var cfg = ck.manifest.config
     if let batch { cfg.batch = batch }
     let file: MappedFile
-    do { file = try MappedFile(path: data) } catch let e as MappedFile.Failure {
+    // Read, not mapped: a file truncated during the evaluation must not end it with SIGBUS.
+    do { file = try MappedFile(path: data, map: false) } catch let e as MappedFile.Failure {
       throw CLIError("cannot read \(data): \(e.reason) (give --data a readable file)")
     }
     let result: FileEvaluation

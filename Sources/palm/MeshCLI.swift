@@ -41,6 +41,13 @@ enum MeshCLI {
     return parts.count == 2 ? (parts[0], parts[1]) : nil
   }
 
+  /// Fault drill for tests: PALM_FAULT_SLOW_CHECKPOINT=SECONDS makes rank 0 take that much longer
+  /// over each checkpoint write (a slow disk), to show that a write longer than --comm-timeout
+  /// does not make the waiting ranks give up.
+  static var slowCheckpointDrill: Double? {
+    ProcessInfo.processInfo.environment["PALM_FAULT_SLOW_CHECKPOINT"].flatMap(Double.init).flatMap { $0 > 0 ? $0 : nil }
+  }
+
   /// True on the rank that prints results: rank 0 of an mpirun job, or the local process.
   static func isReporter(_ devices: DeviceBackend) -> Bool { devices == .local || (MPILaunch.worldRank ?? 0) == 0 }
 }

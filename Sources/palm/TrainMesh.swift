@@ -51,6 +51,7 @@ extension Train {
         let prefix = "[rank \(comm.rank)/\(comm.size)] "
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
         trainer.stopRequested = { Preemption.signal != nil }  // rank 0's answer holds for every rank
+        if let slow = MeshCLI.slowCheckpointDrill { trainer.duringCheckpointWrite = { usleep(UInt32(slow * 1e6)) } }
         if comm.rank == 0 { Train.say(header); Train.sayPrecision(trainer.precision) }
         if resume { Train.say(prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)) }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.

@@ -220,4 +220,58 @@ struct HostileInputTests {
     #expect(twice.status == 130 && twice.stderr.contains("second signal (SIGINT): exiting now"), "\(twice.status) \(twice.stderr)")
     #expect(CheckpointStore(directory: dir + "/ck2").latest()?.manifest.step == 0)
   }
+
+  /// Issue 13 item 14: the data file was memory-mapped, so truncating it during a run killed
+  /// `palm train` with SIGBUS (exit by signal, no message). Now the next batch fails with one line.
+  @Test("the data file truncated during palm train: exit 1 with one line naming the file and --resume, no SIGBUS")
+  func dataTruncatedDuringRun() throws {
+    let dir = try workspace()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: palmBinary!)
+    p.arguments = ["train", "--data", dir + "/data.txt", "--steps", "1000000", "--log", dir + "/m.jsonl"] + tiny
+    p.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": dir + "/tmp/", "KMP_BLOCKTIME": "0"]) { $1 }
+    FileManager.default.createFile(atPath: dir + "/out.txt", contents: nil)
+    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/out.txt"))
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    // Foundation reaps the child itself: poll isRunning (waitpid here would race it).
+    let start = Date()
+    // Truncate once the run has made a step (the file is open and read by then).
+    while !MetricsLog.read(path: dir + "/m.jsonl").contains(where: { $0.type == "step" }) && Date().timeIntervalSince(start) < 60
+            && p.isRunning {
+      usleep(10_000)
+    }
+    #expect(p.isRunning, "palm train ended before the truncation")
+    #expect(truncate(dir + "/data.txt", 100) == 0)
+    while p.isRunning && Date().timeIntervalSince(start) < 90 { usleep(10_000) }
+    let ended = !p.isRunning
+    if !ended { kill(p.processIdentifier, SIGKILL) }
+    while p.isRunning { usleep(10_000) }
+    try out.close()
+    let output = String(decoding: FileManager.default.contents(atPath: dir + "/out.txt") ?? Data(), as: UTF8.self)
+    #expect(ended, "still running 90 s after the truncation: \(output)")
+    // Exited (not ended by a signal: SIGBUS before) with status 1.
+    #expect(p.terminationReason == .exit && p.terminationStatus == 1,
+            "\(p.terminationReason == .exit ? "exit" : "signal") \(p.terminationStatus): \(output)")
+    let errors = output.split(separator: "\n").filter { $0.contains("rror") }
+    #expect(errors.count == 1, "\(output)")
+    #expect(errors.first?.contains("dataset \(dir)/data.txt changed while in use: it is now 100 bytes, it was 20000") == true
+            && errors.first?.contains("--resume") == true, "\(output)")
+  }
+
+  @Test("palm data fetch: --max-bytes below the data set's size, or not positive: one line, nothing created")
+  func dataFetchCap() throws {
+    let dir = try workspace()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let before = snapshot(dir)
+    let small = refusal(try palm(dir, ["data", "fetch", "tinyshakespeare", "--cache-dir", "@cache", "--max-bytes", "1000",
+                                       "--url", "http://127.0.0.1:1/none"]))
+    #expect(small.contains("data set tinyshakespeare is 1115394 bytes, more than --max-bytes 1000: raise --max-bytes to at least 1115394"),
+            "\(small)")
+    let zero = refusal(try palm(dir, ["data", "fetch", "tinyshakespeare", "--cache-dir", "@cache", "--max-bytes", "-5"]))
+    #expect(zero.contains("--max-bytes must be at least 1 (got -5)"), "\(zero)")
+    #expect(snapshot(dir) == before)
+  }
 }

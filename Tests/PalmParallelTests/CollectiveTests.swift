@@ -209,6 +209,57 @@ struct LocalFailureTests {
     #expect(Date().timeIntervalSince(start) < 5)
   }
 
+  /// Issue 13 item 13 / issue 11 "Faults": a phase of one rank longer than the timeout (rank 0
+  /// writing a checkpoint) aborted the healthy job, blaming rank 0. Here rank 0 is busy 4× the
+  /// timeout, rank 1 waits for it directly and rank 2 waits for rank 1 (a chain): all complete.
+  @Test("a whileBusy phase 4x longer than the timeout: the waiting ranks, also through a chain, do not time out")
+  func busyPhaseIsNotADeadRank() throws {
+    let bound = 0.3
+    let results = try LocalCluster(size: 3, timeout: bound).run { comm -> (Float, Double) in
+      let low = try comm.split(color: comm.rank <= 1 ? 0 : 1, key: 0)   // {0, 1}, {2}
+      let high = try comm.split(color: comm.rank >= 1 ? 0 : 1, key: 0)  // {1, 2}, {0}
+      let t0 = Date()
+      var x: [Float] = [Float(comm.rank + 1)]
+      switch comm.rank {
+      case 0:
+        comm.whileBusy("checkpoint write") { Thread.sleep(forTimeInterval: 4 * bound) }
+        try low.allReduce(&x)
+      case 1:
+        try low.allReduce(&x)   // waits for busy rank 0
+        try high.allReduce(&x)
+      default:
+        try high.allReduce(&x)  // waits for rank 1, which waits for rank 0
+      }
+      return (x[0], Date().timeIntervalSince(t0))
+    }
+    #expect(results.map(\.0) == [3, 6, 6])
+    #expect(results[2].1 >= 4 * bound * 0.9, "rank 2 waited \(results[2].1) s")
+  }
+
+  @Test("while one rank is busy, a hung rank is still named: at most the timeout after the busy phase ends")
+  func hungRankNamedAfterBusyPhase() throws {
+    let bound = 0.3, busy = 0.9
+    let start = Date()
+    let results = try LocalCluster(size: 3, timeout: bound).runCollectingResults { comm -> Double in
+      if comm.rank == 2 {
+        Thread.sleep(forTimeInterval: 4)  // hung: never joins in time
+        return 0
+      }
+      if comm.rank == 0 { comm.whileBusy("checkpoint write") { Thread.sleep(forTimeInterval: busy) } }
+      var x: [Float] = [1]
+      do { try comm.allReduce(&x) } catch let e as CommError {
+        #expect(e.kind == .timeout && e.ranks == [2] && e.message.contains("rank 2"), "\(e)")
+        return Date().timeIntervalSince(start)
+      }
+      Issue.record("rank \(comm.rank): allReduce returned without rank 2")
+      return -1
+    }
+    for rank in 0..<2 {
+      let at = try results[rank].get()
+      #expect(at >= busy && at < busy + bound + 0.7, "rank \(rank) gave up at \(at) s (busy \(busy), bound \(bound))")
+    }
+  }
+
   @Test("a rank that throws makes the others fail naming it")
   func throwingRank() throws {
     struct Boom: Error, CustomStringConvertible { var description: String { "boom from the test" } }

@@ -112,6 +112,26 @@ struct MeshTrainerTests {
     #expect(resumed.optimizer.step == 3)
   }
 
+  /// Issue 13 item 13: rank 0's checkpoint write longer than the communicator's timeout made the
+  /// waiting ranks abort the healthy run, blaming rank 0 as dead.
+  @Test("a checkpoint write 3x longer than the comm timeout: the (1,2,1) mesh run completes, every checkpoint written")
+  func slowCheckpointWrite() throws {
+    let dir = tempDirectory("slow-ck")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var o = debugOptions(steps: 2, checkpointDirectory: dir)
+    o.checkpointEvery = 1
+    let shape = try MeshShape(parsing: "data=2")
+    let data = self.data, options = o
+    let steps = try LocalCluster(size: shape.count, timeout: 1).run { comm -> Int in
+      Threads.count = 1
+      let t = try Trainer(options: options, dataset: data, mesh: try Mesh(shape: shape, world: comm))
+      t.duringCheckpointWrite = { Thread.sleep(forTimeInterval: 3) }
+      return try t.run().step
+    }
+    #expect(steps == [2, 2])
+    #expect(CheckpointStore(directory: dir, keepLast: 0).stepDirectories().map(\.step).sorted() == [0, 1, 2])
+  }
+
   @Test("a mesh run resumes from a single-device checkpoint: same parameters, then the same next update")
   func singleDeviceCheckpointToMesh() throws {
     let old = Threads.count
@@ -233,6 +253,34 @@ struct MeshCLITests {
     #expect(s2 == 0, "\(out2)")
     let (s3, out3) = try runProgram(palmBinary!, args.map { $0 == "2" ? "3" : $0 } + ["--resume"])
     #expect(s3 == 0 && out3.contains("resumed from step 2") && out3.contains("[rank 0/4] step 3"), "\(out3)")
+  }
+
+  @Test("--devices local, rank 0's checkpoint write (PALM_FAULT_SLOW_CHECKPOINT=3) longer than --comm-timeout 1: the run completes")
+  func slowCheckpointLocal() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("cli-slow")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let (status, output) = try runProgram(
+      palmBinary!, ["train", "--data", data, "--steps", "1", "--mesh", "data=2", "--devices", "local", "--comm-timeout", "1",
+                    "--checkpoint-dir", dir, "--checkpoint-every", "1"] + tinyArguments,
+      deadline: 90, environment: ["PALM_FAULT_SLOW_CHECKPOINT": "3"])
+    #expect(status == 0, "\(output)")
+    #expect(output.contains("[rank 1/2] done: step 1"), "\(output)")
+  }
+
+  @Test("mpirun -np 2: rank 0's checkpoint write longer than --comm-timeout (heartbeats) does not stop the job",
+        .enabled(if: mpirunPath != nil, "needs mpirun"))
+  func slowCheckpointMPI() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("mpi-slow")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let (status, output) = try runProgram(
+      mpirunPath!, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!, "train",
+                    "--data", data, "--steps", "1", "--checkpoint-dir", dir, "--checkpoint-every", "1",
+                    "--mesh", "pod=2", "--comm-timeout", "1"] + tinyArguments,
+      deadline: 120, environment: ["PALM_FAULT_SLOW_CHECKPOINT": "3"])
+    #expect(status == 0, "exit \(status):\n\(output)")
+    #expect(output.contains("[rank 1/2] done: step 1"), "\(output)")
   }
 
   @Test("bench step --mesh and bench exchange (local) print their JSON")

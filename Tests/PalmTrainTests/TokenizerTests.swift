@@ -126,14 +126,14 @@ struct TokenFileTests {
 
     let ds = try TokenDataset(tokenFile: path, tokenizer: tok, sequenceLength: 16)
     #expect(ds.count == ids.count && ds.bytesPerToken == 2)
-    #expect((0..<ds.count).map { ds[$0] } == ids)
+    #expect(try ds.tokens(0..<ds.count) == ids)
     // The validation split starts at the first token in the last 10% of the bytes.
     let boundary = text.count - text.count / 10
     let before = try tok.decode(Array(ids[..<ds.trainCount])).count
     let lastTrain = tok.surfaces[Int(ids[ds.trainCount - 1])].count
     #expect(before >= boundary && before - lastTrain < boundary)
     #expect(ds.validationByteCount == text.count - before)
-    let batch = BatchSampler(dataset: ds, batchSize: 2, seed: 1).batch(step: 1)
+    let batch = try BatchSampler(dataset: ds, batchSize: 2, seed: 1).batch(step: 1)
     #expect(batch.inputs.allSatisfy { $0 >= 0 && $0 < 340 })
     #expect(Array(batch.inputs[1..<16]) == Array(batch.targets[0..<15]))
 
@@ -146,7 +146,7 @@ struct TokenFileTests {
     }
     #expect(reason.contains("another version of \(source)"))
     let rebuilt = try TokenDataset(tokenFile: path, tokenizer: tok, sequenceLength: 16)
-    #expect(try tok.decode((0..<rebuilt.count).map { rebuilt[$0] }) == edited)
+    #expect(try tok.decode(rebuilt.tokens(0..<rebuilt.count)) == edited)
   }
 
   @Test("Validation bits per byte divide by the split's bytes per token, not by 1")
