@@ -61,9 +61,13 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
   @Test func palm540BPodExchangeFromTheLayout() throws {
     let plan = try palm540(.full)
     let x = try #require(plan.podExchange)
-    // 2 bytes per gradient element × the chip's shard (1/3072 of 540.35 B params, padded) × 4 chips.
-    let perChip = Double(PalmConfig.palm540B.parameterCount) / 3072
-    #expect(abs(x.bytesPerDevice / (2 * perChip) - 1) < 0.01)
+    // 2 bytes per gradient element × the chip's shard × 4 chips. The shard is 1/3072 of the 540.35 B
+    // parameters except the single K/V head (d × 2Q per layer), which ShardedLayout replicates on the
+    // model axis (1/256 of it per chip): 2.3% above an even split.
+    let c = PalmConfig.palm540B
+    let kv = Double(c.layers * c.dModel * 2 * c.headDim)
+    let perChip = (Double(c.parameterCount) - kv) / 3072 + kv / 256
+    #expect(abs(x.bytesPerDevice / (2 * perChip) - 1) < 0.002)
     #expect(x.devicesPerHost == 4 && x.hostsPerPod == 768)
     #expect(x.bytesPerHost > 1.3e9 && x.bytesPerHost < 1.5e9)  // PaLM §4: "about 1.3 GB" per host pair
   }
