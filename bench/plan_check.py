@@ -34,10 +34,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--profile-dir", default="/tmp/palm-plan-profiles")
+    ap.add_argument("--configs", help="comma-separated configs (overrides --quick's)")
+    ap.add_argument("--meshes", help="semicolon-separated meshes (overrides --quick's)")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
     configs = ["tiny"] if a.quick else ["tiny", "small"]
     meshes = ["pod=1", "pod=2", "model=2"] if a.quick else MESHES
+    if a.configs: configs = a.configs.split(",")
+    if a.meshes: meshes = a.meshes.split(";")
     os.makedirs(a.profile_dir, exist_ok=True)
     profiles = {}
     for t in sorted({max(1, cores // ranks(m)) for m in meshes}):
