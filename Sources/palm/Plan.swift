@@ -20,10 +20,15 @@ struct PlanCommand: ParsableCommand {
       with each.
 
       Examples:
-        palm plan --config palm-540b --mesh pod=2,data=256,model=12 --remat full --batch 2048 --hardware tpu-v4
-        palm plan --config palm-540b --chips 6144 --batch 2048 --hardware tpu-v4 --mesh pod=2,data=256,model=12
+        # PaLM 540B as trained (2 pods x 3072 TPU v4), with the sensitivity table
+        palm plan --config palm-540b --mesh pod=2,data=256,model=12 \\
+          --remat full --batch 2048 --hardware tpu-v4 --sensitivity
+        # every mesh x remat x micro-batching of 6144 chips, and where PaLM's ranks
+        palm plan --config palm-540b --chips 6144 --batch 2048 \\
+          --hardware tpu-v4 --mesh pod=2,data=256,model=12
+        # measure this machine, then predict a run on it
         palm plan --profile --threads 1 --output cpu-1t.json
-        palm plan --config small --mesh data=2 --remat full --hardware cpu-1t.json --format json
+        palm plan --config small --mesh data=2 --hardware cpu-1t.json
       """)
 
   enum Format: String, ExpressibleByArgument, CaseIterable { case markdown, json }
