@@ -212,10 +212,12 @@ public enum FLOPs {
   /// replicates (the K/V projection, the head and its logits) on the same tokens, so the count is
   /// M × the shard config's; data and pod ranks split the tokens (no factor). At (1,1,1) it is
   /// `hardwarePerToken(_:remat:)`.
-  public static func hardwarePerToken(_ config: PalmConfig, remat: RematPolicy, mesh: MeshShape) -> Double {
+  /// `attention`: how attention keys are charged (nil = this package's kernel).
+  public static func hardwarePerToken(_ config: PalmConfig, remat: RematPolicy, mesh: MeshShape,
+                                      attention: AttentionSpan? = nil) -> Double {
     var local = config
     local.heads = config.heads / mesh.model
     local.dFF = config.dFF / mesh.model
-    return Double(mesh.model) * hardwarePerToken(local, remat: remat)
+    return Double(mesh.model) * hardwarePerToken(local, remat: remat, attention: attention)
   }
 }

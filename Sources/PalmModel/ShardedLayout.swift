@@ -139,24 +139,73 @@ public struct ShardedLayout: Sendable, Equatable {
 /// optimizer's two moments (AdamW, and PaLM's unfactored Adafactor) are 1/data of the model shard;
 /// with data > 1 the rank also holds the gathered head, one gathered layer, their gradients and
 /// one chunk (ShardStorage.swift); activations are the MemoryPlan of the shard config and rows.
+///
+/// `storage` says how many bytes each kind of element takes and what else is sharded; its default
+/// (`.package`) is what this package allocates (fp32 everywhere), and `palm plan` passes others
+/// (PaLM's layout on TPU: bf16 activations, the saved block input and the embedding sharded over
+/// `model`) to this same accounting:
+///
+/// ```
+/// shard      = layout.shardFloats, less the head chunk's (M-1)/M when the embedding is sharded over model
+/// parameters = shard · weight,  gradients = shard · gradient,  optimizer = moments · shard · moment
+/// gathered   = (head + layer) · gathered + (head + layer + chunk) · gradient      (data > 1 only)
+/// activations: MemoryPlan(local, rows = batch / (pod·data·microBatches)) buffers · activation,
+///              layers.*.x divided by M when the saved block input is sharded over model
+/// ```
 public struct MeshMemory: Sendable, Equatable {
+  /// Bytes per element and the sharding choices the accounting applies.
+  public struct Storage: Sendable, Equatable, Codable {
+    public var weight = 4, gradient = 4, moment = 4, gathered = 4, activation = 4
+    /// The head bucket (embedding, final LayerNorm) is split over `model` too (GSPMD's 2-D sharding).
+    public var shardEmbeddingOverModel = false
+    /// The one activation saved per layer (the block input) is split over `model` (PaLM §4: "one
+    /// fully sharded activation tensor is saved per layer").
+    public var shardSavedInputOverModel = false
+    /// Gradient-accumulation micro-batches per step: the activations are one micro-batch's.
+    public var microBatches = 1
+    public init() {}
+    /// What this package allocates.
+    public static let package = Storage()
+  }
+
   public let parameterBytes: Int, gradientBytes: Int, optimizerBytes: Int, gatheredBytes: Int, activationBytes: Int
+  /// Of `activationBytes`: kept from forward to backward (per-layer saved buffers and the head), and
+  /// the transient scratch and backward gradient buffers.
+  public let savedActivationBytes: Int, scratchActivationBytes: Int
+  /// Floats of one rank's parameter shard (what parameters, gradients and each moment hold).
+  public let shardFloats: Int
   public var totalBytes: Int { parameterBytes + gradientBytes + optimizerBytes + gatheredBytes + activationBytes }
 
-  public init(config: PalmConfig, shape: MeshShape, remat: RematPolicy, optimizer moments: Int = 2) throws {
+  public init(config: PalmConfig, shape: MeshShape, remat: RematPolicy, optimizer moments: Int = 2,
+              storage s: Storage = .package) throws {
     let layout = try ShardedLayout(config: config, shape: shape)
-    parameterBytes = layout.shardFloats * 4
-    gradientBytes = layout.shardFloats * 4
-    optimizerBytes = moments * layout.shardFloats * 4
+    let m = shape.model
+    let headChunk = layout.chunkFloats[ShardedLayout.headBucket]
+    let shard = layout.shardFloats - (s.shardEmbeddingOverModel ? headChunk - (headChunk + m - 1) / m : 0)
+    shardFloats = shard
+    parameterBytes = shard * s.weight
+    gradientBytes = shard * s.gradient
+    optimizerBytes = moments * shard * s.moment
     if shape.data > 1 {
-      let head = layout.gatheredFloats(ShardedLayout.headBucket)
-      gatheredBytes = (2 * head + 2 * layout.layerGatherFloats + (layout.chunkFloats.max() ?? 0)) * 4
+      let fullHead = layout.gatheredFloats(ShardedLayout.headBucket)
+      let head = s.shardEmbeddingOverModel ? (fullHead + m - 1) / m : fullHead
+      let weights = head + layout.layerGatherFloats
+      gatheredBytes = weights * s.gathered + (weights + (layout.chunkFloats.max() ?? 0)) * s.gradient
     } else {
       gatheredBytes = 0
     }
-    let plan = MemoryPlan(config: layout.local, policy: remat, batch: config.batch / (shape.pod * shape.data),
-                          seqLen: config.seqLen, modelParallel: shape.model > 1)
-    activationBytes = plan.totalBytes
+    let rows = config.batch / (shape.pod * shape.data * max(1, s.microBatches))
+    let plan = MemoryPlan(config: layout.local, policy: remat, batch: max(1, rows),
+                          seqLen: config.seqLen, modelParallel: m > 1)
+    var saved = 0, scratch = 0
+    for b in plan.buffers {
+      var bytes = b.floats * s.activation
+      if s.shardSavedInputOverModel && b.lifetime == .saved && b.name.hasSuffix(".x") { bytes = (bytes + m - 1) / m }
+      if b.lifetime == .saved || b.lifetime == .head { saved += bytes } else { scratch += bytes }
+    }
+    savedActivationBytes = saved
+    scratchActivationBytes = scratch
+    activationBytes = saved + scratch
   }
 
   /// "params 1.2 MB, grads 1.2 MB, optimizer 2.4 MB, gathered 0 B, activations 3.4 MB, total 8.2 MB".

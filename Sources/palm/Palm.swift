@@ -14,7 +14,7 @@ struct Palm: AsyncParsableCommand {
       Set KMP_BLOCKTIME=0 on shared machines so idle OpenMP workers give their cores back.
       """,
     version: "0.1.0",
-    subcommands: [Peak.self, Bench.self, DataCommand.self, TokenizerCommand.self, MFUTable.self, Train.self, Sample.self, Eval.self])
+    subcommands: [Peak.self, Bench.self, DataCommand.self, TokenizerCommand.self, MFUTable.self, PlanCommand.self, Train.self, Sample.self, Eval.self])
 
   static func main() async {
     await main(Palm.joiningNegativeValues(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,98 @@
+// PlanProfile: `palm plan --profile` measures THIS machine into the HardwareSpec format: the fp32
+// and bf16 peaks (PeakSource.measured), GEMM efficiency at the shapes of the tiny and small steps
+// on 1, 2 model shards and 1, 2, 4 data shards (GEMMBench), the element-wise and attention kernels
+// (KernelBench), STREAM triad bandwidth, and collective latency and bus bandwidth on the in-process
+// backend (CollectiveBench over a LocalCluster of 2, 4, 8 ranks). A device is one rank of `threads`
+// OpenMP threads; plans of meshes whose ranks share the cores scale by cores / (ranks × threads).
+
+import Foundation
+import PalmModel
+import PalmParallel
+import PalmTensor
+
+public enum PlanProfile {
+  /// Measures this machine with `threads` threads per device; `log` receives progress lines.
+  public static func measure(threads: Int, configs: [PalmConfig] = [.tiny, .small],
+                             log: (String) -> Void = { _ in }) throws -> HardwareSpec {
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let fp32 = try PeakSource.measured.gflops(threads) ?? 0
+    let bf16 = try PeakSource.measured.bf16Gflops(threads)
+    log(String(format: "peak fp32 %.1f GFLOP/s at %d thread(s)", fp32, threads) + (bf16.map { String(format: ", bf16 %.1f", $0) } ?? ""))
+    let stream = try KernelBench.bandwidth(threads: threads) * 1e9
+    log(String(format: "STREAM triad %.1f GB/s", stream / 1e9))
+
+    // GEMMs of the step at the shard shapes (MemoryPlan/FLOPs name them; FLOPs.swift's table).
+    var points: [HardwareSpec.GEMMPoints.Point] = []
+    var seen = Set<String>()
+    for c in configs {
+      for m in [1, 2] where c.heads % m == 0 {
+        var local = c
+        local.heads /= m
+        local.dFF /= m
+        for split in [1, 2, 4] where c.batch % split == 0 {
+          let n = c.batch / split * c.seqLen, d = c.dModel
+          let cin = local.inputProjectionColumns, cout = local.outputProjectionRows, v = c.vocab
+          let shapes: [(Int, Int, Int, GEMMLayout)] = [
+            (n, cin, d, .nn), (n, d, cin, .nt), (d, cin, n, .tn),
+            (n, d, cout, .nn), (n, cout, d, .nt), (cout, d, n, .tn),
+            (n, v, d, .nn), (n, d, v, .nt), (v, d, n, .tn),
+          ]
+          for (mm, nn, kk, layout) in shapes {
+            let key = "\(mm)x\(nn)x\(kk)\(layout)"
+            guard seen.insert(key).inserted else { continue }
+            let r = try GEMMBench.run(GEMMCase(m: mm, n: nn, k: kk, layout: layout, threads: threads), repeats: 3,
+                                      minSampleSeconds: 0.01, peakGflops: fp32)
+            points.append(.init(m: mm, n: nn, k: kk, layout: layout.rawValue, efficiency: r.fractionOfPeak ?? 0))
+          }
+        }
+      }
+    }
+    log("\(points.count) GEMM shapes measured")
+
+    var kernels: [HardwareSpec.KernelRate] = []
+    for c in configs {
+      for r in try KernelBench.run(config: c, threads: threads, repeats: 3) {
+        kernels.append(.init(kernel: r.kernel.rawValue, config: c.name, tokens: r.shape.tokens,
+                             bytesPerSecond: r.gbs * 1e9, efficiency: fp32 > 0 ? r.gflops / fp32 : 0))
+      }
+    }
+    log("\(kernels.count) kernel rates measured")
+
+    var collectives: [HardwareSpec.Collective] = []
+    for ranks in [2, 4, 8] {
+      let cluster = try LocalCluster(size: ranks, timeout: 120)
+      for op in [CollectiveBench.Operation.allReduce, .allGather, .reduceScatter] {
+        let results = try cluster.run { comm in
+          try CollectiveBench.bandwidth(op, comm: comm, sizes: [4096, 4 << 20], repeats: 3, warmup: 1)
+        }[0]
+        collectives.append(.init(operation: op.rawValue, backend: "in-process", ranks: ranks,
+                                 latency: results[0].medianSeconds, busBandwidth: results[1].busbwGBps * 1e9))
+      }
+    }
+    log("collectives measured on the in-process backend at 2, 4, 8 ranks")
+
+    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+      .split(separator: "\n").first { $0.hasPrefix("model name") }
+      .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" } ?? "unknown"
+    let when = ISO8601DateFormatter().string(from: Date())
+    let src = "palm plan --profile, \(when), \(cpu), \(threads) thread(s)"
+    var peaks = ["fp32": HardwareSpec.Number(fp32 * 1e9, "\(src): PeakProbe.fp32 (FMA chains)")]
+    if let b = bf16 { peaks["bf16"] = HardwareSpec.Number(b * 1e9, "\(src): PeakProbe.bf16 (vdpbf16ps chains)") }
+    let shm = HardwareSpec.Network(
+      name: "in-process", scope: "pod", topology: "measured",
+      domainDevices: .init(1e9, "threads of one process"), linkBandwidth: .init(stream, "\(src): STREAM triad (unused: collectives measured)"),
+      linksPerDevice: nil, devicesPerHost: nil, latency: .init(0, "measured per collective"), efficiency: .init(1, "measured per collective"))
+    var between = shm
+    between.scope = "between-pods"
+    return HardwareSpec(
+      name: "this-machine-\(threads)t", description: "This machine measured by palm plan --profile: \(cpu), \(cores) cores; a device is one rank of \(threads) thread(s).",
+      kind: "cpu", precision: "fp32", peakFLOPs: peaks,
+      memoryBytes: .init(Double(MemoryBudget.machineBytes), "\(src): physical memory or the cgroup limit (MemoryBudget)"),
+      memoryBandwidth: .init(stream, "\(src): STREAM triad (KernelBench.bandwidth)"),
+      memoryEfficiency: .init(1, "element-wise kernels measured (kernels); STREAM otherwise"),
+      gemmCurve: nil, gemmPoints: .init(source: "\(src): GEMMBench at the tiny/small step shapes", points: points),
+      attentionEfficiency: .init(kernels.first { $0.kernel == "attention.forward" }?.efficiency ?? 0.5, "\(src): KernelBench attention.forward"),
+      devicesPerPod: nil, networks: [shm, between], kernels: kernels, collectives: collectives,
+      threadsPerDevice: threads, cores: cores, cpu: cpu)
+  }
+}

@@ -1,0 +1,166 @@
+// palm plan: predict a training step of a PaLM-style model on a mesh of devices from first
+// principles (PalmBench/Plan.swift), search meshes for N chips, or measure this machine into the
+// hardware format (--profile). Nothing runs on the target hardware: every number is computed here.
+
+import ArgumentParser
+import Foundation
+import PalmBench
+import PalmModel
+import PalmTensor
+
+struct PlanCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "plan",
+    abstract: "Predict memory, FLOPs, time, tokens/s, MFU and HFU of a training step on a device mesh.",
+    discussion: """
+      The cost model reuses the package's own accounting (MeshMemory, FLOPs, KernelBench's bytes) \
+      with a hardware description (built-in: tpu-v4, tpu-v3, a100; or a JSON file, e.g. from \
+      --profile) and a software preset (xla: PaLM's T5X on TPU; package: this package on a CPU). \
+      Every assumption is printed with its source, and --sensitivity shows how MFU and HFU move \
+      with each.
+
+      Examples:
+        # PaLM 540B as trained (2 pods x 3072 TPU v4), with the sensitivity table
+        palm plan --config palm-540b --mesh pod=2,data=256,model=12 \\
+          --remat full --batch 2048 --hardware tpu-v4 --sensitivity
+        # every mesh x remat x micro-batching of 6144 chips, and where PaLM's ranks
+        palm plan --config palm-540b --chips 6144 --batch 2048 \\
+          --hardware tpu-v4 --mesh pod=2,data=256,model=12
+        # measure this machine, then predict a run on it
+        palm plan --profile --threads 1 --output cpu-1t.json
+        palm plan --config small --mesh data=2 --hardware cpu-1t.json
+      """)
+
+  enum Format: String, ExpressibleByArgument, CaseIterable { case markdown, json }
+  enum Software: String, ExpressibleByArgument, CaseIterable { case xla, package }
+  enum Remat: String, ExpressibleByArgument, CaseIterable { case none, selective, full }
+
+  @Option(help: "Model preset: \(PalmConfig.presets.keys.sorted().joined(separator: ", ")).")
+  var config: String?
+
+  @Option(name: .customLong("config-file"), help: "Model shape as JSON (PalmConfig's fields: name, dModel, layers, heads, headDim, dFF, vocab, seqLen, batch).")
+  var configFile: String?
+
+  @Option(help: "Mesh pod=P,data=D,model=M (missing axes are 1). With --chips: the setting whose rank to show.")
+  var mesh: String?
+
+  @Option(help: "Rematerialization: none, selective or full.")
+  var remat: Remat = .full
+
+  @Option(help: "Global batch in sequences (default: the preset's).")
+  var batch: Int?
+
+  @Option(name: .customLong("seq-len"), help: "Sequence length (default: the preset's).")
+  var seqLen: Int?
+
+  @Option(name: .customLong("micro-batches"), help: "Gradient-accumulation micro-batches per step.")
+  var microBatches: Int = 1
+
+  @Option(help: "Optimizer: adamw or adafactor (both keep two fp32 moments here).")
+  var optimizer: String = "adafactor"
+
+  @Option(help: "Hardware: tpu-v4, tpu-v3, a100, or a JSON file in the same format.")
+  var hardware: String?
+
+  @Option(help: "Software preset: xla (PaLM's T5X/GSPMD on TPU) or package (this package). Default: xla for accelerators, package for CPUs.")
+  var software: Software?
+
+  @Option(name: .customLong("threads-per-device"), help: "CPU hardware only: threads per device (default: cores / devices).")
+  var threadsPerDevice: Int?
+
+  @Option(help: "Search: rank every mesh of this many devices x remat x micro-batches that fits, by predicted MFU.")
+  var chips: Int?
+
+  @Option(help: "With --chips: rows to show.")
+  var top: Int = 15
+
+  @Flag(help: "Print how MFU and HFU move when each assumption is changed.")
+  var sensitivity = false
+
+  @Flag(help: "Measure this machine (peaks, GEMMs, kernels, memory bandwidth, in-process collectives) into a hardware file.")
+  var profile = false
+
+  @Option(help: "With --profile: threads per device to measure at (default: all cores).")
+  var threads: Int?
+
+  @Option(help: "With --profile: the file to write (atomically).")
+  var output: String?
+
+  @Option(help: "Output format: markdown or json.")
+  var format: Format = .markdown
+
+  func validate() throws {
+    if profile {
+      guard output != nil else { throw ValidationError("--profile needs --output FILE (the hardware description to write)") }
+      if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+      return
+    }
+    if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
+    if config == nil && configFile == nil { throw ValidationError("missing --config NAME or --config-file FILE") }
+    if let config, PalmConfig.presets[config] == nil {
+      throw ValidationError("unknown config \"\(config)\" (presets: \(PalmConfig.presets.keys.sorted().joined(separator: ", ")))")
+    }
+    if hardware == nil { throw ValidationError("missing --hardware (tpu-v4, tpu-v3, a100 or a JSON file)") }
+    if chips == nil && mesh == nil { throw ValidationError("missing --mesh pod=P,data=D,model=M (or --chips N to search)") }
+    if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1 (got \(b))") }
+    if let s = seqLen, s < 1 { throw ValidationError("--seq-len must be at least 1 (got \(s))") }
+    if microBatches < 1 { throw ValidationError("--micro-batches must be at least 1 (got \(microBatches))") }
+    if PlanInputs.optimizerMoments[optimizer] == nil { throw ValidationError("--optimizer must be adamw or adafactor (got \(optimizer))") }
+    if let t = threadsPerDevice, t < 1 { throw ValidationError("--threads-per-device must be at least 1 (got \(t))") }
+    if let c = chips, c < 1 { throw ValidationError("--chips must be at least 1 (got \(c))") }
+    if top < 1 { throw ValidationError("--top must be at least 1 (got \(top))") }
+  }
+
+  func run() throws {
+    Threads.setBlocktime(milliseconds: 0)
+    if profile { return try runProfile() }
+    do {
+      var c: PalmConfig
+      if let configFile {
+        guard let data = FileManager.default.contents(atPath: configFile) else { throw CLIError("cannot read --config-file \(configFile)") }
+        do { c = try JSONDecoder().decode(PalmConfig.self, from: data) } catch {
+          throw CLIError("--config-file \(configFile) is not a model config: \(error)")
+        }
+      } else {
+        c = PalmConfig.presets[config!]!
+      }
+      if let batch { c.batch = batch }
+      if let seqLen { c.seqLen = seqLen }
+      try c.validate()
+      let hw = try HardwareSpec.load(hardware!)
+      let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
+      let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
+      let inputs = PlanInputs(config: c, mesh: shape, remat: RematPolicy(rawValue: remat.rawValue)!,
+                              microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
+                              threadsPerDevice: threadsPerDevice)
+      if let chips {
+        let (rows, considered) = try PlanSearch.run(inputs, chips: chips)
+        let ref: (mesh: String, remat: String, microBatches: Int)? = mesh.map { _ in (mesh: shape.description, remat: remat.rawValue, microBatches: microBatches) }
+        if format == .json {
+          let e = JSONEncoder()
+          e.outputFormatting = [.sortedKeys]
+          print(String(decoding: try e.encode(rows), as: UTF8.self))
+        } else {
+          print(PlanSearch.markdown(rows, considered: considered, chips: chips, top: top, reference: ref), terminator: "")
+        }
+        return
+      }
+      let plan = try Plan(inputs)
+      let sens = sensitivity ? Plan.sensitivity(inputs) : []
+      print(format == .json ? try plan.json(sensitivity: sens) : plan.markdown(sensitivity: sens), terminator: format == .json ? "\n" : "")
+    } catch let e as CLIError {
+      throw e
+    } catch {
+      throw CLIError("\(error)")
+    }
+  }
+
+  func runProfile() throws {
+    let t = threads ?? ProcessInfo.processInfo.activeProcessorCount
+    let spec = try PlanProfile.measure(threads: t) { line in
+      FileHandle.standardError.write(Data("palm plan --profile: \(line)\n".utf8))
+    }
+    do { try spec.write(to: output!) } catch { throw CLIError("\(error)") }
+    print("wrote \(output!) (\(spec.name))")
+  }
+}
