@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import PalmModel
 import PalmTensor
 
 @main
@@ -74,6 +75,9 @@ struct ComputeOptions: ParsableArguments {
     }
   }
 }
+
+/// --remat none|selective|full where a command takes the policy itself.
+extension RematPolicy: ExpressibleByArgument {}
 
 enum ISAChoice: String, ExpressibleByArgument, CaseIterable {
   case scalar, avx2, avx512, avx512bf16

@@ -33,7 +33,6 @@ struct PlanCommand: ParsableCommand {
 
   enum Format: String, ExpressibleByArgument, CaseIterable { case markdown, json }
   enum Software: String, ExpressibleByArgument, CaseIterable { case xla, package }
-  enum Remat: String, ExpressibleByArgument, CaseIterable { case none, selective, full }
 
   @Option(help: "Model preset: \(PalmConfig.presets.keys.sorted().joined(separator: ", ")).")
   var config: String?
@@ -45,7 +44,7 @@ struct PlanCommand: ParsableCommand {
   var mesh: String?
 
   @Option(help: "Rematerialization: none, selective or full.")
-  var remat: Remat = .full
+  var remat: RematPolicy = .full
 
   @Option(help: "Global batch in sequences (default: the preset's).")
   var batch: Int?
@@ -130,7 +129,7 @@ struct PlanCommand: ParsableCommand {
       let hw = try HardwareSpec.load(hardware!)
       let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
-      let inputs = PlanInputs(config: c, mesh: shape, remat: RematPolicy(rawValue: remat.rawValue)!,
+      let inputs = PlanInputs(config: c, mesh: shape, remat: remat,
                               microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
                               threadsPerDevice: threadsPerDevice)
       if let chips {
