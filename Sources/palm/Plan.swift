@@ -92,7 +92,26 @@ struct PlanCommand: ParsableCommand {
     if profile {
       guard output != nil else { throw ValidationError("--profile needs --output FILE (the hardware description to write)") }
       if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+      // --profile measures this machine and plans nothing: a planning option would be ignored.
+      let planning: [(String, Bool)] = [
+        ("--config", config != nil), ("--config-file", configFile != nil), ("--mesh", mesh != nil),
+        ("--hardware", hardware != nil), ("--batch", batch != nil), ("--seq-len", seqLen != nil),
+        ("--software", software != nil), ("--threads-per-device", threadsPerDevice != nil), ("--chips", chips != nil),
+        ("--sensitivity", sensitivity), ("--remat", remat != .full), ("--micro-batches", microBatches != 1),
+        ("--optimizer", optimizer != "adafactor"), ("--top", top != 15), ("--format", format != .markdown),
+      ]
+      let given = planning.filter(\.1).map(\.0)
+      if !given.isEmpty {
+        throw ValidationError("--profile only measures this machine (with --threads, --output); \(given.joined(separator: ", ")) would be ignored: run `palm plan --hardware \(output!) ...` with them afterwards")
+      }
       return
+    }
+    if threads != nil || output != nil {
+      throw ValidationError("--threads and --output belong to --profile; to plan on a CPU, give --hardware FILE and --threads-per-device")
+    }
+    if chips == nil && top != 15 { throw ValidationError("--top needs --chips (it limits the search's rows)") }
+    if chips != nil && sensitivity {
+      throw ValidationError("--sensitivity applies to one setting: drop --chips, or run the search and then the chosen --mesh with --sensitivity")
     }
     if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
     if config == nil && configFile == nil { throw ValidationError("missing --config NAME or --config-file FILE") }
@@ -127,6 +146,9 @@ struct PlanCommand: ParsableCommand {
       if let seqLen { c.seqLen = seqLen }
       try c.validate()
       let hw = try HardwareSpec.load(hardware!)
+      if threadsPerDevice != nil && hw.kind != "cpu" {
+        throw CLIError("--threads-per-device applies to CPU hardware only; \(hardware!) is \(hw.kind) hardware")
+      }
       let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
       let inputs = PlanInputs(config: c, mesh: shape, remat: remat,

@@ -31,6 +31,12 @@ struct PlanCLITests {
       (["--config", "palm-540b", "--mesh", "dta=2", "--hardware", "tpu-v4"], "unknown axis"),
       (["--config", "palm-540b", "--hardware", "tpu-v4"], "missing --mesh"),
       (["--profile"], "--profile needs --output"),
+      // Accepted and ignored would be a defect: each option outside its mode is refused.
+      (["--profile", "--output", "x.json", "--config", "tiny", "--sensitivity"], "--config, --sensitivity would be ignored"),
+      (palm + ["--output", "x.json"], "--threads and --output belong to --profile"),
+      (palm + ["--top", "3"], "--top needs --chips"),
+      (palm + ["--chips", "6144", "--sensitivity"], "--sensitivity applies to one setting"),
+      (palm + ["--threads-per-device", "2"], "--threads-per-device applies to CPU hardware only"),
     ]
     for (args, message) in cases {
       let r = try plan(args)
