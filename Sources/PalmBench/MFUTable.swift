@@ -293,6 +293,9 @@ public struct MeasuredRow: Codable, Equatable, Sendable {
   /// set beside PaLM's 57.8% HFU. Our causal kernel skips most masked tiles, so `hfu` (what it
   /// really executes) is lower.
   public let hfuFullT: Double
+  /// MFU or HFU above 100%: not a fast run but a peak measured while the machine was busier than
+  /// during the run (or a --peak below what the run reached). Reports flag such a row.
+  public var exceedsPeak: Bool { mfu > 1 || hfu > 1 }
   /// Activation bytes the memory plan reserves for this policy.
   public let plannedActivationBytes: Int
   /// Peak resident set size of the process (getrusage ru_maxrss), bytes.

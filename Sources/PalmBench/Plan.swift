@@ -210,12 +210,10 @@ extension Plan {
     let peak = hw.peak * speed
 
     // MARK: memory (MeshMemory, with the software's byte widths)
-    var storage = sw.storage
-    storage.microBatches = k
-    let mem = try MeshMemory(config: c, shape: mesh, remat: inputs.remat, optimizer: moments, storage: storage)
+    let mem = try MeshMemory(config: c, shape: mesh, remat: inputs.remat, optimizer: moments, microBatches: k, storage: sw.storage)
     let available = Int(hw.memoryBytes.value) / (isCPU ? devices : 1)
     memory = Memory(weights: mem.parameterBytes, gradients: mem.gradientBytes, optimizer: mem.optimizerBytes,
-                    optimizerName: "\(inputs.optimizer) (\(moments) moments x \(storage.moment) B)",
+                    optimizerName: "\(inputs.optimizer) (\(moments) moments x \(sw.storage.moment) B)",
                     gathered: mem.gatheredBytes, activationScratch: mem.scratchActivationBytes,
                     activationsSaved: mem.savedActivationBytes, total: mem.totalBytes, available: available,
                     fits: mem.totalBytes <= available)

@@ -177,7 +177,7 @@ public enum Suite {
   /// was busier than during the run). Nil for a clean run.
   public static func disturbance(_ steps: [StepRuns.Measured]) -> String? {
     let busy = steps.filter { ($0.foreignCPU ?? 0) > 0.05 }
-    let impossible = steps.filter { ($0.row?.mfu ?? 0) > 1 || ($0.row?.hfu ?? 0) > 1 }
+    let impossible = steps.filter { $0.row?.exceedsPeak ?? false }
     guard !busy.isEmpty || !impossible.isEmpty else { return nil }
     func names(_ m: [StepRuns.Measured]) -> String {
       m.map { "\($0.result.config) \($0.result.remat.rawValue) \($0.result.threads)T" }.joined(separator: ", ")

@@ -161,8 +161,6 @@ public struct MeshMemory: Sendable, Equatable {
     /// The one activation saved per layer (the block input) is split over `model` (PaLM §4: "one
     /// fully sharded activation tensor is saved per layer").
     public var shardSavedInputOverModel = false
-    /// Gradient-accumulation micro-batches per step: the activations are one micro-batch's.
-    public var microBatches = 1
     public init() {}
     /// What this package allocates.
     public static let package = Storage()
@@ -176,8 +174,9 @@ public struct MeshMemory: Sendable, Equatable {
   public let shardFloats: Int
   public var totalBytes: Int { parameterBytes + gradientBytes + optimizerBytes + gatheredBytes + activationBytes }
 
+  /// `microBatches`: gradient-accumulation micro-batches per step; the activations are one micro-batch's.
   public init(config: PalmConfig, shape: MeshShape, remat: RematPolicy, optimizer moments: Int = 2,
-              storage s: Storage = .package) throws {
+              microBatches: Int = 1, storage s: Storage = .package) throws {
     let layout = try ShardedLayout(config: config, shape: shape)
     let m = shape.model
     let headChunk = layout.chunkFloats[ShardedLayout.headBucket]
@@ -194,7 +193,7 @@ public struct MeshMemory: Sendable, Equatable {
     } else {
       gatheredBytes = 0
     }
-    let rows = config.batch / (shape.pod * shape.data * max(1, s.microBatches))
+    let rows = config.batch / (shape.pod * shape.data * max(1, microBatches))
     let plan = MemoryPlan(config: layout.local, policy: remat, batch: max(1, rows),
                           seqLen: config.seqLen, modelParallel: m > 1)
     var saved = 0, scratch = 0

@@ -74,15 +74,14 @@ public final class MappedFile: @unchecked Sendable {
     }
     // Fallback: read the whole file.
     guard let buf = malloc(max(size, 1)) else { throw Failure.allocate(size: size) }
-    var got = 0
-    while got < size {
-      let n = pread(fd, buf + got, size - got, off_t(got))
-      if n < 0 && errno == EINTR { continue }
-      if n <= 0 {
-        free(buf)
-        throw Failure.read(got: got, size: size)
-      }
-      got += n
+    let got: Int
+    do { got = try MappedFile.readFully(fd, buf, size, at: 0) } catch {
+      free(buf)
+      throw error
+    }
+    if got < size {
+      free(buf)
+      throw Failure.read(got: got, size: size)
     }
     base = UnsafeRawPointer(buf)
     count = size
@@ -97,6 +96,23 @@ public final class MappedFile: @unchecked Sendable {
     base = UnsafeRawPointer(buf)
     count = bytes.count
     isMapped = false
+  }
+
+  /// Reads up to `count` bytes at `offset` into `buffer` with pread, retrying short reads and EINTR;
+  /// returns the bytes read (fewer only at the end of the file). The one read loop of this file.
+  /// - Throws: `Failure.io` for a failed read.
+  static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, at offset: Int) throws -> Int {
+    var got = 0
+    while got < count {
+      let n = pread(fd, buffer + got, count - got, off_t(offset + got))
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw Failure.io(code: errno)
+      }
+      if n == 0 { break }
+      got += n
+    }
+    return got
   }
 
   /// Opens `path` read-only, runs `check` on its `stat`; returns the descriptor and size (the caller
@@ -146,18 +162,10 @@ public final class DataFile: @unchecked Sendable {
   /// - Throws: `MappedFile.Failure.changed` when the file has become shorter, `.io` for a failed read.
   public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
     guard let base = buffer.baseAddress else { return }
-    var got = 0
-    while got < buffer.count {
-      let n = pread(fd, base + got, buffer.count - got, off_t(offset + got))
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw MappedFile.Failure.io(code: errno)
-      }
-      if n == 0 {
-        var st = stat()
-        throw MappedFile.Failure.changed(size: count, now: fstat(fd, &st) == 0 ? Int(st.st_size) : offset + got)
-      }
-      got += n
+    let got = try MappedFile.readFully(fd, base, buffer.count, at: offset)
+    if got < buffer.count {
+      var st = stat()
+      throw MappedFile.Failure.changed(size: count, now: fstat(fd, &st) == 0 ? Int(st.st_size) : offset + got)
     }
   }
 

@@ -115,9 +115,8 @@ struct BenchStep: ParsableCommand {
         activations planned \(r.plannedActivationBytes) B (saved \(r.plannedSavedBytes), scratch \(r.plannedScratchBytes)), parameters \(r.parameterBytes) B
         peak RSS \(r.peakRSSBytes.map(String.init) ?? "?") B, last loss \(r.lastLoss)
       """)
-    // A utilization above 100% is not a fast step but a peak probe disturbed by other work (as the
-    // suite's disturbance check says): flag it rather than print it as a result.
-    if let row = StepRuns.row(r, config: c, peaks: peaks), row.mfu > 1 || row.hfu > 1 {
+    // Flag a utilization above 100% (MeasuredRow.exceedsPeak, as the suite does) rather than print it as a result.
+    if let row = StepRuns.row(r, config: c, peaks: peaks), row.exceedsPeak {
       let why = peak != nil ? "the --peak given is below what the steps reached."
         : "the peak was measured while the machine was busier than during the steps. Rerun on a quiet machine, or pass --peak."
       FileHandle.standardError.write(Data("WARNING: MFU or HFU above 100%: \(why)\n".utf8))
