@@ -45,15 +45,17 @@ public enum MeshLauncher {
     }
   }
 
-  /// OpenMP threads per rank when none is given: this machine's cores shared among its ranks.
+  /// OpenMP threads per rank when none is given: OpenMP's default for this process (the cores, or
+  /// OMP_NUM_THREADS) shared among this machine's ranks. Call it before setting `Threads.count`.
   public static func defaultThreadsPerRank(_ shape: MeshShape, devices: DeviceBackend) -> Int {
-    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let cores = Threads.count
     let ranksHere = devices == .local ? shape.count : (MPILaunch.localSize ?? 1)
     return max(1, cores / max(1, ranksHere))
   }
 
   /// Runs `body` once per rank of `shape` and returns rank 0's result (local) or this process's
-  /// (MPI). Each rank's thread gets `threadsPerRank` OpenMP threads. MPI is initialised here and
+  /// (MPI). Each rank's thread gets `threadsPerRank` OpenMP threads. The mesh of one local device
+  /// runs `body` on the calling thread with a `SoloCommunicator` (no thread, nothing to wait for). MPI is initialised here and
   /// finalized at exit; `timeout` bounds every wait of a collective (seconds).
   /// - Throws: what `check` throws (before any work), or the first rank's failure.
   public static func run<R: Sendable>(shape: MeshShape, devices: DeviceBackend, threadsPerRank: Int,
@@ -61,6 +63,9 @@ public enum MeshLauncher {
                                       _ body: @escaping @Sendable (any Communicator) throws -> R) throws -> R {
     try check(shape, devices: devices)
     switch devices {
+    case .local where shape.count == 1:
+      Threads.count = threadsPerRank
+      return try body(SoloCommunicator(name: "world"))
     case .local:
       let cluster = try LocalCluster(size: shape.count, timeout: timeout)
       return try cluster.run { comm in

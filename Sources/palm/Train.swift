@@ -1,5 +1,8 @@
-// palm train: train a model on a file of bytes (PalmTrain/Trainer.swift), with a live progress line,
-// metrics.jsonl, checkpoints, --resume and a loss-curve SVG at the end.
+// palm train: train a model on a file of bytes or SentencePiece tokens (PalmTrain/Trainer.swift), with
+// a live progress line, metrics.jsonl, checkpoints, --resume and a loss-curve SVG at the end. One
+// launch for every mesh: without --mesh the run is the mesh (1,1,1) on this thread. Bad input (a mesh
+// that does not divide the model or the batch, a mesh size that is not the number of ranks) is one
+// error line before any work; under mpirun only rank 0 prints it and all exit non-zero.
 import ArgumentParser
 import Foundation
 import PalmBench
@@ -121,60 +124,103 @@ struct Train: ParsableCommand {
     if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
     if tokenFile != nil && tokenizer == nil { throw ValidationError("--token-file needs --tokenizer") }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if let g = peakGflops, !(g > 0) { throw ValidationError("--peak-gflops must be > 0 (got \(g))") }
   }
 
+  /// One launch for every mesh. Without --mesh the run is the mesh pod=1,data=1,model=1 of the same
+  /// trainer, on this thread (`MeshLauncher` calls the body directly with a `SoloCommunicator`: no
+  /// rank thread, no collective). Bad input is one line before any work; under mpirun rank 0 says it.
   func run() throws {
     try compute.apply()
     let cfg = try resolveConfig()
     Preemption.install()
-    if let mesh { return try runMesh(cfg, meshText: mesh) }
-    try preflight()
+    let devices = self.devices ?? DeviceBackend.detected
     var o = trainOptions(cfg)
-    do {  // before the data is read: a model or batch this machine cannot hold is one line
-      try Trainer.validate(options: o, shape: MeshShape())
-      try Trainer.checkMemory(options: o, shape: MeshShape())
-    } catch { throw CLIError("\(error)") }
-    let dataset = try openDataset(cfg)
-    let peakSource = Train.resolvePeaks(peakGflops, precision: precision ?? .fp32, into: &o)
-
-    let trainer: Trainer
-    do { trainer = try Trainer(options: o, dataset: dataset) } catch { throw CLIError("\(error)") }
-    trainer.stopRequested = { Preemption.signal != nil }
-    if checkpointDir == nil { Preemption.removeOnExit = trainer.store.directory }
-    if resume {
-      do {
-        let text = Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)
-        FileHandle.standardError.write(Data((text + "\n").utf8))
-      } catch { throw CLIError("\(error)") }
-    }
-    let metrics: MetricsLog?
-    do { metrics = try Train.openMetricsLog(log, append: resume) } catch { throw CLIError("\(error)") }
-
-    let tty = isatty(STDOUT_FILENO) != 0
-    Train.say(Train.modelSummary(cfg) + "batch \(microBatches)x\(cfg.batch), \(trainer.model.parameters.count) params, "
-          + "\(Threads.count) threads, \(o.optimizer.kind), remat \(remat); \(Train.dataSummary(dataset)); "
-          + "peak fp32 \(Train.peakText(o.peakFLOPS)), bf16 \(Train.peakText(o.bf16PeakFLOPS)) (\(peakSource))")
-    if !trainer.dropout.isOff { Train.say("dropout: \(trainer.dropout)") }
-    Train.sayPrecision(trainer.precision)
-    let budgetStart = Date()
-    let stepsAtStart = trainer.step
-    trainer.onRecord = { [unowned trainer] r in
-      metrics?.write(r)
-      if r.type == "step" { Preemption.drill(afterStep: r.step) }
-      let line = Train.progressLine(r, trainer: trainer, options: o, stepsAtStart: stepsAtStart, since: budgetStart)
-      if tty {
-        let text = "\r" + line + "\u{1B}[K" + (Train.isMilestone(r) ? "\n" : "")
-        FileHandle.standardOutput.write(Data(text.utf8))
-      } else if Train.isMilestone(r) || r.step % max(printEvery, 1) == 0 {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    let shape: MeshShape
+    do {
+      if mesh == nil, devices == .mpi, let n = MPILaunch.worldSize, n > 1 {
+        throw CLIError("mpirun started \(n) ranks, but without --mesh palm train is one device: give a mesh of \(n) devices (e.g. --mesh data=\(n)) or run it without mpirun")
       }
+      shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
+      try Trainer.validate(options: o, shape: shape)
+      try MeshLauncher.check(shape, devices: devices)
+      // The devices of this machine: all of them as threads, or the mpirun ranks placed here.
+      try Trainer.checkMemory(options: o, shape: shape,
+                              devicesHere: devices == .local ? shape.count : MPILaunch.localSize ?? 1)
+      try preflight()
+    } catch {
+      throw MeshCLI.beforeWork(error, devices: devices)
     }
-    let end: MetricsRecord
-    do { end = try trainer.run() } catch { throw CLIError("\(error)") }
-    try finish(end: end, history: trainer.history, title: "palm train \(cfg.name): loss (nats/token) — \(end.step) updates")
+    let dataset: TokenDataset
+    do { dataset = try openDataset(cfg) } catch { throw MeshCLI.beforeWork(error, devices: devices) }
+    let meshed = shape.count > 1
+    let threads = compute.threads ?? MeshLauncher.defaultThreadsPerRank(shape, devices: devices)
+    Threads.count = threads  // this thread's; each rank thread of a local mesh sets its own
+    let peakSource = Train.resolvePeaks(peakGflops, precision: precision ?? .fp32, ranks: shape.count, into: &o)
+
+    let (resume, log, printEvery, checkpointDir) = (self.resume, self.log, max(self.printEvery, 1), self.checkpointDir)
+    let options = o
+    let header = Train.modelSummary(cfg)
+      + "batch \(o.microBatches)x\(cfg.batch)\(meshed ? " global, mesh \(shape) on \(devices) devices" : ""), "
+      + "\(cfg.parameterCount) params, \(threads) thread(s)\(meshed ? " per rank" : ""), \(o.optimizer.kind), remat \(o.remat); "
+      + "planned bytes\(meshed ? " per rank" : ""): \(Train.rankBytesText(cfg, shape: shape, options: o)); "
+      + "\(Train.dataSummary(dataset)); peak fp32 \(Train.peakText(o.peakFLOPS)), bf16 \(Train.peakText(o.bf16PeakFLOPS)) (\(peakSource))"
+    // A live progress line on a terminal when one rank prints; a line per --print-every otherwise.
+    let live = isatty(STDOUT_FILENO) != 0 && !meshed
+    let budgetStart = Date()
+    let outcome: (end: MetricsRecord, history: [MetricsRecord])
+    do {
+      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) {
+        comm -> (end: MetricsRecord, history: [MetricsRecord]) in
+        let prefix = meshed ? "[rank \(comm.rank)/\(comm.size)] " : ""
+        let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
+        trainer.stopRequested = { Preemption.signal != nil }  // rank 0's answer holds for every rank
+        if checkpointDir == nil && comm.rank == 0 { Preemption.removeOnExit = trainer.store.directory }
+        if let slow = MeshCLI.slowCheckpointDrill { trainer.duringCheckpointWrite = { usleep(UInt32(slow * 1e6)) } }
+        if comm.rank == 0 {
+          Train.say(header)
+          if !trainer.dropout.isOff { Train.say("dropout: \(trainer.dropout)") }
+          Train.sayPrecision(trainer.precision)
+        }
+        if resume {
+          let text = prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)
+          FileHandle.standardError.write(Data((text + "\n").utf8))
+        }
+        // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
+        let metrics = try comm.rank == 0 ? Train.openMetricsLog(log, append: resume) : nil
+        let hang = MeshCLI.hangDrill, kill9 = MeshCLI.killDrill
+        let stepsAtStart = trainer.step
+        trainer.onRecord = { [unowned trainer] r in
+          metrics?.write(r)
+          if r.type == "step" && comm.rank == 0 { Preemption.drill(afterStep: r.step) }
+          let line = prefix + Train.progressLine(r, lastValidation: trainer.lastValidationLoss, meshed: meshed,
+                                                 options: options, stepsAtStart: stepsAtStart, since: budgetStart)
+          if live {
+            FileHandle.standardOutput.write(Data(("\r" + line + "\u{1B}[K" + (Train.isMilestone(r) ? "\n" : "")).utf8))
+          } else if Train.isMilestone(r) || r.checkpoint != nil || r.step % printEvery == 0 {
+            Train.say(line)
+          }
+          if let kill9, kill9.rank == comm.rank, kill9.step == r.step, r.type == "step" { kill(getpid(), SIGKILL) }
+          if let hang, hang.rank == comm.rank, hang.step == r.step, r.type == "step" {
+            Train.say(prefix + "fault drill: hanging after step \(r.step)")
+            while true { sleep(3600) }
+          }
+        }
+        let end = try trainer.run()
+        return (end: end, history: trainer.history)
+      }
+    } catch {
+      throw MeshCLI.afterStart(error, devices: devices, command: "train")
+    }
+    guard MeshCLI.isReporter(devices) else {
+      if let sig = Preemption.signal { throw ExitCode(128 + sig) }
+      return
+    }
+    try finish(end: outcome.end, history: outcome.history,
+               title: "palm train \(cfg.name)\(meshed ? " mesh \(shape)" : ""): loss (nats/token) — \(outcome.end.step) updates")
   }
 
-  // MARK: - Shared by the single-device and the mesh run
+  // MARK: - Parts of the run
 
   /// Checks made before anything is read or written: the --plot path can be written, and without
   /// --resume the checkpoint directory holds no other run.
@@ -323,8 +369,9 @@ struct Train: ParsableCommand {
   /// A line on stdout, unbuffered (so it interleaves with the progress line).
   static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
-  static func progressLine(_ r: MetricsRecord, trainer: Trainer, options o: TrainOptions, stepsAtStart: Int,
-                           since start: Date) -> String {
+  /// One line of progress. A mesh run adds the rank's step time and pod exchange.
+  static func progressLine(_ r: MetricsRecord, lastValidation: Double?, meshed: Bool, options o: TrainOptions,
+                           stepsAtStart: Int, since start: Date) -> String {
     switch r.type {
     case "spike":
       return "spike at update \(r.step): \(r.reason ?? "") -> restored step \(r.restoredStep.map(String.init) ?? "-"), data from batch \(r.resumedDataPosition.map(String.init) ?? "-") (rollbacks \(r.rollbacks))"
@@ -338,28 +385,43 @@ struct Train: ParsableCommand {
         let e = elapsed / Double(r.step - stepsAtStart) * Double(n - r.step)
         eta = min(eta ?? e, e)
       }
-      return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? trainer.lastValidationLoss)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + utilizationText(r) + " | lr \(String(format: "%.2e", r.lr ?? 0)) "
-        + "| ETA \(Int(eta ?? 0)) s"
+      let exchange = !meshed ? "" : "| \(fmt(r.stepSeconds, 3)) s/step | exchange "
+        + "\(String(format: "%.2f", Double(r.exchangeBytes ?? 0) / 1e6)) MB \(fmt((r.exchangeSeconds ?? 0) * 1e3, 1)) ms "
+        + "hidden \(fmt((r.exchangeHidden ?? 1) * 100, 0))% "
+      return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? lastValidation)) | \(Int(r.tokensPerS ?? 0)) tok/s "
+        + utilizationText(r) + " " + exchange + "| lr \(String(format: "%.2e", r.lr ?? 0)) | ETA \(Int(eta ?? 0)) s"
+        + (r.checkpoint.map { " | checkpoint \($0)" } ?? "")
     }
   }
 
-  /// The MFU denominators into `o.peakFLOPS` / `o.bf16PeakFLOPS`: the flag for `precision`'s,
-  /// then $PALM_PEAK_GFLOPS / $PALM_PEAK_BF16_GFLOPS, then the peaks measured now. Returns where
-  /// they came from.
-  static func resolvePeaks(_ flag: Double?, precision: GEMMPrecision, into o: inout TrainOptions) -> String {
+  /// The planned bytes of one rank (MeshMemory): parameters, gradients, optimizer state, gathered
+  /// buffers and activations.
+  static func rankBytesText(_ cfg: PalmConfig, shape: MeshShape, options o: TrainOptions) -> String {
+    guard let m = try? MeshMemory(config: cfg, shape: shape, remat: o.remat) else { return "-" }
+    return m.summary
+  }
+
+  /// The MFU denominators into `o.peakFLOPS` / `o.bf16PeakFLOPS`: the peaks measured now at this
+  /// thread's OpenMP threads × `ranks` (each rank of a mesh runs as many), or $PALM_PEAK_GFLOPS /
+  /// $PALM_PEAK_BF16_GFLOPS in their place; then --peak-gflops, the whole mesh's at `precision`.
+  /// Returns where they came from.
+  static func resolvePeaks(_ flag: Double?, precision: GEMMPrecision, ranks: Int, into o: inout TrainOptions) -> String {
+    var source: String
     do {
-      o.peakFLOPS = try PeakSource.measured.gflops(Threads.count).map { $0 * 1e9 }
-      o.bf16PeakFLOPS = try PeakSource.measured.bf16Gflops(Threads.count).map { $0 * 1e9 }
+      let scale = 1e9 * Double(ranks)
+      o.peakFLOPS = try PeakSource.measured.gflops(Threads.count).map { $0 * scale }
+      o.bf16PeakFLOPS = try PeakSource.measured.bf16Gflops(Threads.count).map { $0 * scale }
+      source = "\(PeakSource.measured.name) at \(Threads.count) threads" + (ranks > 1 ? " × \(ranks) ranks" : "")
     } catch {
-      return "unknown (\(error)); MFU/HFU not reported"
+      source = "peaks unknown (\(error))"
     }
-    var source = "\(PeakSource.measured.name) at \(Threads.count) threads"
-    if let g = flag, g > 0 {
+    if let g = flag {
       if precision == .bf16 { o.bf16PeakFLOPS = g * 1e9 } else { o.peakFLOPS = g * 1e9 }
       source = "\(precision.rawValue): --peak-gflops; other: " + source
     }
-    if o.peakFLOPS == nil { source += "; fp32 peak unknown: MFU/HFU of fp32 not reported" }
+    if (precision == .bf16 ? o.bf16PeakFLOPS : o.peakFLOPS) == nil {
+      source += "; \(precision.rawValue) peak unknown: MFU/HFU not reported"
+    }
     return source
   }
 

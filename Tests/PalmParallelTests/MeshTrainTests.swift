@@ -233,6 +233,30 @@ struct MeshCLITests {
     #expect(Date().timeIntervalSince(start) < 30)
   }
 
+  @Test("one launch: palm train without --mesh and with --mesh pod=1,data=1,model=1 log the same updates bit for bit and print the same lines")
+  func oneLaunch() throws {
+    let data = try dataFile()
+    let dir = tempDirectory("one-launch")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var logs: [[MetricsRecord]] = [], outputs: [[String]] = []
+    for (i, extra) in [[], ["--mesh", "pod=1,data=1,model=1", "--devices", "local"]].enumerated() {
+      let log = dir + "/m\(i).jsonl"
+      let (status, output) = try runProgram(palmBinary!, ["train", "--data", data, "--steps", "3", "--log", log,
+                                                          "--print-every", "1", "--dropout", "0.1"] + tinyArguments + extra)
+      #expect(status == 0, "\(output)")
+      logs.append(MetricsLog.read(path: log))
+      // The lines without their numbers: what is printed, not how fast.
+      outputs.append(output.split(separator: "\n").map { String($0.prefix(while: { $0 != "|" })) }
+                       .map { $0.replacingOccurrences(of: #"[0-9.]+"#, with: "#", options: .regularExpression) })
+    }
+    #expect(logs[0].count == 4 && logs[0].count == logs[1].count, "\(logs)")
+    for (a, b) in zip(logs[0], logs[1]) {
+      #expect(a.type == b.type && a.step == b.step && a.crossEntropy == b.crossEntropy && a.gradNorm == b.gradNorm, "\(a) \(b)")
+    }
+    #expect(outputs[0] == outputs[1], "\(outputs[0])\n\(outputs[1])")
+    #expect(outputs[0].contains { $0.hasPrefix("dropout: ") }, "\(outputs[0])")
+  }
+
   @Test("--devices local on (1,2,2) with Adafactor and remat full: every rank logs, rank 0 writes a checkpoint palm sample reads, and --resume continues")
   func localRun() throws {
     let data = try dataFile()
@@ -333,6 +357,12 @@ struct MeshCLITests {
     // and it can land inside our line ("E<banner>rror: ..."); count the line with the banners cut out.
     let ours = withoutMPIBanners(badOutput)
     #expect(ours.components(separatedBy: "Error: mesh pod=4,data=1,model=1 has 4 devices").count == 2, "\(badOutput)")
+    // Without --mesh the run is one device: two ranks of it would be two runs in one directory.
+    let (single, singleOutput) = try runProgram(mpirunPath!, base, deadline: 60)
+    #expect(single != 0, "\(singleOutput)")
+    #expect(withoutMPIBanners(singleOutput).components(separatedBy: "Error: mpirun started 2 ranks, but without --mesh").count == 2,
+            "\(singleOutput)")
+    #expect(!FileManager.default.fileExists(atPath: dir + "/step_00000001"), "the refused run wrote nothing")
   }
 
   @Test("mpirun -np 2: a rank that hangs after update 1 stops the job within the timeout, naming it; the checkpoint stays loadable",
