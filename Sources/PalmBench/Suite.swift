@@ -26,7 +26,7 @@ public enum Suite {
     public var configs: [PalmConfig]
     public var threads: [Int]
     public var remats: [RematPolicy]
-    /// The GEMM precisions of the step rows (each row divides by its precision's peak).
+    /// The GEMM precisions of the step and mesh rows (each row divides by its precision's peak).
     public var precisions: [GEMMPrecision] = [.fp32]
     public var warmup: Int
     public var steps: Int
@@ -251,18 +251,23 @@ public enum Suite {
     var meshRows: [MeshRow] = []
     let cores = o.threads.max() ?? 1
     for run in o.meshRuns {
-      let perRank = max(1, cores / run.shape.count)
-      let r = try ShardedBench.runLocal(config: run.config, shape: run.shape, batch: run.config.batch, steps: max(o.steps, 1),
-                                        warmup: o.warmup, threadsPerRank: perRank, remat: run.remat)
-      let peak = roofs.first { $0.threads == perRank * run.shape.count }?.peakGFLOPs
-      let memory = try MeshMemory(config: run.config, shape: run.shape, remat: run.remat)
-      let tps = r.tokensPerSecond
-      meshRows.append(MeshRow(
-        config: run.config.name, mesh: run.shape.description, remat: run.remat.rawValue, threadsPerRank: perRank,
-        tokensPerSecond: tps, mfu: peak.map { FLOPs.modelPerToken(run.config) * tps / ($0 * 1e9) },
-        hfu: peak.map { FLOPs.hardwarePerToken(run.config, remat: run.remat, mesh: run.shape) * tps / ($0 * 1e9) },
-        plannedBytesPerRank: memory.totalBytes, exchangeHidden: run.shape.pod > 1 ? r.exchange.map(\.hiddenFraction).min() : nil))
-      stage("mesh \(run.config.name) \(run.shape) remat \(run.remat.rawValue): \(fixed(tps, 0)) tokens/s")
+      for precision in o.precisions {
+        let perRank = max(1, cores / run.shape.count)
+        let r = try ShardedBench.runLocal(config: run.config, shape: run.shape, batch: run.config.batch, steps: max(o.steps, 1),
+                                          warmup: o.warmup, threadsPerRank: perRank, remat: run.remat, precision: precision)
+        // The peak of the precision at all the mesh's threads (fp32's, labelled, where bf16 is emulated).
+        let peak = try? o.peak.gflops(perRank * run.shape.count, precision: precision)
+        let memory = try MeshMemory(config: run.config, shape: run.shape, remat: run.remat)
+        let tps = r.tokensPerSecond
+        let g = peak?.gflops
+        meshRows.append(MeshRow(
+          config: run.config.name, mesh: run.shape.description, remat: run.remat.rawValue, precision: precision.rawValue,
+          peakPrecision: (peak?.peak ?? .fp32).rawValue, threadsPerRank: perRank, tokensPerSecond: tps,
+          mfu: g.map { FLOPs.modelPerToken(run.config) * tps / ($0 * 1e9) },
+          hfu: g.map { FLOPs.hardwarePerToken(run.config, remat: run.remat, mesh: run.shape) * tps / ($0 * 1e9) },
+          plannedBytesPerRank: memory.totalBytes, exchangeHidden: run.shape.pod > 1 ? r.exchange.map(\.hiddenFraction).min() : nil))
+        stage("mesh \(run.config.name) \(run.shape) remat \(run.remat.rawValue) \(precision.rawValue): \(fixed(tps, 0)) tokens/s")
+      }
     }
     try write("mesh.jsonl", try JSONLines.encode(meshRows))
 
@@ -303,16 +308,19 @@ public enum Suite {
   /// One mesh row of the suite: the whole update of the one Trainer (optimizer included) on a mesh.
   public struct MeshRow: Codable, Sendable, Equatable {
     public let config: String, mesh: String, remat: String
+    /// The GEMM precision of the run, and the peak its MFU divides by (fp32 where bf16 is emulated).
+    public let precision: String, peakPrecision: String
     public let threadsPerRank: Int
     public let tokensPerSecond: Double
-    /// Against the fp32 peak measured at all the mesh's threads (nil when unknown).
+    /// Against the peak of `peakPrecision` measured at all the mesh's threads (nil when unknown).
     public let mfu: Double?, hfu: Double?
     /// MeshMemory's total: parameters, gradients, optimizer state, gathered buffers, activations.
     public let plannedBytesPerRank: Int
     /// Pods only: the smallest share of the pod exchange hidden behind the backward.
     public let exchangeHidden: Double?
     enum CodingKeys: String, CodingKey {
-      case config, mesh, remat, threadsPerRank = "threads_per_rank", tokensPerSecond = "tokens_per_s", mfu, hfu
+      case config, mesh, remat, precision, peakPrecision = "peak_precision", threadsPerRank = "threads_per_rank"
+      case tokensPerSecond = "tokens_per_s", mfu, hfu
       case plannedBytesPerRank = "planned_bytes_per_rank", exchangeHidden = "exchange_hidden"
     }
   }
@@ -335,10 +343,10 @@ public enum Suite {
   static func meshMarkdown(_ rows: [MeshRow]) -> String {
     guard !rows.isEmpty else { return "" }
     var s = "\n## Meshes (the one Trainer, whole update, in-process ranks)\n\n"
-    s += "| Config | Mesh | Remat | Threads/rank | Tokens/s | MFU | HFU | Planned MiB/rank | Exchange hidden |\n"
-    s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+    s += "| Config | Mesh | Remat | Precision | Peak | Threads/rank | Tokens/s | MFU | HFU | Planned MiB/rank | Exchange hidden |\n"
+    s += "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n"
     for r in rows {
-      s += "| \(r.config) | \(r.mesh) | \(r.remat) | \(r.threadsPerRank) | \(fixed(r.tokensPerSecond, 0)) | "
+      s += "| \(r.config) | \(r.mesh) | \(r.remat) | \(r.precision) | \(r.peakPrecision) | \(r.threadsPerRank) | \(fixed(r.tokensPerSecond, 0)) | "
         + "\(r.mfu.map { pct($0, 1) } ?? "—") | \(r.hfu.map { pct($0, 1) } ?? "—") | "
         + "\(fixed(Double(r.plannedBytesPerRank) / 1_048_576, 1)) | \(r.exchangeHidden.map { pct($0, 0) } ?? "—") |\n"
     }

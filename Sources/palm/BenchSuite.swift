@@ -37,7 +37,7 @@ struct BenchSuite: ParsableCommand {
   @Option(help: "Seconds the run may take: step runs that would end later are skipped and listed (0: no limit).")
   var timeBudget = Suite.Options.defaultTimeBudgetSeconds
 
-  @Option(help: "GEMM precisions of the step rows, comma-separated: fp32, bf16 (default fp32; bf16 rows divide by the bf16 peak).")
+  @Option(help: "GEMM precisions of the step and mesh rows, comma-separated: fp32, bf16 (default fp32; bf16 rows divide by the bf16 peak). The GEMM stage times fp32 SGEMM either way (palm bench matmul --dtype bf16 times pk_bgemm).")
   var precision: String = "fp32"
 
   @Flag(help: "A seconds-long run on a micro config (checks the pipeline, measures nothing useful).")

@@ -56,7 +56,10 @@ import _PalmTestSupport
     // The mesh row: two pods of the one Trainer, MFU against the peak of all their threads.
     let mesh = try JSONLines.decode(Suite.MeshRow.self, from: try read("mesh.jsonl"))
     #expect(mesh.count == 1 && mesh[0].tokensPerSecond > 0 && mesh[0].plannedBytesPerRank > 0)
-    #expect(mesh[0].exchangeHidden != nil && mesh[0].mfu == nil, "peak known at 1 thread only; the two pods use 2")
+    #expect(mesh[0].exchangeHidden != nil && mesh[0].precision == "fp32" && mesh[0].peakPrecision == "fp32")
+    // Divided by the peak of all the mesh's threads: two pods × 1 thread at 100 GFLOP/s each.
+    let micro = o.meshRuns[0].config
+    #expect(abs(try #require(mesh[0].mfu) - FLOPs.modelPerToken(micro) * mesh[0].tokensPerSecond / 200e9) <= 1e-12)
     let report = try read("report.md")
     for heading in ["## Peak and memory bandwidth", "## GEMM", "## Kernels and roofline", "## Training steps",
                     "### Part one", "### Part two", "| micro | fp32 | full |", "## Meshes", "| micro | pod=2,data=1,model=1 | full |", "## Decoding", "| micro | 1 | 8 |"] {
@@ -67,6 +70,21 @@ import _PalmTestSupport
     // A second run replaces the files in place, still without leftovers.
     _ = try withKernelLock { try Suite.run(o) }
     #expect(Set(try FileManager.default.contentsOfDirectory(atPath: out)) == Set(Self.expectedFiles))
+  }
+
+  @Test("--precision bf16 reaches the mesh rows: labelled bf16 and divided by the bf16 peak of all the mesh's threads")
+  func bf16MeshRows() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var o = Suite.Options.smoke(outDir: dir, peak: .fixed(perThreadGFLOPs: 100, bf16PerThreadGFLOPs: 250))
+    o.precisions = [.bf16]
+    _ = try withKernelLock { try Suite.run(o) }
+    let mesh = try JSONLines.decode(Suite.MeshRow.self, from: try String(contentsOfFile: dir + "/mesh.jsonl", encoding: .utf8))
+    #expect(mesh.count == 1 && mesh[0].precision == "bf16" && mesh[0].peakPrecision == "bf16", "\(mesh)")
+    let micro = o.meshRuns[0].config
+    #expect(abs(try #require(mesh[0].mfu) - FLOPs.modelPerToken(micro) * mesh[0].tokensPerSecond / 500e9) <= 1e-12)
+    let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+    #expect(report.contains("| micro | pod=2,data=1,model=1 | full | bf16 | bf16 |"), "\(report)")
   }
 
   @Test func unknownPeakSkipsMFUAndTheRooflineChart() throws {
