@@ -64,21 +64,23 @@ public struct PeakSource: Sendable {
   /// likewise the bf16 peak (PALM_PEAK_BF16_GFLOPS, else `PeakProbe.bf16`, nil without AVX512_BF16).
   public static let measured: PeakSource = {
     let env = ProcessInfo.processInfo.environment
-    let fp32FromEnvironment = !(env[variable] ?? "").isEmpty, bf16FromEnvironment = !(env[bf16Variable] ?? "").isEmpty
-    let fp32Cache = Mutex<[Int: Double]>([:]), bf16Cache = Mutex<[Int: Double?]>([:])
-    return PeakSource(name: fp32FromEnvironment ? variable : "measured FMA peak (palm peak)", gflops: { threads in
-      if fp32FromEnvironment { return try environment.gflops(threads) }
-      if let g = fp32Cache.withLock({ $0[threads] }) { return g }
-      let g = try PeakProbe.fp32(threads: max(1, threads))
-      fp32Cache.withLock { $0[threads] = g }
-      return g
-    }, bf16Gflops: { threads in
-      if bf16FromEnvironment { return try environment.bf16Gflops(threads) }
-      if let g = bf16Cache.withLock({ $0[threads] }) { return g }
-      let g = try PeakProbe.bf16(threads: max(1, threads))
-      bf16Cache.withLock { $0[threads] = g }
-      return g
-    })
+    let fp32FromEnvironment = !(env[variable] ?? "").isEmpty
+    // One memo per precision: the environment's figure when its variable is set, else the probe's
+    // (run once per thread count; nil is remembered too, e.g. no bf16 unit).
+    func memo(_ variable: String, _ fromEnvironment: @escaping @Sendable (Int) throws -> Double?,
+              _ probe: @escaping @Sendable (Int) throws -> Double?) -> @Sendable (Int) throws -> Double? {
+      if !(env[variable] ?? "").isEmpty { return fromEnvironment }
+      let cache = Mutex<[Int: Double?]>([:])
+      return { threads in
+        if let g = cache.withLock({ $0[threads] }) { return g }
+        let g = try probe(max(1, threads))
+        cache.withLock { $0[threads] = g }
+        return g
+      }
+    }
+    return PeakSource(name: fp32FromEnvironment ? variable : "measured FMA peak (palm peak)",
+                      gflops: memo(variable, { try environment.gflops($0) }, { try PeakProbe.fp32(threads: $0) }),
+                      bf16Gflops: memo(bf16Variable, { try environment.bf16Gflops($0) }, { try PeakProbe.bf16(threads: $0) }))
   }()
 
   /// A fixed per-thread peak (tests, or a figure measured elsewhere); bf16 only when given.
