@@ -66,12 +66,12 @@ struct Train: ParsableCommand {
   var optimizer: String = "adamw"
   @Option(help: "Schedule: cosine (linear warm-up, cosine to 10% over --steps or --time-budget), palm (constant for --constant-steps, then 1/sqrt(k)) or constant. Default: cosine for adamw, palm for adafactor.")
   var schedule: String?
-  @Option(help: "Warm-up updates for the cosine schedule.")
-  var warmup: Int = 100
-  @Option(help: "Constant updates before the 1/sqrt(k) decay of the palm schedule.")
-  var constantSteps: Int = 1000
-  @Option(help: "AdamW decoupled weight decay.")
-  var weightDecay: Float = 0.1
+  @Option(help: "Warm-up updates of the cosine schedule (default 100).")
+  var warmup: Int?
+  @Option(help: "Constant updates before the 1/sqrt(k) decay of the palm schedule (default 1000).")
+  var constantSteps: Int?
+  @Option(help: "AdamW's decoupled weight decay (default 0.1; Adafactor decays by lr², as PaLM).")
+  var weightDecay: Float?
   @Option(help: "Dropout rate in [0, 1) on each block's residual branch and the embedding output (default 0; with --resume: the checkpoint's).")
   var dropout: Float?
   @Option(help: "Dropout rate on the embedding output alone (default: --dropout).")
@@ -84,8 +84,8 @@ struct Train: ParsableCommand {
   var checkpointDir: String?
   @Option(help: "Checkpoint every N updates (0: only at the end).")
   var checkpointEvery: Int = 100
-  @Option(help: "Complete checkpoints kept.")
-  var keep: Int = 3
+  @Option(help: "Complete checkpoints kept in --checkpoint-dir (default 3).")
+  var keep: Int?
   @Flag(help: "Continue from the newest complete checkpoint in --checkpoint-dir (bit-exact at the same --threads). The directory must exist (an empty one starts at step 0). Without --resume, a --checkpoint-dir that holds another run is refused.")
   var resume = false
   @Flag(help: "With --resume: continue although the seed, optimizer settings, schedule (--lr, --warmup, --steps of a cosine schedule, ...), batch, micro-batches or clip differ from the checkpoint's; without it such a resume is refused, listing what changed.")
@@ -108,8 +108,8 @@ struct Train: ParsableCommand {
   var mesh: String?
   @Option(help: "With --mesh: local (threads of this process) or mpi (the ranks of mpirun). Default: mpi under mpirun, else local.")
   var devices: DeviceBackend?
-  @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them.")
-  var commTimeout: Double = 300
+  @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them (default 300).")
+  var commTimeout: Double?
 
   func validate() throws {
     if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
@@ -123,7 +123,21 @@ struct Train: ParsableCommand {
     if allowChangedSettings && !resume { throw ValidationError("--allow-changed-settings needs --resume") }
     if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
     if tokenFile != nil && tokenizer == nil { throw ValidationError("--token-file needs --tokenizer") }
-    if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if let t = commTimeout, !(t > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if printEvery < 1 { throw ValidationError("--print-every must be at least 1 (got \(printEvery))") }
+    // Flags that only one setting reads are refused elsewhere rather than ignored.
+    let resolvedSchedule = schedule ?? (optimizer == "adafactor" ? "palm" : "cosine")
+    if warmup != nil && resolvedSchedule != "cosine" {
+      throw ValidationError("--warmup is the cosine schedule's; the \(resolvedSchedule) schedule has none (add --schedule cosine)")
+    }
+    if constantSteps != nil && resolvedSchedule != "palm" {
+      throw ValidationError("--constant-steps is the palm schedule's; this run's schedule is \(resolvedSchedule) (add --schedule palm)")
+    }
+    if weightDecay != nil && optimizer != "adamw" {
+      throw ValidationError("--weight-decay is AdamW's; Adafactor decays the weights by lr² (PaLM) and takes no rate")
+    }
+    if keep != nil && checkpointDir == nil { throw ValidationError("--keep needs --checkpoint-dir") }
+    if commTimeout != nil && mesh == nil { throw ValidationError("--comm-timeout needs --mesh (one device waits for no one)") }
     if let g = peakGflops, !(g > 0) { throw ValidationError("--peak-gflops must be > 0 (got \(g))") }
   }
 
@@ -158,7 +172,7 @@ struct Train: ParsableCommand {
     Threads.count = threads  // this thread's; each rank thread of a local mesh sets its own
     let peakSource = Train.resolvePeaks(peakGflops, precision: precision ?? .fp32, ranks: shape.count, into: &o)
 
-    let (resume, log, printEvery, checkpointDir) = (self.resume, self.log, max(self.printEvery, 1), self.checkpointDir)
+    let (resume, log, printEvery, checkpointDir) = (self.resume, self.log, self.printEvery, self.checkpointDir)
     let options = o
     let header = Train.modelSummary(cfg)
       + "batch \(o.microBatches)x\(cfg.batch)\(meshed ? " global, mesh \(shape) on \(devices) devices" : ""), "
@@ -170,7 +184,7 @@ struct Train: ParsableCommand {
     let budgetStart = Date()
     let outcome: (end: MetricsRecord, history: [MetricsRecord])
     do {
-      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) {
+      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout ?? 300) {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = meshed ? "[rank \(comm.rank)/\(comm.size)] " : ""
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))
@@ -345,22 +359,22 @@ struct Train: ParsableCommand {
     o.evalWindows = evalWindows
     o.checkpointDirectory = checkpointDir
     o.checkpointEvery = checkpointEvery
-    o.keepLast = keep
+    o.keepLast = keep ?? 3
     o.allowChangedSettings = allowChangedSettings
     o.spikes.factor = spikeFactor
     o.spikes.skipBatches = spikeSkip
     let peak = optimizer == "adafactor" ? (lr ?? 1e-2) : (lr ?? 2e-3)
     o.optimizer = optimizer == "adafactor" ? .adafactor(AdafactorSettings())
-                                            : .adamW(AdamWSettings(weightDecay: weightDecay))
+                                            : .adamW(AdamWSettings(weightDecay: weightDecay ?? 0.1))
     switch schedule ?? (optimizer == "adafactor" ? "palm" : "cosine") {
-    case "palm": o.learningRate = .steps(.palm(peak: peak, constantSteps: constantSteps))
+    case "palm": o.learningRate = .steps(.palm(peak: peak, constantSteps: constantSteps ?? 1000))
     case "constant": o.learningRate = .steps(.constant(peak))
     default:
       if let s = steps {
-        o.learningRate = .steps(.warmupCosine(peak: peak, warmupSteps: min(warmup, max(s - 1, 0)),
+        o.learningRate = .steps(.warmupCosine(peak: peak, warmupSteps: min(warmup ?? 100, max(s - 1, 0)),
                                               totalSteps: max(s, 1), floor: peak / 10))
       } else {
-        o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup, floor: peak / 10, budget: timeBudget!)
+        o.learningRate = .timeCosine(peak: peak, warmupSteps: warmup ?? 100, floor: peak / 10, budget: timeBudget!)
       }
     }
     return o

@@ -83,6 +83,15 @@ struct HostileInputTests {
           (["--steps", "1", "--data", "/dev/null"], "is not a regular file"),  // as /dev/stdin on a pipe or terminal
           (["--steps", "1", "--plot", "@tmp"], "is a directory"),
           (["--steps", "1", "--resume", "--checkpoint-dir", "@typo"], "does not exist (drop --resume"),
+          // Flags only another setting reads: refused, never accepted and ignored.
+          (["--steps", "1", "--optimizer", "adafactor", "--weight-decay", "0.5"], "--weight-decay is AdamW's"),
+          (["--steps", "1", "--schedule", "constant", "--warmup", "10"], "--warmup is the cosine schedule's"),
+          (["--steps", "1", "--optimizer", "adafactor", "--warmup", "10"], "the palm schedule has none"),
+          (["--steps", "1", "--constant-steps", "5"], "--constant-steps is the palm schedule's"),
+          (["--steps", "1", "--keep", "2"], "--keep needs --checkpoint-dir"),
+          (["--steps", "1", "--comm-timeout", "5"], "--comm-timeout needs --mesh"),
+          (["--steps", "1", "--print-every", "0"], "--print-every must be at least 1"),
+          (["--steps", "1", "--peak-gflops", "0"], "--peak-gflops must be > 0"),
         ])
   func badValues(extra: [String], fragment: String) throws {
     let dir = try workspace()
