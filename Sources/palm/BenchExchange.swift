@@ -29,51 +29,71 @@ struct BenchExchange: ParsableCommand {
   var devices: DeviceBackend?
   @Option(help: "What to measure: all, collectives or pods.")
   var part: Part = .all
-  @Option(help: "Model preset of the pods comparison: tiny or small.")
-  var config = "small"
-  @Option(help: "Global batch of both meshes (default: the preset's).")
+  // The pods comparison's options (refused with --part collectives) and the collectives' (refused
+  // with --part pods): optional, so that one given to the part that does not read it is an error.
+  @Option(help: "Pods comparison: model preset, tiny or small (default small).")
+  var config: String?
+  @Option(help: "Pods comparison: global batch of both meshes (default: the preset's).")
   var batch: Int?
-  @Option(help: "Tokens per sequence (default: the preset's).")
+  @Option(help: "Pods comparison: tokens per sequence (default: the preset's).")
   var seqLen: Int?
-  @Option(help: "Timed steps per round and mesh.")
-  var steps = 3
-  @Option(help: "Untimed warm-up steps per round and mesh.")
-  var warmup = 1
-  @Option(help: "Rounds (the two meshes alternate; figures are medians over rounds).")
-  var rounds = 3
-  @Option(help: "Threads of the one-pod run; each of the two pods gets half.")
-  var threads = 2
-  @Option(help: "Ranks of the collective measurements (local, or the child mpirun's -np).")
-  var ranks = 2
-  @Option(help: "Largest collective size in bytes (sizes are 1 KiB × 4^k up to it).")
-  var maxBytes = 64 << 20
-  @Option(help: "Timed repeats per collective size.")
-  var repeats = 5
+  @Option(help: "Pods comparison: timed steps per round and mesh (default 3).")
+  var steps: Int?
+  @Option(help: "Pods comparison: untimed warm-up steps per round and mesh (default 1).")
+  var warmup: Int?
+  @Option(help: "Pods comparison: rounds; the two meshes alternate, figures are medians over rounds (default 3).")
+  var rounds: Int?
+  @Option(help: "Pods comparison: threads of the one-pod run; each of the two pods gets half (default 2).")
+  var threads: Int?
+  @Option(help: "Collectives: ranks (local, or the child mpirun's -np; default 2).")
+  var ranks: Int?
+  @Option(help: "Collectives: largest size in bytes, sizes 1 KiB × 4^k up to it (default 67108864).")
+  var maxBytes: Int?
+  @Option(help: "Collectives: timed repeats per size (default 5).")
+  var repeats: Int?
   @Option(help: "Seconds a collective may wait for the other ranks.")
   var commTimeout: Double = 300
   @Option(help: "Seconds each child mpirun may take.")
   var childTimeout: Double = 600
-  @Option(help: "Remat policy of the pods comparison: none (default), selective or full.")
+  @Option(help: "Pods comparison: remat policy, none (default), selective or full.")
   var remat: String?
-  @Option(help: "Optimizer of the pods comparison: adamw (default) or adafactor (PaLM's).")
+  @Option(help: "Pods comparison: optimizer, adamw (default) or adafactor (PaLM's).")
   var optimizer: String?
   @Option(help: "Output format: text or json.")
   var format: OutputFormat = .text
 
+  var preset: String { config ?? "small" }
+  var timedSteps: Int { steps ?? 3 }
+  var warmupSteps: Int { warmup ?? 1 }
+  var roundCount: Int { rounds ?? 3 }
+  var onePodThreads: Int { threads ?? 2 }
+  var collectiveRanks: Int { ranks ?? 2 }
+  var largestBytes: Int { maxBytes ?? 64 << 20 }
+  var collectiveRepeats: Int { repeats ?? 5 }
+
   func validate() throws {
-    guard let c = PalmConfig.presets[config], c.parameterCount < 1 << 30 else {
-      throw ValidationError("--config must be tiny or small (got \(config))")
+    guard let c = PalmConfig.presets[preset], c.parameterCount < 1 << 30 else {
+      throw ValidationError("--config must be tiny or small (got \(preset))")
     }
-    if steps < 1 || warmup < 0 || rounds < 1 { throw ValidationError("--steps and --rounds must be >= 1, --warmup >= 0") }
-    if threads < 2 || threads % 2 != 0 { throw ValidationError("--threads must be even and at least 2 (two pods get half each)") }
-    if ranks < 1 || repeats < 1 || maxBytes < 1024 { throw ValidationError("--ranks and --repeats must be >= 1, --max-bytes >= 1024") }
+    if timedSteps < 1 || warmupSteps < 0 || roundCount < 1 { throw ValidationError("--steps and --rounds must be >= 1, --warmup >= 0") }
+    if onePodThreads < 2 || onePodThreads % 2 != 0 { throw ValidationError("--threads must be even and at least 2 (two pods get half each)") }
+    if collectiveRanks < 1 || collectiveRepeats < 1 || largestBytes < 1024 {
+      throw ValidationError("--ranks and --repeats must be >= 1, --max-bytes >= 1024")
+    }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
     if let r = remat, RematPolicy(rawValue: r) == nil { throw ValidationError("--remat must be none, selective or full") }
     if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
-    if part == .collectives && (remat != nil || optimizer != nil) {
-      throw ValidationError("--remat and --optimizer set the pods comparison; --part collectives has none")
-    }
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
+    let podsOptions: [(String, Bool)] = [("--config", config != nil), ("--batch", batch != nil), ("--seq-len", seqLen != nil),
+                                         ("--steps", steps != nil), ("--warmup", warmup != nil), ("--rounds", rounds != nil),
+                                         ("--threads", threads != nil), ("--remat", remat != nil), ("--optimizer", optimizer != nil)]
+    let collectiveOptions: [(String, Bool)] = [("--ranks", ranks != nil), ("--max-bytes", maxBytes != nil), ("--repeats", repeats != nil)]
+    if part == .collectives, let (flag, _) = podsOptions.first(where: \.1) {
+      throw ValidationError("\(flag) sets the pods comparison; --part collectives has none (use --part pods or all)")
+    }
+    if part == .pods, let (flag, _) = collectiveOptions.first(where: \.1) {
+      throw ValidationError("\(flag) sets the collective measurements; --part pods has none (use --part collectives or all)")
+    }
   }
 
   /// Everything one run measured (the --format json line).
@@ -100,7 +120,7 @@ struct BenchExchange: ParsableCommand {
     Threads.setBlocktime(milliseconds: 0)
     let devices = self.devices ?? DeviceBackend.detected
     let underMPI = MPILaunch.worldSize != nil
-    var c = PalmConfig.presets[config]!
+    var c = PalmConfig.presets[preset]!
     if let batch { c.batch = batch }
     if let seqLen { c.seqLen = seqLen }
     if part != .collectives && !underMPI {
@@ -130,8 +150,8 @@ struct BenchExchange: ParsableCommand {
   // MARK: - Collectives
 
   func collectives(devices: DeviceBackend, underMPI: Bool) throws -> [CollectiveBench.Result] {
-    let sizes = CollectiveBench.defaultSizes.filter { $0 <= maxBytes }
-    let repeats = self.repeats
+    let sizes = CollectiveBench.defaultSizes.filter { $0 <= largestBytes }
+    let repeats = collectiveRepeats
     @Sendable func all(_ comm: any Communicator) throws -> [CollectiveBench.Result] {
       try CollectiveBench.Operation.allCases.filter { $0 != .sendRecv || comm.size >= 2 }.flatMap { op -> [CollectiveBench.Result] in
         if comm.rank == 0 { BenchExchange.progress("\(op.rawValue) on \(comm.size) rank(s) …") }
@@ -140,14 +160,14 @@ struct BenchExchange: ParsableCommand {
     }
     switch devices {
     case .local:
-      do { return try LocalCluster(size: ranks, timeout: commTimeout).run(all)[0] } catch { throw CLIError("\(error)") }
+      do { return try LocalCluster(size: collectiveRanks, timeout: commTimeout).run(all)[0] } catch { throw CLIError("\(error)") }
     case .mpi where underMPI:
       do { return try all(try MPICommunicator.world(timeout: commTimeout)) } catch {
         throw MeshCLI.afterStart(error, devices: devices, command: "bench exchange")
       }
     case .mpi:
-      let out = try mpirun(np: ranks, ["bench", "exchange", "--devices", "mpi", "--part", "collectives", "--format", "json",
-                                       "--max-bytes", "\(maxBytes)", "--repeats", "\(repeats)",
+      let out = try mpirun(np: collectiveRanks, ["bench", "exchange", "--devices", "mpi", "--part", "collectives", "--format", "json",
+                                       "--max-bytes", "\(largestBytes)", "--repeats", "\(repeats)",
                                        "--comm-timeout", "\(commTimeout)"])
       for line in out.split(separator: "\n").reversed() where line.hasPrefix("{") {
         if let r = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) { return r.collectives }
@@ -159,21 +179,21 @@ struct BenchExchange: ParsableCommand {
   // MARK: - Pods comparison
 
   func compare(_ c: PalmConfig, devices: DeviceBackend) throws -> Comparison {
-    let half = threads / 2
+    let half = onePodThreads / 2
     var two: [ShardedBenchReport] = [], one: [ShardedBenchReport] = []
     func runTwo() throws {
       let r: ShardedBenchReport
       if devices == .local {
-        r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(pod: 2), batch: c.batch, steps: steps,
-                                                         warmup: warmup, threadsPerRank: half, timeout: commTimeout,
+        r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(pod: 2), batch: c.batch, steps: timedSteps,
+                                                         warmup: warmupSteps, threadsPerRank: half, timeout: commTimeout,
                                                          remat: RematPolicy(rawValue: remat ?? "none")!,
                                                          optimizer: BenchStep.optimizerSettings(optimizer)),
                                config: c.name, devices: "local")
       } else {
-        let out = try mpirun(np: 2, ["bench", "step", "--config", config, "--batch", "\(c.batch)", "--seq-len", "\(c.seqLen)",
+        let out = try mpirun(np: 2, ["bench", "step", "--config", preset, "--batch", "\(c.batch)", "--seq-len", "\(c.seqLen)",
                                      "--mesh", "pod=2", "--devices", "mpi", "--threads-per-rank", "\(half)",
                                      "--remat", remat ?? "none", "--optimizer", optimizer ?? "adamw",
-                                     "--steps", "\(steps)", "--warmup", "\(warmup)", "--format", "json",
+                                     "--steps", "\(timedSteps)", "--warmup", "\(warmupSteps)", "--format", "json",
                                      "--comm-timeout", "\(commTimeout)"])
         guard let parsed = ShardedBenchReport.parse(lastOf: out) else {
           throw CLIError("the mpirun child printed no bench step result:\n\(out)")
@@ -182,28 +202,28 @@ struct BenchExchange: ParsableCommand {
       }
       two.append(r)
       BenchExchange.progress(String(format: "round %d/%d: pods=2 × %d thread(s) (%@): %.0f tokens/s, exchange %.2f MB/step in %.1f ms, hidden %.0f%%",
-                                    two.count, rounds, half, devices.rawValue, r.tokensPerSecond, Double(r.exchangeBytes) / 1e6,
+                                    two.count, roundCount, half, devices.rawValue, r.tokensPerSecond, Double(r.exchangeBytes) / 1e6,
                                     r.exchangeSeconds * 1e3, r.hiddenFraction * 100))
     }
     func runOne() throws {
-      let r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(), batch: c.batch, steps: steps,
-                                                           warmup: warmup, threadsPerRank: threads, timeout: commTimeout,
+      let r = ShardedBenchReport(try ShardedBench.runLocal(config: c, shape: try MeshShape(), batch: c.batch, steps: timedSteps,
+                                                           warmup: warmupSteps, threadsPerRank: onePodThreads, timeout: commTimeout,
                                                            remat: RematPolicy(rawValue: remat ?? "none")!,
                                                            optimizer: BenchStep.optimizerSettings(optimizer)),
                                  config: c.name, devices: "local")
       one.append(r)
-      BenchExchange.progress(String(format: "round %d/%d: pods=1 × %d threads: %.0f tokens/s", one.count, rounds, threads,
+      BenchExchange.progress(String(format: "round %d/%d: pods=1 × %d threads: %.0f tokens/s", one.count, roundCount, onePodThreads,
                                     r.tokensPerSecond))
     }
     do {
-      for k in 0..<rounds {
+      for k in 0..<roundCount {
         // Alternate which mesh goes first, so a slow phase of the shared machine hits both.
         if k % 2 == 0 { try runTwo(); try runOne() } else { try runOne(); try runTwo() }
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
     func median(_ xs: [Double]) -> Double { PalmTrain.median(xs) ?? 0 }  // 0 when no round ran
     let tTwo = median(two.map(\.tokensPerSecond)), tOne = median(one.map(\.tokensPerSecond))
-    return Comparison(config: c.name, devices: devices.rawValue, globalBatch: c.batch, seqLen: c.seqLen, rounds: rounds,
+    return Comparison(config: c.name, devices: devices.rawValue, globalBatch: c.batch, seqLen: c.seqLen, rounds: roundCount,
                       twoPods: two, onePod: one, twoPodsTokensPerSecond: tTwo, onePodTokensPerSecond: tOne,
                       ratio: tOne > 0 ? tTwo / tOne : 0, hiddenFraction: median(two.map(\.hiddenFraction)),
                       exchangeBytes: two.first?.exchangeBytes ?? 0, exchangeSeconds: median(two.map(\.exchangeSeconds)))
@@ -236,7 +256,7 @@ struct BenchExchange: ParsableCommand {
   func text(_ r: Report) -> String {
     var lines: [String] = []
     if !r.collectives.isEmpty {
-      lines.append("collective bandwidth (\(r.backend), \(r.collectives.first!.ranks) ranks; median of \(repeats), slowest rank):")
+      lines.append("collective bandwidth (\(r.backend), \(r.collectives.first!.ranks) ranks; median of \(collectiveRepeats), slowest rank):")
       lines.append("  operation         bytes   median ms   algbw GB/s   busbw GB/s   ok")
       for x in r.collectives {
         let name = x.operation.padding(toLength: 14, withPad: " ", startingAt: 0)

@@ -64,8 +64,8 @@ struct BenchStep: ParsableCommand {
   @Option(help: "With --mesh: OpenMP threads per rank (default: --threads, else cores / ranks on this machine).")
   var threadsPerRank: Int?
 
-  @Option(help: "With --mesh: seconds a collective may wait for the other ranks.")
-  var commTimeout: Double = 300
+  @Option(help: "With --mesh: seconds a collective may wait for the other ranks (default 300).")
+  var commTimeout: Double?
 
   func validate() throws {
     guard let c = PalmConfig.presets[config], c.parameterCount < 1 << 30 else {
@@ -83,10 +83,10 @@ struct BenchStep: ParsableCommand {
     if mesh != nil && peak != nil {
       throw ValidationError("--peak gives the single-device step's MFU; the --mesh report is tokens/s and the exchange (palm bench has mesh MFU rows)")
     }
-    if mesh == nil && (devices != nil || threadsPerRank != nil) {
-      throw ValidationError("--devices and --threads-per-rank need --mesh")
+    if mesh == nil && (devices != nil || threadsPerRank != nil || commTimeout != nil) {
+      throw ValidationError("--devices, --threads-per-rank and --comm-timeout need --mesh")
     }
-    if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if let t = commTimeout, !(t > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
   }
 
   func run() throws {

@@ -36,7 +36,7 @@ extension BenchStep {
     }
     let result: ShardedBenchResult
     do {
-      result = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) { comm in
+      result = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout ?? 300) { comm in
         try ShardedBench.run(config: cfg, shape: shape, world: comm, batch: cfg.batch, steps: steps, warmup: warmup,
                              threadsPerRank: threads, remat: policy, optimizer: BenchStep.optimizerSettings(optimizer),
                              precision: precision)

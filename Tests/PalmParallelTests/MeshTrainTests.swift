@@ -307,6 +307,17 @@ struct MeshCLITests {
     #expect(output.contains("[rank 1/2] done: step 1"), "\(output)")
   }
 
+  @Test("bench exchange and bench step refuse an option the chosen part does not read, in one line",
+        arguments: [(["bench", "exchange", "--part", "collectives", "--steps", "1"], "--steps sets the pods comparison"),
+                    (["bench", "exchange", "--part", "collectives", "--config", "tiny"], "--config sets the pods comparison"),
+                    (["bench", "exchange", "--part", "pods", "--repeats", "2"], "--repeats sets the collective measurements"),
+                    (["bench", "step", "--comm-timeout", "5"], "need --mesh")])
+  func benchRefusals(args: [String], fragment: String) throws {
+    let (status, output) = try runProgram(palmBinary!, args, deadline: 30)
+    #expect(status != 0 && output.contains(fragment), "\(status) \(output)")
+    #expect(output.split(separator: "\n").filter { $0.contains("Error") }.count == 1, "\(output)")
+  }
+
   @Test("bench step --mesh and bench exchange (local) print their JSON")
   func benches() throws {
     let (s1, out1) = try runProgram(palmBinary!, ["bench", "step", "--config", "tiny", "--batch", "2", "--seq-len", "32",
