@@ -22,16 +22,19 @@ struct Sample: ParsableCommand {
   var maxTokens: Int = 500
   @Option(help: "Softmax temperature; 0 = greedy (reproducible).")
   var temperature: Float = 0.8
-  @Option(help: "Sample among the K most likely bytes (0 = all).")
-  var topK: Int = 0
-  @Option(help: "Seed of the sampling generator.")
-  var seed: UInt64 = 0
+  @Option(help: "Sample among the K most likely tokens (default 0 = all; needs --temperature > 0).")
+  var topK: Int?
+  @Option(help: "Seed of the sampling generator (default 0; needs --temperature > 0).")
+  var seed: UInt64?
   @OptionGroup var compute: ComputeOptions
 
   func validate() throws {
     if maxTokens < 0 { throw ValidationError("--max-tokens must be >= 0") }
     if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be >= 0") }
-    if topK < 0 { throw ValidationError("--top-k must be >= 0") }
+    if let k = topK, k < 0 { throw ValidationError("--top-k must be >= 0") }
+    if temperature == 0 && (topK != nil || seed != nil) {
+      throw ValidationError("--temperature 0 is greedy: it takes the most likely token, so --top-k and --seed would change nothing (give --temperature > 0 to sample)")
+    }
   }
 
   func run() throws {
@@ -54,7 +57,7 @@ struct Sample: ParsableCommand {
     let tokenizer: Tokenizer  // the checkpoint's: bytes, or its tokenizer.model
     do { tokenizer = try ck.tokenizer() } catch { throw CLIError("\(error)") }
     let decoder = try KVCacheDecoder(parameters: params)
-    var picker = TokenPicker(temperature: temperature, topK: topK, seed: seed)
+    var picker = TokenPicker(temperature: temperature, topK: topK ?? 0, seed: seed ?? 0)
     let prompt = (self.prompt ?? "").isEmpty ? "\n" : self.prompt!
     var context: [Int32]
     do { context = try tokenizer.encode(bytes: Array(prompt.utf8)) } catch { throw CLIError("\(error)") }

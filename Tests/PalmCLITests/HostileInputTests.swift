@@ -186,6 +186,9 @@ struct HostileInputTests {
     #expect(v.status == 0, "\(v.stdout)\(v.stderr)")
     let vocab = refusal(try palm(dir, ["sample", "--checkpoint", "@v", "--max-tokens", "2", "--threads", "1"]))
     #expect(vocab.contains("vocabulary of 300 tokens"), "\(vocab)")
+    // Greedy decoding reads neither --top-k nor --seed: refused, not ignored (before the checkpoint is read).
+    let greedy = refusal(try palm(dir, ["sample", "--checkpoint", "@v", "--temperature", "0", "--top-k", "5"]))
+    #expect(greedy.contains("--temperature 0 is greedy"), "\(greedy)")
   }
 
   @Test("no temporary checkpoint is left behind without --checkpoint-dir: on success, on an error, on SIGTERM")
