@@ -107,6 +107,8 @@ struct Train: ParsableCommand {
   var devices: DeviceBackend?
   @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them.")
   var commTimeout: Double = 300
+  @Option(help: "With --mesh: seconds one rank may work alone while the others wait for it (rank 0's checkpoint write, every rank's checkpoint read) before the run stops with an error naming it and the phase. Default: 10 x --comm-timeout.")
+  var phaseTimeout: Double?
 
   func validate() throws {
     if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
@@ -121,6 +123,8 @@ struct Train: ParsableCommand {
     if devices != nil && mesh == nil { throw ValidationError("--devices needs --mesh") }
     if tokenFile != nil && tokenizer == nil { throw ValidationError("--token-file needs --tokenizer") }
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if phaseTimeout != nil && mesh == nil { throw ValidationError("--phase-timeout needs --mesh") }
+    if let p = phaseTimeout, !(p > 0 && p.isFinite) { throw ValidationError("--phase-timeout must be > 0 seconds") }
   }
 
   func run() throws {

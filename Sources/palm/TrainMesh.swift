@@ -46,7 +46,8 @@ extension Train {
       + "(\(peakGflops != nil ? "\((precision ?? .fp32).rawValue): --peak-gflops; other: " : "")\(peakSource))"
     let outcome: (end: MetricsRecord, history: [MetricsRecord])
     do {
-      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout) {
+      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout,
+                                     phaseTimeout: phaseTimeout) {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = "[rank \(comm.rank)/\(comm.size)] "
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))

@@ -83,6 +83,8 @@ struct HostileInputTests {
           (["--steps", "1", "--data", "/dev/null"], "is not a regular file"),  // as /dev/stdin on a pipe or terminal
           (["--steps", "1", "--plot", "@tmp"], "is a directory"),
           (["--steps", "1", "--resume", "--checkpoint-dir", "@typo"], "does not exist (drop --resume"),
+          (["--steps", "1", "--phase-timeout", "60"], "--phase-timeout needs --mesh"),
+          (["--steps", "1", "--mesh", "data=2", "--phase-timeout", "0"], "--phase-timeout must be > 0 seconds"),
         ])
   func badValues(extra: [String], fragment: String) throws {
     let dir = try workspace()
