@@ -107,7 +107,7 @@ struct Train: ParsableCommand {
   var devices: DeviceBackend?
   @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them.")
   var commTimeout: Double = 300
-  @Option(help: "With --mesh: seconds one rank may work alone while the others wait for it (rank 0's checkpoint write, every rank's checkpoint read) before the run stops with an error naming it and the phase. Default: 10 x --comm-timeout.")
+  @Option(help: "With --mesh: seconds one rank may work alone while the others wait for it (rank 0's checkpoint write, every rank's checkpoint read) before the run stops with an error naming it and the phase; at least --comm-timeout. Default: 10 x --comm-timeout.")
   var phaseTimeout: Double?
 
   func validate() throws {
@@ -125,6 +125,9 @@ struct Train: ParsableCommand {
     if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
     if phaseTimeout != nil && mesh == nil { throw ValidationError("--phase-timeout needs --mesh") }
     if let p = phaseTimeout, !(p > 0 && p.isFinite) { throw ValidationError("--phase-timeout must be > 0 seconds") }
+    if let p = phaseTimeout, p < commTimeout {
+      throw ValidationError("--phase-timeout \(p) is shorter than --comm-timeout \(commTimeout): a phase is work that may outlast a wait; give at least --comm-timeout")
+    }
   }
 
   func run() throws {

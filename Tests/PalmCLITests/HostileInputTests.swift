@@ -85,6 +85,7 @@ struct HostileInputTests {
           (["--steps", "1", "--resume", "--checkpoint-dir", "@typo"], "does not exist (drop --resume"),
           (["--steps", "1", "--phase-timeout", "60"], "--phase-timeout needs --mesh"),
           (["--steps", "1", "--mesh", "data=2", "--phase-timeout", "0"], "--phase-timeout must be > 0 seconds"),
+          (["--steps", "1", "--mesh", "data=2", "--phase-timeout", "10"], "is shorter than --comm-timeout 300.0"),
         ])
   func badValues(extra: [String], fragment: String) throws {
     let dir = try workspace()
