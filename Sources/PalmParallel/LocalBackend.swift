@@ -197,8 +197,8 @@ final class LocalWorld: @unchecked Sendable {
     }
     let (until, _) = due()
     if Date() < until && cond.wait(until: until) { return .woken }
-    let (now, outcome) = due()
-    return Date() >= now ? outcome : .woken
+    let (dueAt, outcome) = due()  // again: a phase may have begun or ended meanwhile
+    return Date() >= dueAt ? outcome : .woken
   }
 
   /// The error of a wait that ended with `.phaseOverdue`: `op` on `group` at group rank `rank`.
