@@ -73,8 +73,13 @@ public protocol CommRequest: AnyObject, Sendable {
 /// rank of the job is inside `whileBusy`, no wait of any rank times out (the waits form chains:
 /// rank 3 waits for rank 2, which waits for the busy rank 0); each deadline restarts when the last
 /// busy phase ends, so a rank that is dead or hung outside such a phase is still named, at most
-/// `timeout` seconds after the busy phase ends. `LocalCluster` keeps the busy ranks in shared state;
-/// `MPICommunicator` has the busy rank send a heartbeat to every rank (see MPIBackend.swift).
+/// `timeout` seconds after the busy phase ends. A phase has a bound of its own, the backend's
+/// `phaseTimeout` (default 10 × `timeout`; `palm train --phase-timeout`): once a rank has been in
+/// one phase (its outermost) for longer, every rank waiting meanwhile throws a `.timeout` naming the
+/// busy rank and the phase, so a rank hung inside a phase is found too. The busy rank's own work is
+/// not interrupted (it cannot be); it fails at its next call when the others have gone (or, under
+/// mpirun, is ended with the job by their MPI_Abort). `LocalCluster` keeps the busy ranks in
+/// shared state; `MPICommunicator` has the busy rank send a heartbeat to every rank (see MPIBackend.swift).
 ///
 /// Example (two ranks):
 /// ```swift
@@ -123,9 +128,10 @@ public protocol Communicator: AnyObject, Sendable {
   func split(color: Int, key: Int) throws -> any Communicator
 
   /// Runs `body`, work of this rank alone that may outlast the timeout while other ranks wait for
-  /// it (`phase` names it, e.g. "checkpoint write"); meanwhile no rank of the job times out (see
-  /// "Long phases" above). Not collective: any rank may call it, nested calls are fine, and
-  /// `body` may call collectives. The default runs `body` as it is (a group of one rank).
+  /// it (`phase` names it, e.g. "checkpoint write"); meanwhile no rank of the job times out, up to
+  /// the phase timeout (see "Long phases" above). Not collective: any rank may call it, nested
+  /// calls are fine (the outermost phase counts), and `body` may call collectives. The default
+  /// runs `body` as it is (a group of one rank).
   func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T
 }
 

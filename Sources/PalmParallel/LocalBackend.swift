@@ -6,8 +6,9 @@
 // follows, and each rank copies the result out. Sums are ((x₀ + x₁) + x₂) + … for every element, so the
 // result is bit-identical to one device adding the same buffers in rank order. Every wait is bounded by
 // `timeout`, except while some rank is in `whileBusy` (a long phase of its own: the deadline then
-// restarts when the last such phase ends, `LocalWorld.deadline`); errors name the ranks that did not
-// arrive or that failed. Send is buffered (a copy).
+// restarts when the last such phase ends, `LocalWorld.deadline`); a phase is bounded by
+// `phaseTimeout` in turn, after which the waiting ranks fail naming the busy rank and its phase.
+// Errors name the ranks that did not arrive or that failed. Send is buffered (a copy).
 
 import PalmModel
 import Foundation
@@ -27,6 +28,9 @@ public final class LocalCluster: Sendable {
   public let size: Int
   /// Longest time, in seconds, any single wait may take before it throws `.timeout`.
   public let timeout: Double
+  /// Longest time, in seconds, a rank may stay in one `whileBusy` phase while others wait for it;
+  /// then the waiting ranks throw `.timeout` naming it and the phase. Default: 10 × `timeout`.
+  public let phaseTimeout: Double
 
   /// An error thrown by the body on one rank, as `run` reports it.
   public struct RankFailure: Error, CustomStringConvertible {
@@ -35,15 +39,20 @@ public final class LocalCluster: Sendable {
     public var description: String { "rank \(rank) failed: \(error)" }
   }
 
-  public init(size: Int, timeout: Double = 60) throws {
+  public init(size: Int, timeout: Double = 60, phaseTimeout: Double? = nil) throws {
     guard size >= 1 && size <= 4096 else {
       throw CommError(.badArgument, "LocalCluster size must be in 1...4096 (got \(size))")
     }
     guard timeout > 0 && timeout.isFinite else {
       throw CommError(.badArgument, "LocalCluster timeout must be a positive number of seconds (got \(timeout))")
     }
+    let phase = phaseTimeout ?? 10 * timeout
+    guard phase > 0 && phase.isFinite else {
+      throw CommError(.badArgument, "LocalCluster phase timeout must be a positive number of seconds (got \(phase))")
+    }
     self.size = size
     self.timeout = timeout
+    self.phaseTimeout = phase
   }
 
   /// Runs `body` on every rank and returns the results in rank order. If any rank throws, throws a
@@ -72,13 +81,14 @@ public final class LocalCluster: Sendable {
 
   /// Runs `body` on every rank and returns each rank's result or error, in rank order. Returns at
   /// most `timeout` seconds after the first rank fails even if some rank never returns (its thread
-  /// is then abandoned and its slot holds a `.timeout` error). Only waits inside communicator calls
+  /// is then abandoned and its slot holds a `.peerFailed` error: a consequence, so `run` reports
+  /// the failure that caused it). Only waits inside communicator calls
   /// are bounded: a body that loops forever with no failing peer keeps this waiting. Each
   /// `iAllReduce` runs on a helper thread of its own (started per call).
   public func runCollectingResults<R: Sendable>(
     _ body: @escaping @Sendable (any Communicator) throws -> R
   ) -> [Result<R, any Error>] {
-    let world = LocalWorld(size: size, timeout: timeout)
+    let world = LocalWorld(size: size, timeout: timeout, phaseTimeout: phaseTimeout)
     let group = world.makeGroup(members: Array(0..<size), name: "world")
     let box = ResultBox<R>(size: size)
     for r in 0..<size {
@@ -106,19 +116,22 @@ public final class LocalCluster: Sendable {
 final class LocalWorld: @unchecked Sendable {
   let size: Int
   let timeout: Double
+  let phaseTimeout: Double
   let cond = NSCondition()
   private(set) var failed: [Int: String] = [:]  // world rank -> message
   /// World ranks that failed on their own (not with a peerFailed/peerExited error), in time order.
   private(set) var rootFailures: [Int] = []
   private(set) var exited: Set<Int> = []
   private var nextGroupID = 0
-  /// World ranks inside `whileBusy`, with their nesting depth; and when the last busy phase ended.
-  private var busy: [Int: Int] = [:]
+  /// World ranks inside `whileBusy`: nesting depth, the outermost phase and when it began; and
+  /// when the last busy phase ended.
+  private var busy: [Int: (depth: Int, phase: String, since: Date)] = [:]
   private var lastBusyEnd: Date? = nil
 
-  init(size: Int, timeout: Double) {
+  init(size: Int, timeout: Double, phaseTimeout: Double) {
     self.size = size
     self.timeout = timeout
+    self.phaseTimeout = phaseTimeout
   }
 
   func makeGroup(members: [Int], name: String) -> LocalGroup {
@@ -138,16 +151,16 @@ final class LocalWorld: @unchecked Sendable {
     cond.unlock()
   }
 
-  func beginBusy(_ rank: Int) {
+  func beginBusy(_ rank: Int, _ phase: String) {
     cond.lock()
-    busy[rank, default: 0] += 1
+    if let b = busy[rank] { busy[rank] = (b.depth + 1, b.phase, b.since) } else { busy[rank] = (1, phase, Date()) }
+    cond.broadcast()  // waiters recompute their deadlines
     cond.unlock()
   }
 
   func endBusy(_ rank: Int) {
     cond.lock()
-    busy[rank, default: 1] -= 1
-    if busy[rank] == 0 { busy[rank] = nil }
+    if let b = busy[rank] { busy[rank] = b.depth > 1 ? (b.depth - 1, b.phase, b.since) : nil }
     lastBusyEnd = Date()
     cond.broadcast()  // waiters recompute their deadlines
     cond.unlock()
@@ -160,13 +173,40 @@ final class LocalWorld: @unchecked Sendable {
     return max(start, lastBusyEnd ?? start).addingTimeInterval(timeout)
   }
 
-  /// With `cond` held: waits until woken or the deadline of a wait that began at `start`; true
-  /// when that deadline has passed (endBusy wakes the waiters, so a busy phase is waited out).
-  func waitTimedOut(since start: Date) -> Bool {
-    let d = deadline(since: start)
-    if cond.wait(until: d ?? Date(timeIntervalSinceNow: 60)) { return false }
-    guard let now = deadline(since: start) else { return false }
-    return Date() >= now
+  /// The busy phase that began first (world rank, phase, start), if any.
+  private var oldestBusy: (rank: Int, phase: String, since: Date)? {
+    busy.min { $0.value.since < $1.value.since }.map { ($0.key, $0.value.phase, $0.value.since) }
+  }
+
+  /// How a bounded wait ended.
+  enum WaitOutcome {
+    /// Woken (or not yet due): look again.
+    case woken
+    /// The wait's own deadline passed.
+    case timedOut
+    /// World rank `rank` has been in `phase` (since `since`) longer than `phaseTimeout`.
+    case phaseOverdue(rank: Int, phase: String, since: Date)
+  }
+
+  /// With `cond` held: waits until woken or the deadline of a wait that began at `start` (endBusy
+  /// wakes the waiters, so a busy phase is waited out, up to `phaseTimeout`).
+  func wait(since start: Date) -> WaitOutcome {
+    func due() -> (Date, WaitOutcome) {
+      if let b = oldestBusy { return (b.since.addingTimeInterval(phaseTimeout), .phaseOverdue(rank: b.rank, phase: b.phase, since: b.since)) }
+      return (deadline(since: start) ?? Date.distantFuture, .timedOut)
+    }
+    let (until, _) = due()
+    if Date() < until && cond.wait(until: until) { return .woken }
+    let (dueAt, outcome) = due()  // again: a phase may have begun or ended meanwhile
+    return Date() >= dueAt ? outcome : .woken
+  }
+
+  /// The error of a wait that ended with `.phaseOverdue`: `op` on `group` at group rank `rank`.
+  func overdueError(_ busyRank: Int, _ phase: String, since: Date, op: String, group: LocalGroup, rank: Int) -> CommError {
+    let who = group.members.firstIndex(of: busyRank).map(group.label) ?? "world rank \(busyRank)"
+    return CommError(.timeout, ranks: group.members.firstIndex(of: busyRank).map { [$0] } ?? [],
+      "\(op) on \(group.name) at \(group.label(rank)): \(who) has been in its \(phase) for \(Int(Date().timeIntervalSince(since))) s, "
+        + "longer than the phase timeout of \(phaseTimeout) s (hung, or slower than that: raise --phase-timeout)")
   }
 
   func markExited(_ rank: Int) {
@@ -299,13 +339,22 @@ final class LocalGroup: @unchecked Sendable {
       while !round.complete {
         let missing = (0..<size).filter { round.payloads[$0] == nil }
         if let problem = peerProblem(waitingFor: missing, op: op) { throw problem }
-        if world.waitTimedOut(since: start) && !round.complete {
+        let outcome = world.wait(since: start)
+        if round.complete { break }
+        var failure: CommError? = nil
+        switch outcome {
+        case .woken: break
+        case .timedOut:
           let missing = (0..<size).filter { round.payloads[$0] == nil }
-          let error = CommError(.timeout, ranks: missing,
+          failure = CommError(.timeout, ranks: missing,
             "\(op) (call #\(sequence)) on \(name): \(labels(missing)) did not arrive within \(world.timeout) s")
-          broken = error
+        case .phaseOverdue(let busyRank, let phase, let since):
+          failure = world.overdueError(busyRank, phase, since: since, op: "\(op) (call #\(sequence))", group: self, rank: rank)
+        }
+        if let failure {
+          broken = failure
           cond.broadcast()
-          throw error
+          throw failure
         }
       }
     }
@@ -342,7 +391,7 @@ final class ResultBox<R: Sendable>: @unchecked Sendable {
       }
     }
     return results.enumerated().map { rank, result in
-      result ?? .failure(CommError(.timeout, ranks: [rank],
+      result ?? .failure(CommError(.peerFailed, ranks: [rank],
         "rank \(rank) was still running \(grace) s after another rank failed; abandoned"))
     }
   }
@@ -508,9 +557,15 @@ final class LocalCommunicator: Communicator, @unchecked Sendable {
     let start = Date(), world = group.world
     while group.mail[key, default: []].isEmpty {
       if let problem = group.peerProblem(waitingFor: [source], op: op) { throw problem }
-      if world.waitTimedOut(since: start) && group.mail[key, default: []].isEmpty {
+      let outcome = world.wait(since: start)
+      if !group.mail[key, default: []].isEmpty { break }
+      switch outcome {
+      case .woken: break
+      case .timedOut:
         throw CommError(.timeout, ranks: [source],
           "\(op) on \(group.name) at \(group.label(rank)): nothing arrived within \(group.world.timeout) s")
+      case .phaseOverdue(let busyRank, let phase, let since):
+        throw world.overdueError(busyRank, phase, since: since, op: op, group: group, rank: rank)
       }
     }
     let message = group.mail[key]!.removeFirst()
@@ -550,7 +605,7 @@ final class LocalCommunicator: Communicator, @unchecked Sendable {
 
   func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
     let world = group.world, me = group.members[rank]
-    world.beginBusy(me)
+    world.beginBusy(me, phase)
     defer { world.endBusy(me) }
     return try body()
   }

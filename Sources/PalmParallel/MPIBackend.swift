@@ -2,11 +2,12 @@
 //
 // MPI is initialised once per process (MPI_Init_thread, SERIALIZED: our own lock keeps calls one at
 // a time so any thread may call). Every communicator gets MPI_ERRORS_RETURN, and error codes become
-// `CommError(.mpi(code))`. By default (`Completion.polled`) each operation is started non-blocking
-// (MPI_Iallreduce, MPI_Iallgather, MPI_Ireduce_scatter_block, MPI_Ibcast, MPI_Isend/Irecv,
-// MPI_Ibarrier) and completed by polling MPI_Test against a deadline, so a missing peer becomes a
-// thrown `.timeout` naming it, never a hang. `Completion.blocking` calls MPI_Allreduce, ... under a
-// watchdog instead. Reference: MPI 3.1 §5.12 (non-blocking collectives), §8.3 (error handlers).
+// `CommError(.mpi(code))`. Each operation is started non-blocking (MPI_Iallreduce, MPI_Iallgather,
+// MPI_Ireduce_scatter_block, MPI_Ibcast, MPI_Isend/Irecv, MPI_Ibarrier) and completed by polling
+// MPI_Test against a deadline, so a missing peer becomes a thrown `.timeout` naming it, never a
+// hang. (The blocking calls, MPI_Allreduce, ..., cannot be bounded, named or kept alive by
+// heartbeats, so they are not used.) Reference: MPI 3.1 §5.12 (non-blocking collectives), §8.3
+// (error handlers).
 
 import PalmModel
 import CMPI
@@ -15,14 +16,12 @@ import Foundation
 /// A `Communicator` over an MPI communicator.
 ///
 /// Reduction order: Open MPI picks the algorithm from the communicator size and the message length
-/// only, never from timing: coll/libnbc for the non-blocking calls (`.polled` mode and iAllReduce:
-/// binomial reduce + broadcast for small messages or fewer than 4 ranks, ring or
-/// reduce-scatter/allgather for large ones), coll/tuned's fixed decision rules for the blocking
-/// calls (`.blocking` mode). So a given (size, count, mode) always adds in the same order and every
-/// rank receives the same bits (palm-mpi-check verifies this, and that allReduce and iAllReduce
-/// agree, for 1-8 ranks). The order is not the plain rank order of `LocalCluster`, so the two
+/// only, never from timing: coll/libnbc for the non-blocking calls (binomial reduce + broadcast for
+/// small messages or fewer than 4 ranks, ring or reduce-scatter/allgather for large ones). So a
+/// given (size, count) always adds in the same order and every rank receives the same bits
+/// (palm-mpi-check verifies this, and that allReduce and iAllReduce agree, for 1-8 ranks). The order is not the plain rank order of `LocalCluster`, so the two
 /// backends may differ in the last bits; with 2 ranks every algorithm computes x₀ + x₁ exactly alike.
-/// Changing the MCA parameters (coll_tuned_*) changes the order.
+/// Changing the MCA parameters (coll_libnbc_*) changes the order.
 ///
 /// What happens when a rank dies: under `mpirun` (ORTE), a process that exits without
 /// MPI_Finalize, or is killed, makes mpirun kill the whole job and exit non-zero, printing which
@@ -30,18 +29,18 @@ import Foundation
 /// (alive but not calling) is caught by our deadline instead: each waiting rank throws a
 /// `.timeout` error naming the ranks that did not answer a short status exchange on a private
 /// duplicate communicator (see `diagnose`). After that, call `MPIRuntime.abort` (the job cannot
-/// recover: the outstanding MPI request cannot be cancelled). In `.blocking` mode the watchdog
-/// prints the stuck call on stderr and exits with status 124 instead (mpirun then stops the job).
+/// recover: the outstanding MPI request cannot be cancelled).
 /// Verified with palm-mpi-check --die-rank / --hang-rank / --exit-rank (see its header).
 ///
 /// Long phases (`whileBusy`, the contract in Communicator.swift): the busy rank's helper thread
-/// sends a heartbeat (one Int32: 1 busy, 0 ended) every min(timeout / 4, 5 s) to every world rank
-/// on a private duplicate of the world communicator (`MPIHeartbeat`); a rank whose wait reaches its
-/// deadline reads the heartbeats that arrived and waits on while a peer's latest says busy and is
-/// younger than the timeout, then restarts its deadline from the last beat it saw. A process that
-/// is stopped (SIGSTOP) stops beating and is named one timeout later; one hung inside `whileBusy`
-/// keeps beating (its helper thread is alive) and is not detected: a long phase has no deadline.
-/// `.blocking` mode cannot read heartbeats during a blocking call, so its watchdog ignores them.
+/// sends a heartbeat every min(timeout / 4, 5 s) to every world rank on a private duplicate of the
+/// world communicator (`MPIHeartbeat`): busy or ended, the phase's name, the seconds it has lasted
+/// and its bound (`phaseTimeout`). A rank whose wait reaches its deadline reads the heartbeats that
+/// arrived and waits on while a peer's latest says busy and is younger than the timeout, then
+/// restarts its deadline from the last beat it saw. A process that is stopped (SIGSTOP) stops
+/// beating and is named one timeout later; one hung inside `whileBusy` keeps beating, but once its
+/// phase has lasted longer than its bound every waiting rank throws a `.timeout` naming that rank
+/// and the phase (then `MPIRuntime.abort` ends the job, the hung rank included).
 /// A wait that lasts longer than 10 ms sleeps 0.5 ms between polls, so waiting ranks (e.g. during
 /// rank 0's checkpoint write) leave their cores to the ranks that work.
 ///
@@ -57,45 +56,37 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
   public let name: String
   /// Seconds any one operation may wait before it throws `.timeout`.
   public let timeout: Double
-  /// How blocking operations wait (see `Completion`).
-  public let completion: Completion
+  /// Seconds one `whileBusy` phase of this rank may last while others wait for it (the bound its
+  /// heartbeats carry; the waiting ranks then throw `.timeout` naming it).
+  public let phaseTimeout: Double
   /// World rank of each rank of this communicator (for messages).
   public let worldRanks: [Int]
 
   private let comm: MPI_Comm?
   /// A duplicate used only for the status exchange after a timeout.
   private let control: MPI_Comm?
-  /// The job's heartbeats (the world's, shared by its splits); nil in `.blocking` mode.
-  private let heartbeat: MPIHeartbeat?
+  /// The job's heartbeats (the world's, shared by its splits).
+  private let heartbeat: MPIHeartbeat
   private let stateLock = NSLock()
   private var sequence = 0
   private var broken: CommError? = nil
 
-  /// How the blocking operations (allReduce, allGather, ..., barrier) wait for completion.
-  public enum Completion: String, Sendable, CaseIterable {
-    /// Start the non-blocking MPI call and poll MPI_Test against the deadline. A missing peer is a
-    /// thrown `.timeout` naming it. allReduce and iAllReduce then use the same algorithm (libnbc).
-    case polled
-    /// Call the blocking MPI function (MPI_Allreduce, ...: coll/tuned, often faster for large
-    /// buffers, e.g. 1.5-2x at 64 MiB on 2 ranks here). A watchdog thread ends the process with
-    /// status 124 and a message on stderr if one call exceeds the timeout (mpirun then stops the
-    /// job); it cannot name the missing rank. iAllReduce stays non-blocking and polled.
-    case blocking
-  }
-
   /// The world communicator (initialises MPI on first use). Works without mpirun as a singleton.
-  public static func world(timeout: Double = 60, completion: Completion = .polled) throws -> MPICommunicator {
+  /// `phaseTimeout` bounds each `whileBusy` phase (default: 10 × `timeout`).
+  public static func world(timeout: Double = 60, phaseTimeout: Double? = nil) throws -> MPICommunicator {
     try MPIRuntime.initialize()
     guard timeout > 0 && timeout.isFinite else {
       throw CommError(.badArgument, "MPI timeout must be a positive number of seconds (got \(timeout))")
     }
-    let beats: MPIHeartbeat? = completion == .polled ? try MPIHeartbeat(timeout: timeout) : nil
-    return try MPICommunicator(adopting: swmpi_comm_world(), name: "world", timeout: timeout,
-                               completion: completion, heartbeat: beats)
+    let phase = phaseTimeout ?? 10 * timeout
+    guard phase > 0 && phase.isFinite else {
+      throw CommError(.badArgument, "MPI phase timeout must be a positive number of seconds (got \(phase))")
+    }
+    let beats = try MPIHeartbeat(timeout: timeout, phaseTimeout: phase)
+    return try MPICommunicator(adopting: swmpi_comm_world(), name: "world", timeout: timeout, heartbeat: beats)
   }
 
-  private init(adopting comm: MPI_Comm?, name: String, timeout: Double, completion: Completion,
-               heartbeat: MPIHeartbeat?) throws {
+  private init(adopting comm: MPI_Comm?, name: String, timeout: Double, heartbeat: MPIHeartbeat) throws {
     var r: Int32 = 0, s: Int32 = 0
     var control: MPI_Comm? = nil
     var world: [Int32] = []
@@ -121,7 +112,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     self.size = Int(s)
     self.name = name
     self.timeout = timeout
-    self.completion = completion
+    self.phaseTimeout = heartbeat.phaseTimeout
     self.worldRanks = world.map(Int.init)
     self.heartbeat = heartbeat
   }
@@ -162,24 +153,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     return request
   }
 
-  /// Runs one operation: in `.blocking` mode the blocking MPI call under the watchdog, otherwise
-  /// the non-blocking one polled against the deadline.
-  private func perform(_ op: String, _ sequence: Int, blocking: (String, () -> Int32),
-                       polled: (String, (inout MPI_Request?) -> Int32)) throws {
-    if completion == .blocking {
-      let token = MPIWatchdog.shared.arm(
-        seconds: timeout, "MPI \(op) (call #\(sequence)) on \(name) at \(label(rank)) of \(size)")
-      let rc = MPIRuntime.lockedCall(blocking.1)
-      MPIWatchdog.shared.disarm(token)
-      if rc != MPI_SUCCESS {
-        let error = MPIRuntime.error(rc, "\(blocking.0) on \(name)")
-        markBroken(error)
-        throw error
-      }
-    } else {
-      var request = try start(polled.0, polled.1)
-      try complete(&request, op: op, sequence: sequence)
-    }
+  /// Runs one operation: the non-blocking MPI call, polled against the deadline.
+  private func perform(_ op: String, _ sequence: Int, _ call: String, _ body: (inout MPI_Request?) -> Int32) throws {
+    var request = try start(call, body)
+    try complete(&request, op: op, sequence: sequence)
   }
 
   /// Polls `request` until it completes or the deadline passes (then diagnoses and throws).
@@ -202,11 +179,21 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
       let now = MPIRuntime.now()
       if now - start > 0.01 { usleep(500) } else if spins > 100 { sched_yield() }
       if now > deadline || (lastBusy != nil && now > (lastBusy ?? 0) + 0.05) {
-        // A peer in a long phase keeps this wait alive; the deadline restarts from its last beat.
-        if let heartbeat, heartbeat.peerBusy(now: now) {
+        // A peer in a long phase keeps this wait alive (up to the phase's bound); the deadline
+        // restarts from its last beat.
+        switch heartbeat.peers(now: now) {
+        case .busy:
           lastBusy = now
           deadline = max(deadline, now + timeout)
           continue
+        case .overdue(let worldRank, let phase, let seconds, let bound):
+          let who = worldRanks.firstIndex(of: worldRank).map(label) ?? "world rank \(worldRank)"
+          let error = CommError(.timeout, ranks: worldRanks.firstIndex(of: worldRank).map { [$0] } ?? [],
+            "\(op) (call #\(sequence)) on \(name) at \(label(rank)): \(who) has been in its \(phase) for "
+              + "\(Int(seconds)) s, longer than the phase timeout of \(bound) s (hung, or slower than that: raise --phase-timeout)")
+          markBroken(error)
+          throw error
+        case .none: break
         }
         if let seen = lastBusy {
           lastBusy = nil
@@ -284,11 +271,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
   public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
     let seq = try begin("allReduce")
     let n = try count(buffer.count, "allReduce")
-    try perform("allReduce", seq,
-      blocking: ("MPI_Allreduce", {
-        MPI_Allreduce(swmpi_in_place(), buffer.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm) }),
-      polled: ("MPI_Iallreduce", {
-        MPI_Iallreduce(swmpi_in_place(), buffer.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm, &$0) }))
+    try perform("allReduce", seq, "MPI_Iallreduce") {
+      MPI_Iallreduce(swmpi_in_place(), buffer.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm, &$0)
+    }
   }
 
   public func allGather(_ send: UnsafeBufferPointer<Float>, into receive: UnsafeMutableBufferPointer<Float>) throws {
@@ -296,11 +281,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     let seq = try begin("allGather")
     let n = try count(send.count, "allGather")
     _ = try count(receive.count, "allGather")
-    try perform("allGather", seq,
-      blocking: ("MPI_Allgather", {
-        MPI_Allgather(send.baseAddress, n, swmpi_float(), receive.baseAddress, n, swmpi_float(), self.comm) }),
-      polled: ("MPI_Iallgather", {
-        MPI_Iallgather(send.baseAddress, n, swmpi_float(), receive.baseAddress, n, swmpi_float(), self.comm, &$0) }))
+    try perform("allGather", seq, "MPI_Iallgather") {
+      MPI_Iallgather(send.baseAddress, n, swmpi_float(), receive.baseAddress, n, swmpi_float(), self.comm, &$0)
+    }
   }
 
   public func reduceScatter(_ send: UnsafeBufferPointer<Float>, into receive: UnsafeMutableBufferPointer<Float>) throws {
@@ -308,20 +291,18 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     let seq = try begin("reduceScatter")
     let n = try count(receive.count, "reduceScatter")
     _ = try count(send.count, "reduceScatter")
-    try perform("reduceScatter", seq,
-      blocking: ("MPI_Reduce_scatter_block", {
-        MPI_Reduce_scatter_block(send.baseAddress, receive.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm) }),
-      polled: ("MPI_Ireduce_scatter_block", {
-        MPI_Ireduce_scatter_block(send.baseAddress, receive.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm, &$0) }))
+    try perform("reduceScatter", seq, "MPI_Ireduce_scatter_block") {
+      MPI_Ireduce_scatter_block(send.baseAddress, receive.baseAddress, n, swmpi_float(), swmpi_sum(), self.comm, &$0)
+    }
   }
 
   public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {
     try CommCheck.rank(root, "broadcast root", self)
     let seq = try begin("broadcast")
     let n = try count(buffer.count, "broadcast")
-    try perform("broadcast", seq,
-      blocking: ("MPI_Bcast", { MPI_Bcast(buffer.baseAddress, n, swmpi_float(), Int32(root), self.comm) }),
-      polled: ("MPI_Ibcast", { MPI_Ibcast(buffer.baseAddress, n, swmpi_float(), Int32(root), self.comm, &$0) }))
+    try perform("broadcast", seq, "MPI_Ibcast") {
+      MPI_Ibcast(buffer.baseAddress, n, swmpi_float(), Int32(root), self.comm, &$0)
+    }
   }
 
   public func send(_ buffer: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws {
@@ -329,11 +310,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     try CommCheck.tag(tag, self)
     let seq = try begin("send")
     let n = try count(buffer.count, "send")
-    try perform("send", seq,
-      blocking: ("MPI_Send", {
-        MPI_Send(buffer.baseAddress, n, swmpi_float(), Int32(destination), Int32(tag), self.comm) }),
-      polled: ("MPI_Isend", {
-        MPI_Isend(buffer.baseAddress, n, swmpi_float(), Int32(destination), Int32(tag), self.comm, &$0) }))
+    try perform("send", seq, "MPI_Isend") {
+      MPI_Isend(buffer.baseAddress, n, swmpi_float(), Int32(destination), Int32(tag), self.comm, &$0)
+    }
   }
 
   public func receive(into buffer: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws {
@@ -342,24 +321,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     let seq = try begin("receive")
     let n = try count(buffer.count, "receive")
     var status = MPI_Status()
-    if completion == .blocking {
-      let token = MPIWatchdog.shared.arm(
-        seconds: timeout, "MPI receive (call #\(seq)) from \(label(source)) on \(name) at \(label(rank))")
-      let rc = MPIRuntime.lockedCall {
-        MPI_Recv(buffer.baseAddress, n, swmpi_float(), Int32(source), Int32(tag), comm, &status)
-      }
-      MPIWatchdog.shared.disarm(token)
-      if rc != MPI_SUCCESS {
-        let error = MPIRuntime.error(rc, "MPI_Recv on \(name)")
-        markBroken(error)
-        throw error
-      }
-    } else {
-      var request = try start("MPI_Irecv") {
-        MPI_Irecv(buffer.baseAddress, n, swmpi_float(), Int32(source), Int32(tag), comm, &$0)
-      }
-      try complete(&request, op: "receive", sequence: seq, status: &status)
+    var request = try start("MPI_Irecv") {
+      MPI_Irecv(buffer.baseAddress, n, swmpi_float(), Int32(source), Int32(tag), comm, &$0)
     }
+    try complete(&request, op: "receive", sequence: seq, status: &status)
     var got: Int32 = 0
     try MPIRuntime.locked { try MPIRuntime.check(MPI_Get_count(&status, swmpi_float(), &got), "MPI_Get_count") }
     guard got == n else {
@@ -370,8 +335,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
   public func barrier() throws {
     let seq = try begin("barrier")
-    try perform("barrier", seq, blocking: ("MPI_Barrier", { MPI_Barrier(self.comm) }),
-                polled: ("MPI_Ibarrier", { MPI_Ibarrier(self.comm, &$0) }))
+    try perform("barrier", seq, "MPI_Ibarrier") { MPI_Ibarrier(self.comm, &$0) }
   }
 
   public func iAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any CommRequest {
@@ -396,13 +360,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     try MPIRuntime.locked {
       try MPIRuntime.check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
     }
-    return try MPICommunicator(adopting: newComm, name: "\(name)/split(\(color))", timeout: timeout,
-                               completion: completion, heartbeat: heartbeat)
+    return try MPICommunicator(adopting: newComm, name: "\(name)/split(\(color))", timeout: timeout, heartbeat: heartbeat)
   }
 
   public func whileBusy<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
-    guard let heartbeat else { return try body() }
-    heartbeat.begin()
+    heartbeat.begin(phase)
     defer { heartbeat.end() }
     return try body()
   }
@@ -410,22 +372,43 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
 /// The heartbeats of long phases (see `MPICommunicator`, "Long phases"): sent by a helper thread
 /// while this rank is inside `whileBusy`, read by waits that reach their deadline. One per process.
+///
+/// A beat is 80 bytes: byte 0 the state (1 busy, 0 ended), bytes 8..<16 the seconds the phase has
+/// lasted and 16..<24 its bound (Doubles, this machine's byte order: every rank runs the same
+/// build), bytes 24..<80 the phase's name in UTF-8, zero-padded (eager: the sends complete locally).
 final class MPIHeartbeat: @unchecked Sendable {
   private static let tag: Int32 = 31_001
+  private static let beatBytes = 80
+  private static let nameBytes = 56
   private let comm: MPI_Comm?
   private let rank: Int32
   private let size: Int32
   private let timeout: Double
+  /// The bound of this rank's phases, sent with each beat.
+  let phaseTimeout: Double
   private let interval: Double
   private let cond = NSCondition()
   private var depth = 0
-  /// Per world rank: its latest heartbeat (1 busy, 0 ended) and when this process received it.
-  private var latest: [Int32: (busy: Bool, at: Double)] = [:]
-  private let inbox = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-  private let outbox = UnsafeMutablePointer<Int32>.allocate(capacity: 2)  // [1, 0]: stable for Isend
+  /// The outermost phase of this rank and when it began.
+  private var phase = ""
+  private var phaseStart = 0.0
+
+  /// A peer's latest beat, and when this process received it.
+  private struct Beat {
+    var busy: Bool
+    var phase: String
+    var seconds: Double
+    var bound: Double
+    var at: Double
+  }
+  private var latest: [Int32: Beat] = [:]
+  private let inbox = UnsafeMutableRawPointer.allocate(byteCount: beatBytes, alignment: 8)
+  /// Beats in flight (Isend buffers must stay untouched until sent): one per peer and beat, freed
+  /// only when the send completed; with eager 80-byte messages that is at once.
+  private var outgoing: [(MPI_Request?, UnsafeMutableRawPointer)] = []
 
   /// A duplicate of the world communicator (collective: every rank calls `world()`).
-  init(timeout: Double) throws {
+  init(timeout: Double, phaseTimeout: Double) throws {
     var dup: MPI_Comm? = nil, r: Int32 = 0, n: Int32 = 0
     try MPIRuntime.locked {
       try MPIRuntime.check(MPI_Comm_dup(swmpi_comm_world(), &dup), "MPI_Comm_dup")
@@ -437,15 +420,18 @@ final class MPIHeartbeat: @unchecked Sendable {
     rank = r
     size = n
     self.timeout = timeout
+    self.phaseTimeout = phaseTimeout
     interval = max(0.01, min(timeout / 4, 5))
-    outbox[0] = 1
-    outbox[1] = 0
   }
 
-  func begin() {
+  func begin(_ name: String) {
     cond.lock()
     depth += 1
     let first = depth == 1
+    if first {
+      phase = name
+      phaseStart = MPIRuntime.now()
+    }
     cond.unlock()
     guard first else { return }
     send(busy: true)
@@ -474,36 +460,74 @@ final class MPIHeartbeat: @unchecked Sendable {
     if last { send(busy: false) }
   }
 
-  /// One heartbeat to every other rank (eager, 4 bytes: the sends complete locally).
+  /// One heartbeat to every other rank.
   private func send(busy: Bool) {
+    cond.lock()
+    let name = Array(phase.utf8.prefix(Self.nameBytes)), seconds = MPIRuntime.now() - phaseStart
+    cond.unlock()
     MPIRuntime.locked {
+      // Free the buffers of beats whose sends completed.
+      outgoing = outgoing.filter { entry in
+        var (request, buffer) = entry
+        var flag: Int32 = 0
+        if MPI_Test(&request, &flag, swmpi_status_ignore()) == MPI_SUCCESS && flag == 0 { return true }
+        buffer.deallocate()
+        return false
+      }
       for p in 0..<size where p != rank {
+        let beat = UnsafeMutableRawPointer.allocate(byteCount: Self.beatBytes, alignment: 8)
+        beat.initializeMemory(as: UInt8.self, repeating: 0, count: Self.beatBytes)
+        beat.storeBytes(of: busy ? 1 : 0, as: UInt8.self)
+        beat.storeBytes(of: seconds, toByteOffset: 8, as: Double.self)
+        beat.storeBytes(of: phaseTimeout, toByteOffset: 16, as: Double.self)
+        for (i, b) in name.enumerated() { beat.storeBytes(of: b, toByteOffset: 24 + i, as: UInt8.self) }
         var request: MPI_Request? = swmpi_request_null()
-        if MPI_Isend(outbox + (busy ? 0 : 1), 1, swmpi_int(), p, Self.tag, comm, &request) == MPI_SUCCESS {
-          _ = MPI_Request_free(&request)
+        if MPI_Isend(beat, Int32(Self.beatBytes), swmpi_byte(), p, Self.tag, comm, &request) == MPI_SUCCESS {
+          outgoing.append((request, beat))
+        } else {
+          beat.deallocate()
         }
       }
     }
   }
 
-  /// Reads the heartbeats that arrived; true when some peer's latest says busy and came within
-  /// the timeout.
-  func peerBusy(now: Double) -> Bool {
+  /// What the peers' heartbeats say to a wait that reached its deadline.
+  enum PeerState {
+    /// No peer is in a long phase.
+    case none
+    /// Some peer is, within its bound.
+    case busy
+    /// World rank `rank` has been in `phase` for `seconds`, beyond its `bound`.
+    case overdue(rank: Int, phase: String, seconds: Double, bound: Double)
+  }
+
+  /// Reads the heartbeats that arrived; `.overdue` when some peer's phase has outlasted its
+  /// bound, else `.busy` when some peer's latest beat says busy and came within the timeout.
+  func peers(now: Double) -> PeerState {
     MPIRuntime.locked {
       while true {
         var flag: Int32 = 0
         var status = MPI_Status()
         guard MPI_Iprobe(swmpi_any_source(), Self.tag, comm, &flag, &status) == MPI_SUCCESS, flag != 0 else { break }
         let source = status.MPI_SOURCE
-        guard MPI_Recv(inbox, 1, swmpi_int(), source, Self.tag, comm, swmpi_status_ignore()) == MPI_SUCCESS else { break }
+        guard MPI_Recv(inbox, Int32(Self.beatBytes), swmpi_byte(), source, Self.tag, comm, swmpi_status_ignore()) == MPI_SUCCESS
+        else { break }
+        let name = (0..<Self.nameBytes).map { inbox.load(fromByteOffset: 24 + $0, as: UInt8.self) }.prefix { $0 != 0 }
+        let beat = Beat(busy: inbox.load(as: UInt8.self) == 1, phase: String(decoding: name, as: UTF8.self),
+                        seconds: inbox.load(fromByteOffset: 8, as: Double.self),
+                        bound: inbox.load(fromByteOffset: 16, as: Double.self), at: now)
         cond.lock()
-        latest[source] = (inbox[0] == 1, now)
+        latest[source] = beat
         cond.unlock()
       }
     }
     cond.lock()
     defer { cond.unlock() }
-    return latest.values.contains { $0.busy && now - $0.at < timeout }
+    let busy = latest.filter { $0.value.busy && now - $0.value.at < timeout }
+    if let (source, b) = busy.first(where: { $0.value.seconds + (now - $0.value.at) > $0.value.bound }) {
+      return .overdue(rank: Int(source), phase: b.phase, seconds: b.seconds + (now - b.at), bound: b.bound)
+    }
+    return busy.isEmpty ? .none : .busy
   }
 }
 
@@ -645,51 +669,5 @@ public enum MPIRuntime {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-  }
-}
-
-/// Ends the process when a blocking MPI call (`Completion.blocking`) exceeds its deadline.
-final class MPIWatchdog: @unchecked Sendable {
-  static let shared = MPIWatchdog()
-  private let cond = NSCondition()
-  private var armed: [Int: (deadline: Double, seconds: Double, what: String)] = [:]
-  private var nextToken = 0
-  private var started = false
-
-  func arm(seconds: Double, _ what: String) -> Int {
-    cond.lock()
-    defer { cond.unlock() }
-    nextToken += 1
-    armed[nextToken] = (MPIRuntime.now() + seconds, seconds, what)
-    if !started {
-      started = true
-      let thread = Thread { [self] in watch() }
-      thread.name = "palm.mpi.watchdog"
-      thread.start()
-    }
-    cond.broadcast()
-    return nextToken
-  }
-
-  func disarm(_ token: Int) {
-    cond.lock()
-    armed[token] = nil
-    cond.unlock()
-  }
-
-  private func watch() {
-    cond.lock()
-    while true {
-      let now = MPIRuntime.now()
-      if let late = armed.values.first(where: { $0.deadline <= now }) {
-        let message = "palm: \(late.what) blocked for more than \(late.seconds) s (blocking completion mode "
-          + "cannot name the missing rank; the polled mode can). Exiting with status 124 so that mpirun stops the job.\n"
-        fflush(nil)
-        FileHandle.standardError.write(Data(message.utf8))
-        _exit(124)
-      }
-      let next = armed.values.map(\.deadline).min() ?? now + 3600
-      _ = cond.wait(until: Date(timeIntervalSinceNow: max(0.01, min(next - now, 3600)) + 0.01))
-    }
   }
 }

@@ -55,11 +55,12 @@ public enum MeshLauncher {
 
   /// Runs `body` once per rank of `shape` and returns rank 0's result (local) or this process's
   /// (MPI). Each rank's thread gets `threadsPerRank` OpenMP threads. The mesh of one local device
-  /// runs `body` on the calling thread with a `SoloCommunicator` (no thread, nothing to wait for). MPI is initialised here and
-  /// finalized at exit; `timeout` bounds every wait of a collective (seconds).
+  /// runs `body` on the calling thread with a `SoloCommunicator` (no thread, nothing to wait for).
+  /// MPI is initialised here and finalized at exit; `timeout` bounds every wait of a collective,
+  /// `phaseTimeout` every `whileBusy` phase (seconds; nil: 10 × `timeout`).
   /// - Throws: what `check` throws (before any work), or the first rank's failure.
   public static func run<R: Sendable>(shape: MeshShape, devices: DeviceBackend, threadsPerRank: Int,
-                                      timeout: Double,
+                                      timeout: Double, phaseTimeout: Double? = nil,
                                       _ body: @escaping @Sendable (any Communicator) throws -> R) throws -> R {
     try check(shape, devices: devices)
     switch devices {
@@ -67,13 +68,13 @@ public enum MeshLauncher {
       Threads.count = threadsPerRank
       return try body(SoloCommunicator(name: "world"))
     case .local:
-      let cluster = try LocalCluster(size: shape.count, timeout: timeout)
+      let cluster = try LocalCluster(size: shape.count, timeout: timeout, phaseTimeout: phaseTimeout)
       return try cluster.run { comm in
         Threads.count = threadsPerRank  // a per-thread OpenMP setting: each rank thread sets its own
         return try body(comm)
       }[0]
     case .mpi:
-      let world = try MPICommunicator.world(timeout: timeout)
+      let world = try MPICommunicator.world(timeout: timeout, phaseTimeout: phaseTimeout)
       Threads.count = threadsPerRank
       return try body(world)
     }

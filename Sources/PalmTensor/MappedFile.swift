@@ -1,7 +1,9 @@
-// MappedFile: a whole file, read-only, memory-mapped (read into memory when mmap fails), released
-// in deinit. The one copy of the open/fstat/mmap/pread-fallback code that SafeTensorsFile and the
-// tokenizer readers share; each turns a `MappedFile.Failure` into its own error type.
-// DataFile: a file read with pread at given offsets, for data read during a whole run (TokenDataset).
+// MappedFile: a whole file, read-only, memory-mapped (read into memory when mmap fails, or when
+// asked to), released in deinit; or an in-memory image. The one copy of the open/fstat/mmap/
+// pread-fallback code that the file readers share; each turns a `MappedFile.Failure` into its own
+// error type.
+// DataFile: a file read with pread at given offsets, for data read during a whole run (TokenDataset)
+// and for checkpoints (SafeTensorsFile reads each tensor straight into its destination).
 // A memory map is not used there: a file truncated while it is mapped kills the process with SIGBUS
 // at the next access of a page past the new end (MAP_PRIVATE does not help: unwritten private pages
 // are still the file's), and no Swift code can recover from that signal. pread past the end returns

@@ -6,8 +6,9 @@
 // The reader is hardened for untrusted files: bounded header, its own strict JSON parser (rejects
 // duplicate keys, depth > 32), known dtypes, sizes that match shapes, offsets that tile the data
 // section exactly. Any defect is a thrown SafeTensorsError naming the file, never a crash. Files are
-// memory-mapped (read() as fallback). Only F32 converts to Tensor; other dtypes are validated and
-// exposed as raw bytes.
+// read with pread, the header when opened and each tensor straight into its destination, never
+// memory-mapped (a file truncated under a map is a SIGBUS). Only F32 converts to Tensor; other
+// dtypes are validated and exposed as raw bytes.
 
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,8 @@ public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
   public enum Kind: Equatable, Sendable {
     case io, truncated, headerTooLarge, badJSON, badHeader, unknownDType, sizeMismatch, badOffsets,
       duplicateName, badName, wrongDType, missingTensor, unexpectedTensor, shapeMismatch
+    /// The file became shorter after it was opened (truncated or rewritten while being read).
+    case changed
   }
   public let kind: Kind
   public let file: String
@@ -149,7 +152,10 @@ public enum SafeTensors {
   }
 }
 
-/// A validated safetensors file, memory-mapped (or read) whole.
+/// A validated safetensors file: its header read and checked when opened, each tensor read (pread)
+/// straight into its destination when asked for. Nothing is memory-mapped: a file truncated while
+/// it is open makes the next read throw `.changed` naming the file, where a map would end the
+/// process with SIGBUS (see MappedFile.swift, `DataFile`). The file stays open while this object lives.
 ///
 /// ```swift
 /// let file = try SafeTensorsFile(path: "model.safetensors")
@@ -173,56 +179,93 @@ public final class SafeTensorsFile: @unchecked Sendable {
   /// The `__metadata__` map (empty when absent).
   public let metadata: [String: String]
   private let index: [String: Int]
-  private let file: MappedFile
-  private let base: UnsafeRawPointer
+  /// Where the bytes come from: the open file, or an in-memory image.
+  private enum Source { case file(DataFile), memory(MappedFile) }
+  private let source: Source
   private let dataStart: Int
 
-  /// Opens and validates `path`.
+  /// Opens `path` and validates its header against the file's size (the data is read later).
   /// - Throws: `SafeTensorsError` naming the file and the defect.
-  public convenience init(path: String) throws {
-    let file: MappedFile
+  public init(path: String) throws {
+    let file: DataFile
     do {
-      file = try MappedFile(path: path) { st in
+      file = try DataFile(path: path) { st in
         let size = Int(st.st_size)
         if size < 8 {
           throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
         }
       }
     } catch let failure as MappedFile.Failure {
-      switch failure {
-      case .open(let code): throw SafeTensorsError(.io, path, FileError("open", path, code: code).description)
-      case .stat(let code): throw SafeTensorsError(.io, path, FileError("fstat", path, code: code).description)
-      case .allocate(let size): throw SafeTensorsError(.io, path, "cannot allocate \(size) bytes")
-      case .read(let got, let size): throw SafeTensorsError(.io, path, "read failed after \(got) of \(size) bytes")
-      case .io, .changed: throw SafeTensorsError(.io, path, failure.reason)
-      }
+      throw SafeTensorsFile.error(failure, path)
     }
-    try self.init(path: path, file: file)
-  }
-
-  /// Parses and validates an in-memory file image (copied), labelled `name` in errors.
-  public convenience init(bytes: [UInt8], name: String = "<memory>") throws {
-    let file: MappedFile
-    do {
-      file = try MappedFile(copying: bytes)
-    } catch {
-      throw SafeTensorsError(.io, name, "cannot allocate \(bytes.count) bytes")
-    }
-    try self.init(path: name, file: file)
-  }
-
-  /// Keeps `file` (released in deinit, or on failure when the last reference goes).
-  private init(path: String, file: MappedFile) throws {
+    var first = [UInt8](repeating: 0, count: 8)
+    try SafeTensorsFile.reading(path) { try first.withUnsafeMutableBytes { try file.read(into: $0, at: 0) } }
+    let headerLen = try SafeTensorsFile.headerLength(first, size: file.count, path: path)
+    var header = [UInt8](repeating: 0, count: headerLen)
+    try SafeTensorsFile.reading(path) { try header.withUnsafeMutableBytes { try file.read(into: $0, at: 8) } }
+    let parsed = try header.withUnsafeBytes { try SafeTensorsFile.parse(header: $0, size: file.count, path: path) }
     self.path = path
-    self.file = file
-    self.base = file.base
-    let parsed = try SafeTensorsFile.parse(file.bytes, path: path)
+    self.source = .file(file)
     entries = parsed.entries
     metadata = parsed.metadata
     dataStart = parsed.dataStart
+    index = SafeTensorsFile.index(parsed.entries)
+  }
+
+  /// Parses and validates an in-memory file image (copied), labelled `name` in errors.
+  public init(bytes: [UInt8], name: String = "<memory>") throws {
+    let image: MappedFile
+    do {
+      image = try MappedFile(copying: bytes)
+    } catch {
+      throw SafeTensorsError(.io, name, "cannot allocate \(bytes.count) bytes")
+    }
+    let all = image.bytes
+    if all.count < 8 {
+      throw SafeTensorsError(.truncated, name, "file is \(all.count) bytes, shorter than the 8-byte header length")
+    }
+    let headerLen = try SafeTensorsFile.headerLength(Array(all[0..<8]), size: all.count, path: name)
+    let parsed = try SafeTensorsFile.parse(header: UnsafeRawBufferPointer(rebasing: all[8..<(8 + headerLen)]),
+                                           size: all.count, path: name)
+    self.path = name
+    self.source = .memory(image)
+    entries = parsed.entries
+    metadata = parsed.metadata
+    dataStart = parsed.dataStart
+    index = SafeTensorsFile.index(parsed.entries)
+  }
+
+  private static func index(_ entries: [Entry]) -> [String: Int] {
     var index: [String: Int] = [:]
-    for (i, e) in parsed.entries.enumerated() { index[e.name] = i }
-    self.index = index
+    for (i, e) in entries.enumerated() { index[e.name] = i }
+    return index
+  }
+
+  /// A `MappedFile.Failure` of this file as a `SafeTensorsError` (`.changed`: shorter than when opened).
+  private static func error(_ failure: MappedFile.Failure, _ path: String) -> SafeTensorsError {
+    switch failure {
+    case .open(let code): SafeTensorsError(.io, path, FileError("open", path, code: code).description)
+    case .stat(let code): SafeTensorsError(.io, path, FileError("fstat", path, code: code).description)
+    case .changed: SafeTensorsError(.changed, path, failure.reason)
+    case .allocate, .read, .io: SafeTensorsError(.io, path, failure.reason)
+    }
+  }
+
+  private static func reading(_ path: String, _ body: () throws -> Void) throws {
+    do { try body() } catch let failure as MappedFile.Failure { throw error(failure, path) }
+  }
+
+  /// Reads the data of `e` into `destination` (`e.end - e.begin` bytes).
+  private func read(_ e: Entry, into destination: UnsafeMutableRawPointer) throws {
+    let count = e.end - e.begin
+    switch source {
+    case .memory(let image):
+      destination.copyMemory(from: image.base + dataStart + e.begin, byteCount: count)
+    case .file(let file):
+      try SafeTensorsFile.reading(path) {
+        try file.read(into: UnsafeMutableRawBufferPointer(start: destination, count: count), at: dataStart + e.begin)
+      }
+    }
   }
 
   /// Tensor names in file order.
@@ -231,10 +274,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
   /// The entry for `name`, if present.
   public func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
 
-  /// The raw little-endian bytes of tensor `name` (valid while this object lives).
-  public func bytes(_ name: String) throws -> UnsafeRawBufferPointer {
+  /// The raw little-endian bytes of tensor `name`, read from the file.
+  /// - Throws: `.missingTensor`, or `.changed` / `.io` when the file can no longer be read.
+  public func bytes(_ name: String) throws -> [UInt8] {
     guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
-    return UnsafeRawBufferPointer(start: base + dataStart + e.begin, count: e.end - e.begin)
+    var out = [UInt8](repeating: 0, count: e.end - e.begin)
+    try out.withUnsafeMutableBytes { if let p = $0.baseAddress { try read(e, into: p) } }
+    return out
   }
 
   /// A new Tensor holding a copy of F32 tensor `name`.
@@ -246,7 +292,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     return t
   }
 
-  /// Copies F32 tensor `name` into `destination`, whose shape must match.
+  /// Reads F32 tensor `name` into `destination`, whose shape must match (one pread, no copy between).
+  /// - Throws: `.missingTensor`, `.wrongDType`, `.shapeMismatch`; `.changed` when the file has
+  ///   become shorter since it was opened (truncated), `.io` when a read fails.
   public func copy(_ name: String, into destination: Tensor) throws {
     guard let e = entry(name) else { throw SafeTensorsError(.missingTensor, path, "missing tensor \(name)") }
     if e.dtype != .f32 {
@@ -256,7 +304,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
       throw SafeTensorsError(.shapeMismatch, path,
                              "tensor \(name) has shape \(e.shape), expected \(destination.shape)")
     }
-    UnsafeMutableRawPointer(destination.pointer).copyMemory(from: base + dataStart + e.begin, byteCount: e.end - e.begin)
+    try read(e, into: UnsafeMutableRawPointer(destination.pointer))
   }
 
   /// Checks that the file holds exactly the `expected` F32 tensors with these shapes.
@@ -293,23 +341,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
     var dataStart: Int
   }
 
-  static func parse(_ file: UnsafeRawBufferPointer, path: String) throws -> Parsed {
-    let size = file.count
-    if size < 8 {
-      throw SafeTensorsError(.truncated, path, "file is \(size) bytes, shorter than the 8-byte header length")
-    }
+  /// The header length that the first 8 bytes of a file of `size` bytes give, checked against the
+  /// limit and the size.
+  static func headerLength(_ first: [UInt8], size: Int, path: String) throws -> Int {
     var n: UInt64 = 0
-    for i in (0..<8).reversed() { n = n << 8 | UInt64(file[i]) }
+    for i in (0..<8).reversed() { n = n << 8 | UInt64(first[i]) }
     if n > UInt64(SafeTensors.maxHeaderBytes) {
       throw SafeTensorsError(.headerTooLarge, path, "header length \(n) exceeds the limit of \(SafeTensors.maxHeaderBytes) bytes")
     }
     if n > UInt64(size - 8) {
       throw SafeTensorsError(.truncated, path, "header length \(n) exceeds the \(size - 8) bytes after the length field")
     }
-    let headerLen = Int(n)
-    let dataStart = 8 + headerLen
+    return Int(n)
+  }
+
+  /// Parses the JSON `header` (the bytes after the length field) of a file of `size` bytes.
+  static func parse(header: UnsafeRawBufferPointer, size: Int, path: String) throws -> Parsed {
+    let dataStart = 8 + header.count
     let dataLen = size - dataStart
-    var parser = JSONParser(UnsafeRawBufferPointer(rebasing: file[8..<dataStart]))
+    var parser = JSONParser(header)
     let root: JSONValue
     do { root = try parser.parseDocument() } catch let e as JSONParser.Failure {
       if let name = e.duplicateKey {

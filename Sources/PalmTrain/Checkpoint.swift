@@ -155,6 +155,9 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
   case noCheckpoint(directory: String)
   /// A new run into a directory that holds another run's checkpoints (`held`: "step 120, seed 7").
   case otherRun(directory: String, held: String)
+  /// A file of a verified checkpoint could not be read while its tensors were loaded (truncated
+  /// or rewritten meanwhile, or a read error).
+  case unreadable(path: String, file: String, reason: String)
 
   public var description: String {
     switch self {
@@ -168,6 +171,9 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case .noCheckpoint(let d): "no complete checkpoint in \(d)"
     case .otherRun(let d, let held):
       "\(d) holds another run (\(held)): pass --resume to continue it, or another --checkpoint-dir"
+    case .unreadable(let p, let f, let r):
+      "checkpoint \(p): \(f) could not be read while loading (\(r)); put the file back, or move \(p) aside "
+        + "to load the newest checkpoint before it"
     }
   }
 }
@@ -215,9 +221,17 @@ public final class LoadedCheckpoint: @unchecked Sendable {
         throw OptimizerError("checkpoint \(path) holds \(saved.kind) state, the run uses \(optimizer.settings.kind)")
       }
       try state.check(expected: optimizer.stateTable)
-      try optimizer.restore(from: state, step: manifest.optimizerStep ?? manifest.step)
+      try reading { try optimizer.restore(from: state, step: manifest.optimizerStep ?? manifest.step) }
     }
-    try model.load(into: parameters)
+    try reading { try model.load(into: parameters) }
+  }
+
+  /// Runs `body`, which reads tensors from the checkpoint's files; a file that became shorter since
+  /// it was verified (`.changed`), or whose read fails, becomes `.unreadable` naming it and the way out.
+  func reading<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as SafeTensorsError where e.kind == .changed || e.kind == .io {
+      throw CheckpointError.unreadable(path: path, file: (e.file as NSString).lastPathComponent, reason: e.message)
+    }
   }
 }
 
@@ -235,15 +249,25 @@ public struct CheckpointStore: Sendable {
   public var keepLast: Int
   /// Receives warnings (a skipped incomplete or corrupt checkpoint); default: standard error.
   public var warn: @Sendable (String) -> Void
+  /// rename(2) of a finished temp directory into its step directory; tests inject a failing one
+  /// (a same-step replacement that cannot take the old one's place). Default: rename(2).
+  let renameIntoPlace: @Sendable (String, String) -> Int32
   /// Step directories known to verify: written by this store, or loaded once (keep-last-K counts
   /// only these, without re-reading every kept checkpoint at each save).
   private let verified = VerifiedPaths()
 
   public init(directory: String, keepLast: Int = 3,
               warn: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) }) {
+    self.init(directory: directory, keepLast: keepLast, warn: warn, renameIntoPlace: { rename($0, $1) })
+  }
+
+  /// A store whose rename of a new step directory into place is `renameIntoPlace` (tests).
+  init(directory: String, keepLast: Int = 3, warn: @escaping @Sendable (String) -> Void = { _ in },
+       renameIntoPlace: @escaping @Sendable (String, String) -> Int32) {
     self.directory = directory
     self.keepLast = max(1, keepLast)
     self.warn = warn
+    self.renameIntoPlace = renameIntoPlace
   }
 
   /// The directory name of a step: step_00001234.
@@ -308,7 +332,7 @@ public struct CheckpointStore: Sendable {
         trash = "\(directory)/.trash-\(name)-\(getpid())"
         if rename(final, trash!) != 0 { throw FileError("rename", "\(final) -> \(trash!)") }
       }
-      if CheckpointStore.renameHook(tmp, final) != 0 {
+      if renameIntoPlace(tmp, final) != 0 {
         let failure = FileError("rename", "\(tmp) -> \(final)")
         if let trash { _ = rename(trash, final) }
         throw failure
@@ -414,10 +438,12 @@ public struct CheckpointStore: Sendable {
         throw CheckpointError.corrupt(path: path, reason: "\(file): \(error)")
       }
       if got.bytes != want.bytes {
-        throw CheckpointError.corrupt(path: path, reason: "\(file) is \(got.bytes) bytes, the manifest says \(want.bytes)")
+        throw CheckpointError.corrupt(path: path, reason: "\(file) is \(got.bytes) bytes, the manifest says \(want.bytes) "
+                                      + "(truncated or partly copied: copy the checkpoint again, or use another step directory)")
       }
       if got.sha256 != want.sha256 {
-        throw CheckpointError.corrupt(path: path, reason: "\(file) has SHA-256 \(got.sha256), the manifest says \(want.sha256)")
+        throw CheckpointError.corrupt(path: path, reason: "\(file) has SHA-256 \(got.sha256), the manifest says \(want.sha256) "
+                                      + "(damaged: copy the checkpoint again, or use another step directory)")
       }
     }
     let model = try SafeTensorsFile(path: "\(path)/model.safetensors")
@@ -446,9 +472,6 @@ public struct CheckpointStore: Sendable {
       try? fm.removeItem(atPath: "\(directory)/\(n)")
     }
   }
-
-  /// rename(2), replaceable by tests (a failing rename of the new step directory into place).
-  nonisolated(unsafe) static var renameHook: (String, String) -> Int32 = { rename($0, $1) }
 
   static var encoder: JSONEncoder {
     let e = JSONEncoder()

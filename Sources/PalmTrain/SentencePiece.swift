@@ -57,7 +57,8 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
   public convenience init(path: String) throws {
     let file: MappedFile
     do {
-      file = try MappedFile(path: path) { st in
+      // Read, not mapped: a checkpoint's tokenizer.model truncated while it loads must not be a SIGBUS.
+      file = try MappedFile(path: path, map: false) { st in
         if (st.st_mode & S_IFMT) != S_IFREG { throw SentencePieceError("tokenizer \(path) is not a regular file") }
       }
     } catch let e as SentencePieceError { throw e } catch {

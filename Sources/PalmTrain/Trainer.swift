@@ -642,9 +642,11 @@ extension LoadedCheckpoint {
       }
       try state.check(expected: table.flatMap { [("m.\($0.name)", $0.shape), ("v.\($0.name)", $0.shape)] })
       let flat = optimizer.flatMoments
-      try model.loadFull { name, t in try self.model.copy(name, into: t) }
-      try model.loadFull(into: flat.m) { name, t in try state.copy("m.\(name)", into: t) }
-      try model.loadFull(into: flat.v) { name, t in try state.copy("v.\(name)", into: t) }
+      try reading {
+        try model.loadFull { name, t in try self.model.copy(name, into: t) }
+        try model.loadFull(into: flat.m) { name, t in try state.copy("m.\(name)", into: t) }
+        try model.loadFull(into: flat.v) { name, t in try state.copy("v.\(name)", into: t) }
+      }
       try optimizer.setStep(manifest.optimizerStep ?? manifest.step)
     } catch let e as CheckpointError {
       throw TrainError.checkpoint(e.description)

@@ -42,8 +42,8 @@ enum MeshCLI {
   }
 
   /// Fault drill for tests: PALM_FAULT_SLOW_CHECKPOINT=SECONDS makes rank 0 take that much longer
-  /// over each checkpoint write (a slow disk), to show that a write longer than --comm-timeout
-  /// does not make the waiting ranks give up.
+  /// over each checkpoint write (a slow disk, or a hang), to show that a write longer than
+  /// --comm-timeout does not make the waiting ranks give up, and one longer than --phase-timeout does.
   static var slowCheckpointDrill: Double? {
     ProcessInfo.processInfo.environment["PALM_FAULT_SLOW_CHECKPOINT"].flatMap(Double.init).flatMap { $0 > 0 ? $0 : nil }
   }

@@ -110,6 +110,8 @@ struct Train: ParsableCommand {
   var devices: DeviceBackend?
   @Option(help: "With --mesh: seconds a collective may wait for the other ranks before the run stops with an error naming them (default 300).")
   var commTimeout: Double?
+  @Option(help: "With --mesh: seconds one rank may work alone while the others wait for it (rank 0's checkpoint write, every rank's checkpoint read) before the run stops with an error naming it and the phase; at least --comm-timeout. Default: 10 x --comm-timeout.")
+  var phaseTimeout: Double?
 
   func validate() throws {
     if config != nil && configFile != nil { throw ValidationError("give --config or --config-file, not both") }
@@ -138,6 +140,11 @@ struct Train: ParsableCommand {
     }
     if keep != nil && checkpointDir == nil { throw ValidationError("--keep needs --checkpoint-dir") }
     if commTimeout != nil && mesh == nil { throw ValidationError("--comm-timeout needs --mesh (one device waits for no one)") }
+    if phaseTimeout != nil && mesh == nil { throw ValidationError("--phase-timeout needs --mesh") }
+    if let p = phaseTimeout, !(p > 0 && p.isFinite) { throw ValidationError("--phase-timeout must be > 0 seconds") }
+    if let p = phaseTimeout, p < commTimeout ?? 300 {
+      throw ValidationError("--phase-timeout \(p) is shorter than --comm-timeout \(commTimeout ?? 300): a phase is work that may outlast a wait; give at least --comm-timeout")
+    }
     if let g = peakGflops, !(g > 0) { throw ValidationError("--peak-gflops must be > 0 (got \(g))") }
   }
 
@@ -184,7 +191,8 @@ struct Train: ParsableCommand {
     let budgetStart = Date()
     let outcome: (end: MetricsRecord, history: [MetricsRecord])
     do {
-      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout ?? 300) {
+      outcome = try MeshLauncher.run(shape: shape, devices: devices, threadsPerRank: threads, timeout: commTimeout ?? 300,
+                                     phaseTimeout: phaseTimeout) {
         comm -> (end: MetricsRecord, history: [MetricsRecord]) in
         let prefix = meshed ? "[rank \(comm.rank)/\(comm.size)] " : ""
         let trainer = try Trainer(options: options, dataset: dataset, mesh: try Mesh(shape: shape, world: comm))

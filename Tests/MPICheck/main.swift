@@ -6,7 +6,6 @@
 // Fault drills (exit non-zero on purpose): --hang-rank R (rank R stops calling MPI; the others must
 // time out naming it), --die-rank R (rank R is killed by SIGKILL), --exit-rank R (rank R exits 0
 // without MPI_Finalize), all with --timeout SECONDS.
-// --blocking uses the blocking MPI calls under the watchdog (MPICommunicator.Completion.blocking);
 // --bench runs the all-reduce bandwidth sweep (1 KiB ... 64 MiB) instead of the checks.
 
 import Foundation
@@ -21,7 +20,6 @@ var dieRank: Int? = nil
 var benchOnly = false
 var shardedOnly = false  // --sharded: the sharded-model equivalence check (ShardedCheck.swift)
 var exitRank: Int? = nil
-var completion = MPICommunicator.Completion.polled
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
   switch argument {
@@ -31,7 +29,6 @@ while let argument = arguments.next() {
   case "--bench": benchOnly = true
   case "--sharded": shardedOnly = true
   case "--exit-rank": exitRank = Int(arguments.next() ?? "")
-  case "--blocking": completion = .blocking
   default:
     FileHandle.standardError.write("palm-mpi-check: unknown argument \(argument)\n".data(using: .utf8)!)
     exit(2)
@@ -40,7 +37,7 @@ while let argument = arguments.next() {
 
 let world: MPICommunicator
 do {
-  world = try MPICommunicator.world(timeout: timeout, completion: completion)
+  world = try MPICommunicator.world(timeout: timeout)
 } catch {
   print("FAIL init: \(error)")
   exit(1)
@@ -55,7 +52,7 @@ var failures = 0
       failures += 1
       print("FAIL \(name) [rank \(rank)/\(size)]: \(problem)")
     } else if rank == 0 {
-      print("PASS \(name) [np=\(size), \(completion)]")
+      print("PASS \(name) [np=\(size)]")
     }
   } catch {
     failures += 1
@@ -161,7 +158,7 @@ for count in [1, 7, 1000, 300_001] {
 }
 
 for count in [5, 65_537] {
-  check("allReduce deterministic (same bits on every rank, twice, blocking = non-blocking) count=\(count)") {
+  check("allReduce deterministic (same bits on every rank, twice, allReduce = iAllReduce) count=\(count)") {
     let input = noise(rank: rank, count: count)
     var a = input, b = input, c = input
     try world.allReduce(&a)
@@ -358,8 +355,8 @@ do {
   MPIRuntime.abort(code: 1)
 }
 if rank == 0 {
-  print(total[0] == 0 ? "palm-mpi-check: all checks passed on \(size) rank(s) (\(completion))"
-                      : "palm-mpi-check: \(Int(total[0])) failure(s) on \(size) rank(s) (\(completion))")
+  print(total[0] == 0 ? "palm-mpi-check: all checks passed on \(size) rank(s)"
+                      : "palm-mpi-check: \(Int(total[0])) failure(s) on \(size) rank(s)")
 }
 MPIRuntime.finalize()
 exit(total[0] == 0 ? 0 : 1)

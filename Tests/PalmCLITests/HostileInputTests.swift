@@ -92,6 +92,9 @@ struct HostileInputTests {
           (["--steps", "1", "--comm-timeout", "5"], "--comm-timeout needs --mesh"),
           (["--steps", "1", "--print-every", "0"], "--print-every must be at least 1"),
           (["--steps", "1", "--peak-gflops", "0"], "--peak-gflops must be > 0"),
+          (["--steps", "1", "--phase-timeout", "60"], "--phase-timeout needs --mesh"),
+          (["--steps", "1", "--mesh", "data=2", "--phase-timeout", "0"], "--phase-timeout must be > 0 seconds"),
+          (["--steps", "1", "--mesh", "data=2", "--phase-timeout", "10"], "is shorter than --comm-timeout 300.0"),
         ])
   func badValues(extra: [String], fragment: String) throws {
     let dir = try workspace()

@@ -318,6 +318,31 @@ struct MeshCLITests {
     #expect(output.split(separator: "\n").filter { $0.contains("Error") }.count == 1, "\(output)")
   }
 
+  /// Issue 13: a rank hung inside its checkpoint write kept the job waiting for ever.
+  @Test("rank 0's checkpoint write (PALM_FAULT_SLOW_CHECKPOINT=60) longer than --phase-timeout 3, --devices local and mpirun -np 2: the job stops within seconds, naming rank 0 and the phase",
+        arguments: ["local", "mpi"])
+  func slowCheckpointPastPhaseTimeout(devices: String) throws {
+    if devices == "mpi" && mpirunPath == nil { return }
+    let data = try dataFile()
+    let dir = tempDirectory("phase-\(devices)")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let train = ["train", "--data", data, "--steps", "1", "--checkpoint-dir", dir, "--checkpoint-every", "1",
+                 "--comm-timeout", "1", "--phase-timeout", "3"] + tinyArguments
+    let start = Date()
+    let (status, output) = devices == "local"
+      ? try runProgram(palmBinary!, train + ["--mesh", "data=2", "--devices", "local"],
+                       deadline: 120, environment: ["PALM_FAULT_SLOW_CHECKPOINT": "60"])
+      : try runProgram(mpirunPath!, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", palmBinary!]
+                         + train + ["--mesh", "pod=2"],
+                       deadline: 120, environment: ["PALM_FAULT_SLOW_CHECKPOINT": "60"])
+    #expect(status != 0 && status != -2, "exit \(status):\n\(output)")
+    #expect(output.contains("rank 0 has been in its checkpoint write") && output.contains("phase timeout of 3.0 s")
+            && output.contains("--phase-timeout"), "\(output)")
+    // Start-up takes seconds (more on a busy machine); the write would take 60.
+    #expect(Date().timeIntervalSince(start) < 50, "the job waited out the slow write:\n\(output)")
+    #expect(!output.contains("done: step 1"), "\(output)")
+  }
+
   @Test("bench step --mesh and bench exchange (local) print their JSON")
   func benches() throws {
     let (s1, out1) = try runProgram(palmBinary!, ["bench", "step", "--config", "tiny", "--batch", "2", "--seq-len", "32",

@@ -146,6 +146,42 @@ struct CheckpointTests {
     #expect(warnings.all.count == 2 && warnings.all[0].contains("step_00000003"), "\(warnings.all)")
   }
 
+  @Test("A checkpoint truncated after it was verified, while its tensors load: one line naming the file and the way out; latest() then falls back")
+  func truncatedWhileLoading() throws {
+    let dir = try temporaryDirectory("ckptcut")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let warnings = Warnings()
+    let store = CheckpointStore(directory: dir, keepLast: 5, warn: { warnings.add($0) })
+    let params = try parameters(seed: 5)
+    let opt = try Optimizer(.adamW(AdamWSettings()), parameters: params.entries.map { ($0.name, $0.shape) })
+    try store.save(contents(step: 1, params: params, optimizer: opt))
+    let p2 = try store.save(contents(step: 2, params: params, optimizer: opt))
+    let full = try #require(try FileManager.default.attributesOfItem(atPath: "\(p2)/model.safetensors")[.size] as? Int)
+    #expect(full > 3 * 4096, "the model must span pages past the cut (a map would fault there)")
+    for (file, withOptimizer) in [("model.safetensors", false), ("optimizer.safetensors", true)] {
+      let ck = try CheckpointStore.load(path: p2)  // verified: sizes and checksums match
+      // Cut in the middle of the data section, after the header was read.
+      #expect(truncate("\(p2)/\(file)", off_t(full / 2)) == 0)
+      let target = try Parameters(config: config)
+      let other = try Optimizer(.adamW(AdamWSettings()), parameters: params.entries.map { ($0.name, $0.shape) })
+      do {
+        try ck.restore(config: config, parameters: target.named, optimizer: withOptimizer ? other : nil)
+        Issue.record("restored from a truncated \(file)")
+      } catch let e as CheckpointError {
+        guard case .unreadable(let path, let name, _) = e else { Issue.record("\(e)"); continue }
+        #expect(path == p2 && name == file, "\(e)")
+        #expect(e.description.contains("changed while in use") && e.description.contains("move \(p2) aside"), "\(e)")
+        #expect(!e.description.contains("\n"))
+      }
+      // Put the file back for the next round (rewrite step 2).
+      try store.save(contents(step: 2, params: params, optimizer: opt))
+    }
+    // The way out holds: the truncated step is skipped by latest() with a warning.
+    #expect(truncate("\(p2)/model.safetensors", off_t(full / 2)) == 0)
+    #expect(store.latest()?.manifest.step == 1)
+    #expect(warnings.all.contains { $0.contains("step_00000002") && $0.contains("truncated or partly copied") }, "\(warnings.all)")
+  }
+
   @Test("A crash mid-write (half-written temp dir, step dir without manifest) leaves the previous checkpoint loadable")
   func simulatedCrash() throws {
     let dir = try temporaryDirectory("ckptcrash")
@@ -219,10 +255,9 @@ struct CheckpointTests {
     try store.save(contents(step: 10, params: params))
     let before = try CheckpointStore.load(path: "\(dir)/step_00000010").model.tensor("embed").array.map(\.bitPattern)
     params.flat.fill(0.25)
-    CheckpointStore.renameHook = { from, to in from.contains(".tmp-") ? -1 : rename(from, to) }
-    defer { CheckpointStore.renameHook = { rename($0, $1) } }
-    #expect(throws: CheckpointError.self) { try store.save(contents(step: 10, params: params)) }
-    CheckpointStore.renameHook = { rename($0, $1) }
+    // The same directory through a store whose rename of the new step into place fails.
+    let failing = CheckpointStore(directory: dir, keepLast: 2, renameIntoPlace: { _, _ in errno = EIO; return -1 })
+    #expect(throws: CheckpointError.self) { try failing.save(contents(step: 10, params: params)) }
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["step_00000010"])
     #expect(try CheckpointStore.load(path: "\(dir)/step_00000010").model.tensor("embed").array.map(\.bitPattern) == before)
     // A writer (pid beyond pid_max: dead) crashed after moving step 10 aside: latest() puts it back.
