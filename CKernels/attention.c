@@ -4,7 +4,10 @@
  * left of the diagonal with an online softmax, and never stores more than an M×BK score tile.
  * The tile products run on a small register-blocked micro-kernel (AVX-512 6×64, AVX2 6×16, or a
  * plain loop) inside the OpenMP team: they are too small for pk_sgemm's packing, and pk_sgemm
- * would start a nested team. Not a general attention: causal, one K/V head, RoPE always on. */
+ * would start a nested team. In bf16 (pk_attention.h, "Precision") the operands are rounded into
+ * pair words (bf16 of k and k + 1 in one 32-bit word, as pk_bgemm's panels) and the products run on
+ * a 6×64 vdpbf16ps micro-kernel, or on an emulation of it with fp32 arithmetic. Not a general
+ * attention: causal, one K/V head, RoPE always on. */
 #include "pk_attention.h"
 #include "gemm_pack.h"
 #include "pk_kernel.h"

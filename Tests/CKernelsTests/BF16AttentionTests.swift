@@ -102,6 +102,27 @@ struct BF16AttentionTests {
     }
   }
 
+  /// bf16 executes and counts the same tile products as fp32 (pk_attention.h, "FLOP counting").
+  @Test("counts the same FLOPs as fp32")
+  func flopCount() throws {
+    let c = AttentionCase(AttentionShape(B: 2, T: 150, H: 3, Q: 16, finiteDifferences: false), seed: 3)
+    // Other suites may count at the same time; a polluted reading only adds: take the smallest.
+    func counted(_ p: pk_precision) throws -> Double {
+      var least = Double.infinity
+      for _ in 0..<3 {
+        pk_flops_reset()
+        pk_flops_count_enable(1)
+        _ = try c.run(precision: p)
+        least = min(least, pk_flops_counted())
+        pk_flops_count_enable(0)
+        pk_flops_reset()
+      }
+      return least
+    }
+    let (f32, b16) = try withKernelLock { (try counted(PK_PRECISION_FP32), try counted(PK_PRECISION_BF16)) }
+    #expect(f32 > 0 && b16 == f32, "bf16 counted \(b16) FLOPs, fp32 \(f32)")
+  }
+
   /// fp32 is untouched by the precision argument: the same as before (the fp32 suite's fp64
   /// tolerances), and not the bf16 numbers.
   @Test("fp32 stays fp32; an unknown precision is refused")
