@@ -4,8 +4,12 @@
  * left of the diagonal with an online softmax, and never stores more than an M×BK score tile.
  * The tile products run on a small register-blocked micro-kernel (AVX-512 6×64, AVX2 6×16, or a
  * plain loop) inside the OpenMP team: they are too small for pk_sgemm's packing, and pk_sgemm
- * would start a nested team. Not a general attention: causal, one K/V head, RoPE always on. */
+ * would start a nested team. In bf16 (pk_attention.h, "Precision") the operands are rounded into
+ * pair words (bf16 of k and k + 1 in one 32-bit word, as pk_bgemm's panels) and the products run on
+ * a 6×64 vdpbf16ps micro-kernel, or on an emulation of it with fp32 arithmetic. Not a general
+ * attention: causal, one K/V head, RoPE always on. */
 #include "pk_attention.h"
+#include "gemm_pack.h"
 #include "pk_kernel.h"
 #include "pk_omp.h"
 #include <math.h>
@@ -135,6 +139,160 @@ static void mm(int simd, int64_t m, int64_t n, int64_t k, const float *a, int64_
   if (simd == PK_ISA_AVX2) { mm_avx2(m, n, k, a, ars, acs, b, ldb, c, ldc, acc); return; }
 #endif
   mm_scalar(m, n, k, a, ars, acs, b, ldb, c, ldc, acc);
+}
+
+/* ---- bf16 tile products ----
+ * A pair word holds the bf16 (round to nearest even, pk_bf16_round_bits: the rule of pk_bgemm) of
+ * two consecutive elements along the product's k: element 2q in the low half, 2q + 1 in the high
+ * half, the operand vdpbf16ps multiplies as one step. C(m×n) (=|+=) A(m × 2kw) · B(2kw × n), A's
+ * word (i, q) at a[i·ars + q·acs], B's pair row q (n words) at b + q·ldb; fp32 C. */
+
+/* dst[q] = the pair (x[2q], x[2q + 1]) for q < ceil(n/2); x[n] reads as 0 when n is odd. */
+static void pairs_along_scalar(uint32_t *dst, const float *x, int64_t n) {
+  for (int64_t q = 0; 2 * q < n; q++) dst[q] = pk_bf16_pair_word(x[2 * q], 2 * q + 1 < n ? x[2 * q + 1] : 0.0f);
+}
+
+/* dst[j] = the pair (lo[j], hi[j]) for j < n; hi NULL reads as 0 (an odd row count's last pair). */
+static void pairs_across_scalar(uint32_t *dst, const float *lo, const float *hi, int64_t n) {
+  for (int64_t j = 0; j < n; j++) dst[j] = pk_bf16_pair_word(lo[j], hi ? hi[j] : 0.0f);
+}
+
+/* The products emulated with the same rounding (the products of two bf16 are exact in fp32):
+ * equal to vdpbf16ps up to the order of the fp32 sums and its flush of denormals. One body, built
+ * for each ISA so that the compiler vectorises the j loop for it. */
+static inline __attribute__((always_inline)) void mmb_emulated_body(
+    int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars, int64_t acs, const uint32_t *b,
+    int64_t ldb, float *c, int64_t ldc, int acc) {
+  for (int64_t i = 0; i < m; i++) {
+    float *restrict cr = c + i * ldc;
+    if (!acc) memset(cr, 0, (size_t)n * sizeof(float));
+    for (int64_t q = 0; q < kw; q++) {
+      const uint32_t w = a[i * ars + q * acs], wl = w << 16, wh = w & 0xFFFF0000u;
+      float al, ah;
+      memcpy(&al, &wl, 4);
+      memcpy(&ah, &wh, 4);
+      const uint32_t *restrict br = b + q * ldb;
+      for (int64_t j = 0; j < n; j++) {
+        const uint32_t vl = br[j] << 16, vh = br[j] & 0xFFFF0000u;
+        float bl, bh;
+        memcpy(&bl, &vl, 4);
+        memcpy(&bh, &vh, 4);
+        cr[j] += al * bl + ah * bh;
+      }
+    }
+  }
+}
+
+#define PK_MMB_EMULATED(name, target)                                                            \
+  target static void name(int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars,      \
+                          int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc,    \
+                          int acc) {                                                             \
+    mmb_emulated_body(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc);                               \
+  }
+PK_MMB_EMULATED(mmb_scalar, )
+
+#if defined(__x86_64__)
+PK_MMB_EMULATED(mmb_avx2, PK_TARGET_AVX2)
+PK_MMB_EMULATED(mmb_avx512, PK_TARGET_AVX512)
+
+static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
+
+/* pairs_along_scalar on AVX-512: 32 values rounded, their bf16 halves gathered in order. */
+static PK_TARGET_AVX512 void pairs_along_avx512(uint32_t *dst, const float *x, int64_t n) {
+  /* 16-bit lane k of the result takes lane 2k + 1 (the high, bf16 half of value k) of (lo, hi). */
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i odd = _mm512_add_epi32(_mm512_mullo_epi32(iota, _mm512_set1_epi32(0x40004)),
+                                       _mm512_set1_epi32(0x30001));
+  for (int64_t j = 0; j < n; j += 32) {
+    const __m512 lo = _mm512_maskz_loadu_ps(pk_mask16(clamp16(n - j)), x + j);
+    const __m512 hi = _mm512_maskz_loadu_ps(pk_mask16(clamp16(n - j - 16)), x + j + 16);
+    const __m512i w = _mm512_permutex2var_epi16(pk_bf16_round512(lo), odd, pk_bf16_round512(hi));
+    const int64_t words = ((n - j < 32 ? n - j : 32) + 1) / 2;
+    _mm512_mask_storeu_epi32(dst + j / 2, pk_mask16(words), w);
+  }
+}
+
+static PK_TARGET_AVX512 void pairs_across_avx512(uint32_t *dst, const float *lo, const float *hi, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k = pk_mask16(clamp16(n - j));
+    const __m512 l = _mm512_maskz_loadu_ps(k, lo + j), h = hi ? _mm512_maskz_loadu_ps(k, hi + j) : _mm512_setzero_ps();
+    _mm512_mask_storeu_epi32(dst + j, k, pk_bf16_pair_word512(l, h));
+  }
+}
+
+typedef void (*mkb_fn)(int64_t kw, const uint32_t *a, int64_t ars, int64_t acs, const uint32_t *b,
+                       int64_t ldb, float *c, int64_t ldc, __mmask16 last, int acc);
+
+/* Native (AVX512_BF16): the MR × (NV·16) tile of mk_*, one vdpbf16ps per pair step and vector. */
+#define PK_MKB(MR, NV)                                                                           \
+  static PK_TARGET_AVX512BF16 void mkb_##MR##_##NV(int64_t kw, const uint32_t *a, int64_t ars,  \
+                                                   int64_t acs, const uint32_t *b, int64_t ldb, \
+                                                   float *c, int64_t ldc, __mmask16 last,       \
+                                                   int acc) {                                   \
+    __m512 cr[MR][NV];                                                                           \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        cr[i][v] = acc ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, c + i * ldc + 16 * v) \
+                       : _mm512_setzero_ps();                                                    \
+    for (int64_t q = 0; q < kw; q++) {                                                           \
+      __m512i bv[NV];                                                                            \
+      for (int v = 0; v < NV; v++)                                                               \
+        bv[v] = _mm512_maskz_loadu_epi32(v == NV - 1 ? last : 0xFFFF, b + q * ldb + 16 * v);     \
+      for (int i = 0; i < MR; i++) {                                                             \
+        __m512i av = _mm512_set1_epi32((int)a[i * ars + q * acs]);                               \
+        for (int v = 0; v < NV; v++)                                                             \
+          cr[i][v] = _mm512_dpbf16_ps(cr[i][v], (__m512bh)av, (__m512bh)bv[v]);                  \
+      }                                                                                          \
+    }                                                                                            \
+    for (int i = 0; i < MR; i++)                                                                 \
+      for (int v = 0; v < NV; v++)                                                               \
+        _mm512_mask_storeu_ps(c + i * ldc + 16 * v, v == NV - 1 ? last : 0xFFFF, cr[i][v]);      \
+  }
+#define PK_MKB_ROW(MR) PK_MKB(MR, 1) PK_MKB(MR, 2) PK_MKB(MR, 3) PK_MKB(MR, 4)
+PK_MKB_ROW(1) PK_MKB_ROW(2) PK_MKB_ROW(3) PK_MKB_ROW(4) PK_MKB_ROW(5) PK_MKB_ROW(6)
+#define PK_MKB_REF(MR) {mkb_##MR##_1, mkb_##MR##_2, mkb_##MR##_3, mkb_##MR##_4}
+static const mkb_fn mkb_table[6][4] = {PK_MKB_REF(1), PK_MKB_REF(2), PK_MKB_REF(3),
+                                       PK_MKB_REF(4), PK_MKB_REF(5), PK_MKB_REF(6)};
+
+static void mmb_native(int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars, int64_t acs,
+                       const uint32_t *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+  for (int64_t j0 = 0; j0 < n; j0 += 64) {
+    int64_t nn = n - j0 < 64 ? n - j0 : 64;
+    int nv = (int)((nn + 15) / 16);
+    __mmask16 last = pk_mask16(nn - 16 * (nv - 1));
+    for (int64_t i0 = 0; i0 < m; i0 += 6) {
+      int mr = (int)(m - i0 < 6 ? m - i0 : 6);
+      mkb_table[mr - 1][nv - 1](kw, a + i0 * ars, ars, acs, b + j0, ldb, c + i0 * ldc + j0, ldc, last, acc);
+    }
+  }
+}
+#endif
+
+/* How the bf16 products run: natively (vdpbf16ps) or emulated on the active ISA. */
+typedef struct { int simd, native; } bf16_path;
+
+static void mmb(bf16_path p, int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars,
+                int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+#if defined(__x86_64__)
+  if (p.native) { mmb_native(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
+  if (p.simd == PK_ISA_AVX512) { mmb_avx512(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
+  if (p.simd == PK_ISA_AVX2) { mmb_avx2(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
+#endif
+  mmb_scalar(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc);
+}
+
+static void pairs_along(bf16_path p, uint32_t *dst, const float *x, int64_t n) {
+#if defined(__x86_64__)
+  if (p.simd == PK_ISA_AVX512) { pairs_along_avx512(dst, x, n); return; }
+#endif
+  pairs_along_scalar(dst, x, n);
+}
+
+static void pairs_across(bf16_path p, uint32_t *dst, const float *lo, const float *hi, int64_t n) {
+#if defined(__x86_64__)
+  if (p.simd == PK_ISA_AVX512) { pairs_across_avx512(dst, lo, hi, n); return; }
+#endif
+  pairs_across_scalar(dst, lo, hi, n);
 }
 
 /* ---- softmax rows ---- */
@@ -353,6 +511,41 @@ static void prepare_kv(float *krot, float *tmp, int64_t ldtmp, int nth, float *k
   }
 }
 
+/* The bf16 operands taken from K and V, per batch b, with Tp = ceil(T/2) pair rows (a last odd
+ * row pairs with 0) and the rotated K (never stored as fp32 here):
+ *   ktp (B, Q/2, T): word (q, t) = the pair (K'[t, 2q], K'[t, 2q + 1]), Kᵀ for S = Qs·Kᵀ;
+ *   kp  (B, Tp, Q): word (u, d) = the pair (K'[2u, d], K'[2u + 1, d]), K for dQs = dS·K (or NULL);
+ *   vp  (B, Tp, Q): the same pairs of V rows, for O = P·V (or NULL);
+ *   vtp (B, Q/2, T): word (q, t) = the pair (V[t, 2q], V[t, 2q + 1]), Vᵀ for dP = dO·Vᵀ (or NULL).
+ * Each of the nth threads rotates its two K rows into its own 2·Q floats at tmp + ith·ldtmp. */
+static void prepare_kv_bf16(bf16_path path, float *tmp, int64_t ldtmp, int nth, uint32_t *ktp,
+                            uint32_t *kp, uint32_t *vp, uint32_t *vtp, const float *qkv,
+                            int64_t ldqkv, const float *cs, int64_t B, int64_t T, int64_t H, int64_t Q) {
+  int64_t koff = H * Q, voff = H * Q + Q, hq = Q / 2, Tp = (T + 1) / 2;
+#pragma omp parallel num_threads(nth)
+  {
+    float *k2 = tmp + omp_get_thread_num() * ldtmp;
+#pragma omp for schedule(static)
+    for (int64_t pr = 0; pr < B * Tp; pr++) {
+      int64_t b = pr / Tp, u = pr % Tp, t = 2 * u;
+      int rows = t + 1 < T ? 2 : 1;
+      const float *row = qkv + (b * T + t) * ldqkv;
+      for (int e = 0; e < rows; e++) {
+        pk_rope_apply(k2 + e * Q, row + e * ldqkv + koff, cs + (t + e) * Q, Q, 1.0f);
+        uint32_t *kc = ktp + b * hq * T + t + e;
+        for (int64_t q = 0; q < hq; q++) kc[q * T] = pk_bf16_pair_word(k2[e * Q + 2 * q], k2[e * Q + 2 * q + 1]);
+        if (vtp) {
+          const float *v = row + e * ldqkv + voff;
+          uint32_t *vc = vtp + b * hq * T + t + e;
+          for (int64_t q = 0; q < hq; q++) vc[q * T] = pk_bf16_pair_word(v[2 * q], v[2 * q + 1]);
+        }
+      }
+      if (kp) pairs_across(path, kp + pr * Q, k2, rows == 2 ? k2 + Q : NULL, Q);
+      if (vp) pairs_across(path, vp + pr * Q, row + voff, rows == 2 ? row + ldqkv + voff : NULL, Q);
+    }
+  }
+}
+
 /* Tile at position p of the work list: the costliest query blocks (last in the sequence, most
  * keys) first, batches inside; positions are dealt to threads in snake order 0..n-1, n-1..0, ...
  * (tile_owner), which balances the causal triangle. Fixed for fixed (B, T, H, nth). */
@@ -369,29 +562,38 @@ static int tile_owner(int64_t p, int nth) {
 /* ---- forward ---- */
 
 pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float *qkv,
-                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q) {
+                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q,
+                               pk_precision precision) {
   int64_t w;
   PK_TRY(check_common(B, T, H, Q, &w));
   PK_TRY(pk_check_matrix(qkv, B * T, w, ldqkv));
   PK_TRY(pk_check_matrix(out, B * T, H * Q, ldo));
   PK_TRY(pk_check_vector(lse, B * H * T, sizeof(float)));
-  if (Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
+  if (Q % 2 != 0 || (precision != PK_PRECISION_FP32 && precision != PK_PRECISION_BF16))
+    return PK_STATUS_BAD_ARGUMENT;
   if (B == 0 || T == 0 || H == 0 || Q == 0) return PK_STATUS_OK;
 
   int simd = (int)pk_isa_active();
+  const int bf16 = precision == PK_PRECISION_BF16;
+  const bf16_path path = {simd, bf16 && pk_isa_bf16_active()};
   int nth = pk_threads_get();
-  int64_t bq = tile_tokens(H, T), M = bq * H;
-  int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M);
-  int64_t shared = pad16(B * T * Q);  /* Kᵀ */
+  int64_t bq = tile_tokens(H, T), M = bq * H, hq = Q / 2, Tp = (T + 1) / 2;
+  /* fp32: qs, o, s, m, l; bf16 adds the pairs of qs (along Q) and of P (along the keys). */
+  int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M) +
+                       (bf16 ? pad16(M * hq) + pad16(M * BK / 2) : 0);
+  int64_t shared = bf16 ? pad16(B * hq * T) + pad16(B * Tp * Q) : pad16(B * T * Q);  /* Kᵀ; bf16 Kᵀ, V pairs */
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_forward, (size_t)(shared + nth * per_thread));
   const float *cs = rope_table_cached(T, Q);
   if (!scratch || !cs) return PK_STATUS_NO_MEMORY;
   float *kt = scratch;
-  float *thread_base = kt + pad16(B * T * Q);
+  uint32_t *ktp = (uint32_t *)scratch, *vp = ktp + pad16(B * hq * T);
+  float *thread_base = scratch + shared;
 
-  /* S = Qs·Kᵀ reads only Kᵀ: the rotated K rows pass through each thread's (still unused) qs. */
-  prepare_kv(NULL, thread_base, per_thread, nth, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
+  /* S = Qs·Kᵀ reads only Kᵀ: the rotated K rows pass through each thread's (still unused) qs and
+   * o (2·Q floats at least). */
+  if (bf16) prepare_kv_bf16(path, thread_base, per_thread, nth, ktp, NULL, vp, NULL, qkv, ldqkv, cs, B, T, H, Q);
+  else prepare_kv(NULL, thread_base, per_thread, nth, kt, NULL, qkv, ldqkv, cs, B, T, H, Q);
 
   const float scale = 1.0f / sqrtf((float)Q);
   int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;
@@ -401,6 +603,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
     int ith = omp_get_thread_num();
     float *qs = thread_base + ith * per_thread, *o = qs + pad16(M * Q), *s = o + pad16(M * Q);
     float *mrow = s + pad16(M * BK), *lrow = mrow + pad16(M);
+    uint32_t *qsp = (uint32_t *)(lrow + pad16(M)), *pp = qsp + pad16(M * hq);
     int team = omp_get_num_threads();
     for (int64_t tile = 0; tile < ntiles; tile++) {
       if (tile_owner(tile, team) != ith) continue;
@@ -413,12 +616,15 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
         for (int64_t h = 0; h < H; h++)
           pk_rope_apply(qs + (i * H + h) * Q, row + h * Q, cs + (t0 + i) * Q, Q, scale);
       }
+      if (bf16)
+        for (int64_t r = 0; r < m; r++) pairs_along(path, qsp + r * hq, qs + r * Q, Q);
       memset(o, 0, (size_t)(m * Q) * sizeof(float));
       for (int64_t r = 0; r < m; r++) { mrow[r] = -INFINITY; lrow[r] = 0.0f; }
       for (int64_t s0 = 0; s0 < tend; s0 += BK) {
         int64_t nk = tend - s0 < BK ? tend - s0 : BK;
         /* S = Qs · K[s0:s0+nk]ᵀ */
-        mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);
+        if (bf16) mmb(path, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);
+        else mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);
         for (int64_t r = 0; r < m; r++) {
           int64_t t = t0 + r / H, nv = t - s0 + 1;
           float *sr = s + r * BK;
@@ -437,8 +643,13 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
             for (int64_t d = 0; d < Q; d++) orow[d] *= alpha;
           }
         }
-        /* O += P · V[s0:s0+nk] */
-        mm(simd, m, Q, nk, s, BK, 1, qkv + (b * T + s0) * ldqkv + voff, ldqkv, o, Q, 1);
+        /* O += P · V[s0:s0+nk]; bf16 rounds the unnormalised P = exp(s − m) of this block's m. */
+        if (bf16) {
+          for (int64_t r = 0; r < m; r++) pairs_along(path, pp + r * (BK / 2), s + r * BK, nk);
+          mmb(path, m, Q, (nk + 1) / 2, pp, BK / 2, 1, vp + (b * Tp + s0 / 2) * Q, Q, o, Q, 1);
+        } else {
+          mm(simd, m, Q, nk, s, BK, 1, qkv + (b * T + s0) * ldqkv + voff, ldqkv, o, Q, 1);
+        }
       }
       for (int64_t r = 0; r < m; r++) {
         int64_t i = r / H, h = r % H, t = t0 + i;
@@ -458,7 +669,8 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
 
 pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, int64_t lddout,
                                 const float *qkv, int64_t ldqkv, const float *out, int64_t ldo,
-                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q) {
+                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q,
+                                pk_precision precision) {
   int64_t w;
   PK_TRY(check_common(B, T, H, Q, &w));
   PK_TRY(pk_check_matrix(dqkv, B * T, w, lddqkv));
@@ -466,22 +678,33 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
   PK_TRY(pk_check_matrix(qkv, B * T, w, ldqkv));
   PK_TRY(pk_check_matrix(out, B * T, H * Q, ldo));
   PK_TRY(pk_check_vector(lse, B * H * T, sizeof(float)));
-  if (Q % 2 != 0) return PK_STATUS_BAD_ARGUMENT;
+  if (Q % 2 != 0 || (precision != PK_PRECISION_FP32 && precision != PK_PRECISION_BF16))
+    return PK_STATUS_BAD_ARGUMENT;
   if (B == 0 || T == 0 || H == 0 || Q == 0) return PK_STATUS_OK;
 
   int simd = (int)pk_isa_active();
+  const int bf16 = precision == PK_PRECISION_BF16;
+  const bf16_path path = {simd, bf16 && pk_isa_bf16_active()};
   int nth = pk_threads_get();
-  int64_t bq = tile_tokens(H, T), M = bq * H, BTQ = B * T * Q;
-  int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ);
-  int64_t shared = 3 * pad16(BTQ);
+  int64_t bq = tile_tokens(H, T), M = bq * H, BTQ = B * T * Q, hq = Q / 2, Tp = (T + 1) / 2;
+  int64_t Mw = (M + 1) / 2;  /* pairs of tile rows (an odd last row pairs with 0) */
+  /* fp32: qs, dO, dQ, s, dp, lse, D, dK, dV. bf16 adds the pairs: qs and dO along Q and across
+   * rows, dS along the keys, dS and P across rows. */
+  int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ) +
+                       (bf16 ? 2 * pad16(M * hq) + 2 * pad16(Mw * Q) + pad16(M * BK / 2) + 2 * pad16(Mw * BK) : 0);
+  /* fp32: K', Kᵀ, Vᵀ; bf16: their pairs (Kᵀ, Vᵀ along Q; K across rows). */
+  int64_t shared = bf16 ? 2 * pad16(B * hq * T) + pad16(B * Tp * Q) : 3 * pad16(BTQ);
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_backward, (size_t)(shared + nth * per_thread));
   const float *cs = rope_table_cached(T, Q);
   if (!scratch || !cs) return PK_STATUS_NO_MEMORY;
   float *krot = scratch, *kt = krot + pad16(BTQ), *vt = kt + pad16(BTQ);
-  float *thread_base = vt + pad16(BTQ);
+  uint32_t *ktp = (uint32_t *)scratch, *vtp = ktp + pad16(B * hq * T), *kp = vtp + pad16(B * hq * T);
+  float *thread_base = scratch + shared;
 
-  prepare_kv(krot, NULL, 0, nth, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
+  /* bf16: the rotated K rows pass through each thread's (still unused) qs and dO. */
+  if (bf16) prepare_kv_bf16(path, thread_base, per_thread, nth, ktp, kp, NULL, vtp, qkv, ldqkv, cs, B, T, H, Q);
+  else prepare_kv(krot, NULL, 0, nth, kt, vt, qkv, ldqkv, cs, B, T, H, Q);
 
   const float scale = 1.0f / sqrtf((float)Q);
   int64_t nqb = (T + bq - 1) / bq, ntiles = B * nqb;
@@ -492,6 +715,9 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
     float *qs = thread_base + ith * per_thread, *dob = qs + pad16(M * Q), *dq = dob + pad16(M * Q);
     float *s = dq + pad16(M * Q), *dp = s + pad16(M * BK), *lr = dp + pad16(M * BK);
     float *dr = lr + pad16(M), *dk = dr + pad16(M), *dv = dk + pad16(BTQ);
+    uint32_t *qsp = (uint32_t *)(dv + pad16(BTQ)), *dop = qsp + pad16(M * hq);
+    uint32_t *qsr = dop + pad16(M * hq), *dor = qsr + pad16(Mw * Q);
+    uint32_t *dsa = dor + pad16(Mw * Q), *dsr = dsa + pad16(M * BK / 2), *pt = dsr + pad16(Mw * BK);
     memset(dk, 0, (size_t)(2 * pad16(BTQ)) * sizeof(float));
     int team = omp_get_num_threads();
     for (int64_t tile = 0; tile < ntiles; tile++) {
@@ -514,11 +740,28 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
           lr[r] = lse[(b * H + h) * T + t];
         }
       }
+      if (bf16) {
+        int64_t mw = (m + 1) / 2;
+        for (int64_t r = 0; r < m; r++) {
+          pairs_along(path, qsp + r * hq, qs + r * Q, Q);
+          pairs_along(path, dop + r * hq, dob + r * Q, Q);
+        }
+        for (int64_t u = 0; u < mw; u++) {
+          int two = 2 * u + 1 < m;
+          pairs_across(path, qsr + u * Q, qs + 2 * u * Q, two ? qs + (2 * u + 1) * Q : NULL, Q);
+          pairs_across(path, dor + u * Q, dob + 2 * u * Q, two ? dob + (2 * u + 1) * Q : NULL, Q);
+        }
+      }
       memset(dq, 0, (size_t)(m * Q) * sizeof(float));
       for (int64_t s0 = 0; s0 < tend; s0 += BK) {
         int64_t nk = tend - s0 < BK ? tend - s0 : BK;
-        mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);    /* S = Qs·Kᵀ */
-        mm(simd, m, nk, Q, dob, Q, 1, vt + b * Q * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
+        if (bf16) {
+          mmb(path, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);   /* S = Qs·Kᵀ */
+          mmb(path, m, nk, hq, dop, hq, 1, vtp + b * hq * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
+        } else {
+          mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);    /* S = Qs·Kᵀ */
+          mm(simd, m, nk, Q, dob, Q, 1, vt + b * Q * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
+        }
         for (int64_t r = 0; r < m; r++) {
           int64_t t = t0 + r / H, nv = t - s0 + 1;
           nv = nv < 0 ? 0 : (nv > nk ? nk : nv);
@@ -530,9 +773,24 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
             softmax_grad_scalar(s + r * BK, dp + r * BK, nk, nv, lr[r], dr[r]);
         }
         float *dkb = dk + (b * T + s0) * Q, *dvb = dv + (b * T + s0) * Q;
-        mm(simd, m, Q, nk, dp, BK, 1, krot + (b * T + s0) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
-        mm(simd, nk, Q, m, dp, 1, BK, qs, Q, dkb, Q, 1);                      /* dK += dSᵀ·Qs */
-        mm(simd, nk, Q, m, s, 1, BK, dob, Q, dvb, Q, 1);                      /* dV += Pᵀ·dO */
+        if (bf16) {
+          /* dS in pairs along the keys (dS·K) and dS, P in pairs of rows (dSᵀ·Qs, Pᵀ·dO); A(j, u) of
+           * the transposed products is word j of pair row u. */
+          int64_t mw = (m + 1) / 2, kw = (nk + 1) / 2;
+          for (int64_t r = 0; r < m; r++) pairs_along(path, dsa + r * (BK / 2), dp + r * BK, nk);
+          for (int64_t u = 0; u < mw; u++) {
+            int two = 2 * u + 1 < m;
+            pairs_across(path, dsr + u * BK, dp + 2 * u * BK, two ? dp + (2 * u + 1) * BK : NULL, nk);
+            pairs_across(path, pt + u * BK, s + 2 * u * BK, two ? s + (2 * u + 1) * BK : NULL, nk);
+          }
+          mmb(path, m, Q, kw, dsa, BK / 2, 1, kp + (b * Tp + s0 / 2) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
+          mmb(path, nk, Q, mw, dsr, 1, BK, qsr, Q, dkb, Q, 1);                         /* dK += dSᵀ·Qs */
+          mmb(path, nk, Q, mw, pt, 1, BK, dor, Q, dvb, Q, 1);                          /* dV += Pᵀ·dO */
+        } else {
+          mm(simd, m, Q, nk, dp, BK, 1, krot + (b * T + s0) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
+          mm(simd, nk, Q, m, dp, 1, BK, qs, Q, dkb, Q, 1);                      /* dK += dSᵀ·Qs */
+          mm(simd, nk, Q, m, s, 1, BK, dob, Q, dvb, Q, 1);                      /* dV += Pᵀ·dO */
+        }
       }
       for (int64_t r = 0; r < m; r++) {
         int64_t t = t0 + r / H, h = r % H;

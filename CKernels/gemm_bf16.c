@@ -24,18 +24,7 @@ pk_status pk_round_bf16_array(float *dst, const float *src, int64_t n) {
   return PK_STATUS_OK;
 }
 
-/* ---- Native packing: bf16 pairs ------------------------------------------------------------ */
-/* The pair word of (k, k + 1) from their fp32 values, each rounded (pk_bf16_round_bits). */
-static inline uint32_t pair_word(float lo, float hi) {
-  uint32_t l, h;
-  memcpy(&l, &lo, 4);
-  memcpy(&h, &hi, 4);
-  return pk_bf16_round_bits(l) >> 16 | pk_bf16_round_bits(h);
-}
-PK_TARGET_AVX512 static inline __m512i pair_word512(__m512 lo, __m512 hi) {
-  return _mm512_or_si512(_mm512_srli_epi32(pk_bf16_round512(lo), 16), pk_bf16_round512(hi));
-}
-
+/* ---- Native packing: bf16 pairs (pk_bf16_pair_word, pk_bf16_pair_word512: gemm_pack.h) ---- */
 static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
 
 /* Element (p, r) at src[p*ld + r] (A in TN, B in NN/TN): rows p and p + 1 of the block, 16
@@ -55,7 +44,7 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_co
         const __mmask16 load = pk_mask16(clamp16(mn - r0 - h)), store = pk_mask16(clamp16(R - h));
         const __m512 lo = _mm512_maskz_loadu_ps(load, lo_row + r0 + h);
         const __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(load, hi_row + r0 + h);
-        _mm512_mask_storeu_epi32(d + h, store, pair_word512(lo, hi));
+        _mm512_mask_storeu_epi32(d + h, store, pk_bf16_pair_word512(lo, hi));
       }
     }
   }
@@ -79,13 +68,13 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_tr
         transpose16x16(r);
         const __mmask16 store = pk_mask16(clamp16(R - h));
         for (int j = 0; j < 8; j++)
-          _mm512_mask_storeu_epi32(d + (p / 2 + j) * R + h, store, pair_word512(r[2 * j], r[2 * j + 1]));
+          _mm512_mask_storeu_epi32(d + (p / 2 + j) * R + h, store, pk_bf16_pair_word512(r[2 * j], r[2 * j + 1]));
       }
     }
     for (; p < kc; p += 2) /* p is even here */
       for (int r = 0; r < R; r++) {
         const float lo = r < rr ? s[r * ld + p] : 0.0f, hi = r < rr && p + 1 < kc ? s[r * ld + p + 1] : 0.0f;
-        d[p / 2 * R + r] = pair_word(lo, hi);
+        d[p / 2 * R + r] = pk_bf16_pair_word(lo, hi);
       }
   }
 }

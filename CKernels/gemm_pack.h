@@ -17,6 +17,7 @@
 #define PK_TARGET_NONE
 #define PK_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define PK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#define PK_TARGET_AVX512BF16 __attribute__((target("avx512bf16,avx512f,avx512bw,avx512dq,avx512vl")))
 
 /* fp32 bits -> the bits of the nearest bf16 (round to nearest, ties to even), as fp32 bits (low
  * half 0). Overflow rounds to +-Inf, Inf stays Inf, NaN stays NaN (made quiet, sign and top payload
@@ -42,6 +43,18 @@ PK_TARGET_AVX512 static inline __m512i pk_bf16_round512(__m512 x) {
   const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
   r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
   return _mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u));
+}
+
+/* The pair word of (k, k + 1) from their fp32 values, each rounded: bf16 of k in the low half, of
+ * k + 1 in the high half (what vdpbf16ps multiplies as one step). */
+static inline uint32_t pk_bf16_pair_word(float lo, float hi) {
+  uint32_t l, h;
+  memcpy(&l, &lo, 4);
+  memcpy(&h, &hi, 4);
+  return pk_bf16_round_bits(l) >> 16 | pk_bf16_round_bits(h);
+}
+PK_TARGET_AVX512 static inline __m512i pk_bf16_pair_word512(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(_mm512_srli_epi32(pk_bf16_round512(lo), 16), pk_bf16_round512(hi));
 }
 
 static inline __attribute__((always_inline)) float pk_pack_value(float x, const int round) {

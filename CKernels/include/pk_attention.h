@@ -24,6 +24,24 @@
  *
  * ISA paths (pk_isa_active()): AVX-512, AVX2+FMA and portable scalar, same algorithm and tiling.
  *
+ * Precision (the last argument): PK_PRECISION_FP32, or PK_PRECISION_BF16, which rounds the two
+ * operands of every tile product to bf16 (round to nearest even, pk_round_bf16: the rule of
+ * pk_bgemm) and accumulates in fp32: vdpbf16ps where pk_isa_bf16_active(), else the same rounding
+ * emulated with fp32 arithmetic on the active ISA (equal up to the order of the fp32 sums and
+ * vdpbf16ps's flush of denormals). Everything else stays fp32: rotary, the 1/sqrt(Q) scale, the
+ * softmax (its running max and sum, lse), D = Σ dout·out, rescaling, and every output. The rounded
+ * operands are exactly these (the judge, the tests' fp64 reference, rounds the same ones):
+ *   forward   S = bf16(q'·scale) · bf16(k')ᵀ;  O += bf16(P̃) · bf16(v), where P̃ = exp(S − m) is the
+ *             UNNORMALISED probability with m the row's running max after the keys [0, 64·(j + 1))
+ *             of key block j (the online softmax's; out = O / l with l = Σ exp(S − max), fp32);
+ *   backward  S as in the forward, P = exp(S − lse); dP = bf16(dout) · bf16(v)ᵀ;
+ *             dS = P ⊙ (dP − D) (fp32);  dQ' += bf16(dS) · bf16(k');  dK' += bf16(dS)ᵀ · bf16(q'·scale);
+ *             dV += bf16(P)ᵀ · bf16(dout).
+ * bf16 pairs consecutive keys (and tile rows) for vdpbf16ps: an odd count's last pair takes a zero
+ * partner, except in the P·V and dS·K products of a tile whose key range ends at an odd count
+ * before T, where the partner is the next V or K row times a zero probability (so a non-finite V
+ * or K entry just past a query tile can turn that tile's outputs into NaN in bf16, never in fp32).
+ *
  * Threads: OpenMP over (batch, query block) tiles, dealt to threads by a fixed rule (costliest
  * query blocks first, snake order over the threads, so the causal triangle is balanced). K/V gradients are
  * summed from per-thread partial buffers in thread order: results are bit-identical from run to run
@@ -31,7 +49,8 @@
  * grow-only pk_aligned_alloc buffer per calling thread and direction, kept between calls (forward:
  * the transposed rotated K, B·T·Q floats, plus a T·Q rotary table and small per-thread tiles;
  * backward: the rotated K, its transpose and Vᵀ, 3·B·T·Q floats, plus per-thread dK/dV partials,
- * nthreads·2·B·T·Q floats); PK_STATUS_NO_MEMORY if it cannot grow. No global state besides the
+ * nthreads·2·B·T·Q floats; bf16 keeps bf16 pairs of Kᵀ and V, or of Kᵀ, Vᵀ and K, in about the
+ * same room, and adds per-thread pair tiles); PK_STATUS_NO_MEMORY if it cannot grow. No global state besides the
  * FLOP counter and that scratch.
  *
  * FLOP counting (pk_flops_add): the forward adds 2·M·n·Q for each of its two products (Q·Kᵀ and
@@ -60,11 +79,14 @@ extern "C" {
  *         lse[(b·H + h)·T + t] = log Σ_{s<=t} exp(s(t, s)).
  *   qkv   (B·T, H·Q + 2·Q), row stride ldqkv >= H·Q + 2·Q (layout above).
  * Sizes: B, T, H, Q >= 0 (any zero: nothing is written, PK_STATUS_OK); Q even (else BAD_ARGUMENT).
+ * precision: PK_PRECISION_FP32 or PK_PRECISION_BF16 (above).
  * Errors (checked before any work): negative size or overflow -> BAD_SIZE; ld too small ->
- * BAD_STRIDE; NULL buffer with non-empty shape -> NULL_POINTER; Q odd -> BAD_ARGUMENT.
+ * BAD_STRIDE; NULL buffer with non-empty shape -> NULL_POINTER; Q odd or precision out of range
+ * -> BAD_ARGUMENT.
  * out must not overlap qkv. */
 pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float *qkv,
-                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q);
+                               int64_t ldqkv, int64_t B, int64_t T, int64_t H, int64_t Q,
+                               pk_precision precision);
 
 /* Backward: dqkv (OVERWRITTEN, not accumulated) = d loss / d qkv for the columns [0, H·Q + 2·Q)
  * of every row; columns past H·Q + 2·Q are untouched (so the fused SwiGLU half of a shared
@@ -74,10 +96,12 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
  *   qkv   (B·T, H·Q + 2·Q), row stride ldqkv: the forward's input (unchanged since).
  *   out   (B·T, H·Q), row stride ldo: the forward's output.
  *   lse   (B, H, T): the forward's saved log-sum-exp.
- * Same size/stride/NULL checks as the forward. dqkv must not overlap qkv, out, dout or lse. */
+ * Same checks as the forward; run it in the forward's precision (the backward recomputes P from
+ * the forward's lse). dqkv must not overlap qkv, out, dout or lse. */
 pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, int64_t lddout,
                                 const float *qkv, int64_t ldqkv, const float *out, int64_t ldo,
-                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q);
+                                const float *lse, int64_t B, int64_t T, int64_t H, int64_t Q,
+                                pk_precision precision);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,13 @@ typedef enum {
   PK_ISA_AVX512 = 2,  /* AVX-512 F/BW/DQ/VL (x86-64-v4) */
 } pk_isa;
 
+/* Precision of a kernel's matrix products (pk_attention_*): fp32 operands, or operands rounded to
+ * bf16 (round to nearest even, pk_round_bf16) with fp32 accumulation, the rule of pk_bgemm. */
+typedef enum {
+  PK_PRECISION_FP32 = 0,
+  PK_PRECISION_BF16 = 1,
+} pk_precision;
+
 /* The best ISA this CPU supports. */
 pk_isa pk_isa_detected(void);
 /* The ISA the kernels use now: min(detected, forced, PALM_ISA from the environment). */

@@ -168,9 +168,11 @@ public enum KernelBench {
   ///   - repeats: timed samples (median and min are reported); >= 1.
   ///   - minSampleSeconds: a sample repeats the call until it lasts this long (0: one call).
   ///   - roofline: this thread count's roofs, or nil (no placement).
+  ///   - precision: of attention's tile products (the other kernels have none).
   /// - Throws: a kernel error.
   public static func run(config: PalmConfig, threads: Int, repeats: Int = 5, minSampleSeconds: Double = 0.005,
-                         roofline: Roofline? = nil, kernels: [Kernel] = Kernel.allCases) throws -> [Result] {
+                         roofline: Roofline? = nil, kernels: [Kernel] = Kernel.allCases,
+                         precision: GEMMPrecision = .fp32) throws -> [Result] {
     precondition(repeats >= 1)
     let saved = Threads.count
     defer { Threads.count = saved }
@@ -179,7 +181,7 @@ public enum KernelBench {
     let bufs = Buffers(s)
     var results: [Result] = []
     for k in kernels {
-      let call = try bufs.call(k)
+      let call = try bufs.call(k, precision: precision)
       try call()  // warm-up and first touch
       var calls = 1
       if minSampleSeconds > 0 {
@@ -254,21 +256,25 @@ public enum KernelBench {
 
     /// A closure that makes one call of `kernel` (inputs it needs, e.g. the forward's lse for the
     /// attention backward, are prepared here).
-    func call(_ kernel: Kernel) throws -> () throws -> Void {
+    func call(_ kernel: Kernel, precision: GEMMPrecision) throws -> () throws -> Void {
       let s = self.s
-      let b = Int64(s.batch), t = Int64(s.seqLen), hh = Int64(s.heads), q = Int64(s.headDim)
       let n = Int64(s.tokens), d = Int64(s.dModel), f = Int64(s.dFF), v = Int64(s.vocab)
-      let hq = hh * q, cq = hq + 2 * q
+      let hq = Int64(s.heads * s.headDim), cq = hq + 2 * Int64(s.headDim)
+      let forward = { [self] in
+        try Kernels.attentionForward(precision, out: out, ldo: Int(hq), lse: lse, qkv: qkv,
+                                     ldqkv: Int(cq), batch: s.batch, seqLen: s.seqLen,
+                                     heads: s.heads, headDim: s.headDim)
+      }
       switch kernel {
       case .attentionForward:
-        return { [self] in
-          try KernelError.check(pk_attention_forward(out, hq, lse, qkv, cq, b, t, hh, q), "attention.forward")
-        }
+        return forward
       case .attentionBackward:
-        try KernelError.check(pk_attention_forward(out, hq, lse, qkv, cq, b, t, hh, q), "attention.forward")
+        try forward()
         return { [self] in
-          try KernelError.check(pk_attention_backward(dqkv, cq, dout, hq, qkv, cq, out, hq, lse, b, t, hh, q),
-                                "attention.backward")
+          try Kernels.attentionBackward(precision, dqkv: dqkv, lddqkv: Int(cq), dout: dout,
+                                        lddout: Int(hq), qkv: qkv, ldqkv: Int(cq),
+                                        out: out, ldo: Int(hq), lse: lse, batch: s.batch,
+                                        seqLen: s.seqLen, heads: s.heads, headDim: s.headDim)
         }
       case .swigluForward:
         return { [self] in try KernelError.check(pk_swiglu_forward(g, f, h, 2 * f, n, f), "swiglu.forward") }

@@ -75,11 +75,9 @@ extension Model {
     // backward (saves an (N, C_in) buffer, the plan's largest): the SwiGLU backward runs in place
     // on the gate_up columns, the attention backward (which reads q, k, v across rows) writes a
     // separate (N, H·Q + 2Q) buffer that is then copied over the qkv columns.
-    try KernelError.check(
-      pk_attention_backward(dqkv.pointer, Int64(pqkv), dcg.pointer, Int64(cout), L.proj.pointer,
-                            Int64(cin), L.cg.pointer, Int64(cout), L.lse.pointer, Int64(batch),
-                            Int64(seqLen), Int64(local.heads), Int64(config.headDim)),
-      "attention_backward")
+    try Kernels.attentionBackward(precision, dqkv: dqkv.pointer, lddqkv: pqkv, dout: dcg.pointer, lddout: cout,
+                                  qkv: L.proj.pointer, ldqkv: cin, out: L.cg.pointer, ldo: cout, lse: L.lse.pointer,
+                                  batch: batch, seqLen: seqLen, heads: local.heads, headDim: config.headDim)
     try KernelError.check(
       pk_swiglu_backward(L.proj.pointer + pqkv, Int64(cin), dcg.pointer + hq, Int64(cout),
                          L.proj.pointer + pqkv, Int64(cin), Int64(n), Int64(local.dFF)),

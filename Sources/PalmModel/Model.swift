@@ -71,10 +71,12 @@ public final class Model: @unchecked Sendable {
   public private(set) var dropout: Dropout
   /// Built by `init(sharing:)`: `forward` only (the gradients are another model's).
   public let forwardOnly: Bool
-  /// The multiplications of every GEMM of later steps (mixed precision, PaLM's bf16): `.bf16` rounds
-  /// the GEMM inputs (activations, weights, output gradients) to bf16 as they are packed, with fp32
-  /// accumulation and fp32 outputs; the weights, gradients, optimizer state, LayerNorm, attention,
-  /// SwiGLU's elementwise part and the loss stay fp32 (docs/ARCHITECTURE.md, "Mixed precision").
+  /// The multiplications of every GEMM and of attention's tile products of later steps (mixed
+  /// precision, PaLM's bf16): `.bf16` rounds the GEMM inputs (activations, weights, output
+  /// gradients) to bf16 as they are packed, and attention's product operands inside the fused kernel
+  /// (pk_attention.h, "Precision"), with fp32 accumulation and fp32 outputs; the weights, gradients,
+  /// optimizer state, LayerNorm, RoPE, the softmax, SwiGLU's elementwise part and the loss stay fp32
+  /// (docs/ARCHITECTURE.md, "Mixed precision").
   public var precision: GEMMPrecision
   /// The pod exchange of the last `forwardBackward(exchange: true)`, as seen by this rank.
   public private(set) var lastExchange = ExchangeStats()
@@ -464,10 +466,9 @@ extension Model {
                            Int64(d), W.lnScale.pointer, Int64(n), Int64(d)), "layernorm_forward")
     if attention {
       try Kernels.gemm(precision, .nn, n, cin, d, 1, L.h.pointer, d, W.wIn.pointer, cin, 0, L.proj.pointer, cin)
-      try KernelError.check(
-        pk_attention_forward(L.cg.pointer, Int64(cout), L.lse.pointer, L.proj.pointer, Int64(cin),
-                             Int64(batch), Int64(seqLen), Int64(local.heads), Int64(config.headDim)),
-        "attention_forward")
+      try Kernels.attentionForward(precision, out: L.cg.pointer, ldo: cout, lse: L.lse.pointer, qkv: L.proj.pointer,
+                                   ldqkv: cin, batch: batch, seqLen: seqLen, heads: local.heads,
+                                   headDim: config.headDim)
       if let saved = L.savedContext { copyRows(saved.pointer, hq, L.cg.pointer, cout, cols: hq) }
     } else if let saved = L.savedContext {
       copyRows(L.cg.pointer, cout, saved.pointer, hq, cols: hq)

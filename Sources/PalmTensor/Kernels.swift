@@ -27,6 +27,14 @@ public enum GEMMPrecision: String, CaseIterable, Codable, Sendable {
   /// Operands rounded to bf16, round to nearest even, as they are packed (`pk_bgemm`): native on
   /// AVX512_BF16 (`ISA.bf16Native`), emulated with the same rounding and fp32 FMA elsewhere.
   case bf16
+
+  /// The C kernels' precision argument (pk_attention_*: the products inside the fused kernel).
+  public var kernel: pk_precision {
+    switch self {
+    case .fp32: return PK_PRECISION_FP32
+    case .bf16: return PK_PRECISION_BF16
+    }
+  }
 }
 
 public enum Kernels {
@@ -70,6 +78,31 @@ public enum Kernels {
     case .fp32: try sgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     case .bf16: try bgemm(layout, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
+  }
+
+  /// Rotary multi-query causal attention, forward (pk_attention.h): `out` (B·T, H·Q) and `lse`
+  /// (B, H, T) from the fused projection `qkv`; its tile products in `precision`.
+  public static func attentionForward(
+    _ precision: GEMMPrecision, out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>,
+    qkv: UnsafePointer<Float>, ldqkv: Int, batch: Int, seqLen: Int, heads: Int, headDim: Int
+  ) throws {
+    try KernelError.check(
+      pk_attention_forward(out, Int64(ldo), lse, qkv, Int64(ldqkv), Int64(batch), Int64(seqLen), Int64(heads),
+                           Int64(headDim), precision.kernel),
+      "attention_forward")
+  }
+
+  /// The attention backward (pk_attention.h): `dqkv` overwritten with d loss / d qkv from `dout`,
+  /// in the precision the forward ran in.
+  public static func attentionBackward(
+    _ precision: GEMMPrecision, dqkv: UnsafeMutablePointer<Float>, lddqkv: Int, dout: UnsafePointer<Float>,
+    lddout: Int, qkv: UnsafePointer<Float>, ldqkv: Int, out: UnsafePointer<Float>, ldo: Int,
+    lse: UnsafePointer<Float>, batch: Int, seqLen: Int, heads: Int, headDim: Int
+  ) throws {
+    try KernelError.check(
+      pk_attention_backward(dqkv, Int64(lddqkv), dout, Int64(lddout), qkv, Int64(ldqkv), out, Int64(ldo), lse,
+                            Int64(batch), Int64(seqLen), Int64(heads), Int64(headDim), precision.kernel),
+      "attention_backward")
   }
 
   /// `C = alpha·op(A)·op(B) + beta·C` on 2-D tensors; shapes are checked.

@@ -20,6 +20,8 @@ public struct ReferenceModel {
   public var ropeBase = 10000.0
   /// bf16 mixed precision as Model.precision = .bf16 does it: every matmul's two inputs rounded to
   /// fp32 then to bf16 (round to nearest even), the product accumulated in fp64; all else fp64.
+  /// Attention's products too, at the operands pk_attention rounds (pk_attention.h, "Precision":
+  /// the scaled q, k, v, the per-key-block unnormalised P, dout, dS, and P in the backward).
   public var roundMatmulInputsToBF16 = false
 
   /// Copies (and widens) the parameters of `params`.
@@ -175,21 +177,28 @@ public struct ReferenceModel {
       }
       var cg = [Double](repeating: 0, count: N * Cout)
       var probs = [[Double]](repeating: [], count: B * H * T)
+      let bf16 = roundMatmulInputsToBF16
+      let kb = bf16 ? kr.map(rounded) : kr
       for b in 0..<B { for hh in 0..<H { for t in 0..<T {
         let i = b * T + t
         var s = [Double](repeating: 0, count: t + 1)
+        let q = bf16 ? rounded(qr[i * H + hh].map { $0 * sq }) : qr[i * H + hh]
         for u in 0...t {
           var dot = 0.0
-          for j in 0..<Q { dot += qr[i * H + hh][j] * kr[b * T + u][j] }
-          s[u] = dot * sq
+          for j in 0..<Q { dot += q[j] * kb[b * T + u][j] }
+          s[u] = bf16 ? dot : dot * sq
         }
         let m = s.max()!
         var z = 0.0
-        for u in 0...t { s[u] = exp(s[u] - m); z += s[u] }
-        for u in 0...t { s[u] /= z }
-        probs[(b * H + hh) * T + t] = s
+        var p = s
+        for u in 0...t { p[u] = exp(s[u] - m); z += p[u] }
+        for u in 0...t { p[u] /= z }
+        probs[(b * H + hh) * T + t] = p
+        // bf16: out = Σ bf16(unnormalised P of the key block) · bf16(v) / l (pk_attention.h).
+        let w = bf16 ? KernelReference.bf16ContextWeights(scores: s).weights : p
         for u in 0...t { for j in 0..<Q {
-          cg[i * Cout + hh * Q + j] += s[u] * proj[(b * T + u) * Cin + HQ + Q + j] } }
+          let v = proj[(b * T + u) * Cin + HQ + Q + j]
+          cg[i * Cout + hh * Q + j] += w[u] * (bf16 ? KernelReference.bf16(v) : v) } }
       } } }
       for i in 0..<N { for f in 0..<F {
         let g = proj[i * Cin + P + f], up = proj[i * Cin + P + F + f]
@@ -255,29 +264,39 @@ public struct ReferenceModel {
         dproj[i * Cin + P + f] = dg * up * (sg + g * sg * (1 - sg))
         dproj[i * Cin + P + F + f] = dg * g * sg
       } }
-      // Attention: explicit softmax backward, then the inverse rotation.
+      // Attention: explicit softmax backward, then the inverse rotation. bf16 rounds what
+      // pk_attention's backward products take (dout, v, dS, P, k', q'·scale) and, as it does, takes
+      // D = Σ dout ⊙ out (= Σ p·dp unrounded).
+      let bf16 = roundMatmulInputsToBF16
+      func r(_ x: Double) -> Double { bf16 ? KernelReference.bf16(x) : x }
       var dqr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N * H)
       var dkr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N)
+      let kb = C.kr.map { $0.map { r($0) } }
       for b in 0..<B { for hh in 0..<H { for t in 0..<T {
         let i = b * T + t
         let p = C.p[(b * H + hh) * T + t]
+        let qb = C.qr[i * H + hh].map { bf16 ? r($0 * sq) : $0 }
         var dp = [Double](repeating: 0, count: t + 1)
         for u in 0...t {
           var s = 0.0
           for j in 0..<Q {
-            let dctx = dcg[i * Cout + hh * Q + j]
-            s += dctx * C.proj[(b * T + u) * Cin + HQ + Q + j]
-            dproj[(b * T + u) * Cin + HQ + Q + j] += p[u] * dctx   // dv
+            let dctx = r(dcg[i * Cout + hh * Q + j])
+            s += dctx * r(C.proj[(b * T + u) * Cin + HQ + Q + j])
+            dproj[(b * T + u) * Cin + HQ + Q + j] += r(p[u]) * dctx   // dv
           }
           dp[u] = s
         }
         var pdp = 0.0
-        for u in 0...t { pdp += p[u] * dp[u] }
+        if bf16 {
+          for j in 0..<Q { pdp += dcg[i * Cout + hh * Q + j] * C.cg[i * Cout + hh * Q + j] }
+        } else {
+          for u in 0...t { pdp += p[u] * dp[u] }
+        }
         for u in 0...t {
-          let ds = p[u] * (dp[u] - pdp) * sq
+          let ds = r(p[u] * (dp[u] - pdp))
           for j in 0..<Q {
-            dqr[i * H + hh][j] += ds * C.kr[b * T + u][j]
-            dkr[b * T + u][j] += ds * C.qr[i * H + hh][j]
+            dqr[i * H + hh][j] += ds * kb[b * T + u][j] * sq
+            dkr[b * T + u][j] += ds * (bf16 ? qb[j] : qb[j] * sq)
           }
         }
       } } }

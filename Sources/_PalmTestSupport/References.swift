@@ -5,6 +5,7 @@
 // gradient helper that checks the hand-written backwards. Small shapes only (debug builds).
 
 import Foundation
+import PalmTensor
 
 /// fp64 references of the C kernels (dense row-major arrays, no strides).
 public enum KernelReference {
@@ -79,6 +80,99 @@ public enum KernelReference {
               dq[d] += ds * k[j][d]
               dk[j][d] += ds * q[d]
               dqkv[(b * T + j) * w + H * Q + Q + d] += p[j] * g[d]
+            }
+          }
+          let dqu = rope(dq[...], pos: t, inverse: true)
+          for d in 0..<Q { dqkv[(b * T + t) * w + h * Q + d] = dqu[d] }
+        }
+      }
+      for t in 0..<T {
+        let dku = rope(dk[t][...], pos: t, inverse: true)
+        for d in 0..<Q { dqkv[(b * T + t) * w + H * Q + d] = dku[d] }
+      }
+    }
+    return dqkv
+  }
+
+  // MARK: - bf16 attention (pk_attention.h, "Precision")
+
+  /// `x` as the kernels round it: to fp32, then to the nearest bf16 (ties to even).
+  public static func bf16(_ x: Double) -> Double { Double(Kernels.roundBF16(Float(x))) }
+
+  /// The key block of the kernels' online softmax (pk_attention.h): the running max is updated
+  /// after each block of this many keys, counted from key 0.
+  public static let attentionKeyBlock = 64
+
+  /// The weights w with out = Σ_u w[u] · bf16(v_u) for one query row of scores `s` (keys 0...t):
+  /// bf16(exp(s_u − m_j)) · exp(m_j − m) / Σ exp(s − m), where m_j is the running max after key
+  /// block j = u / 64 (the unnormalised probability the kernel rounds) and m the row's max; and lse.
+  public static func bf16ContextWeights(scores s: [Double]) -> (weights: [Double], lse: Double) {
+    let m = s.max() ?? 0
+    let z = s.reduce(0) { $0 + exp($1 - m) }
+    var running = -Double.infinity
+    var w = [Double](repeating: 0, count: s.count)
+    for start in stride(from: 0, to: s.count, by: attentionKeyBlock) {
+      let block = start..<min(start + attentionKeyBlock, s.count)
+      running = max(running, s[block].max()!)
+      for u in block { w[u] = bf16(exp(s[u] - running)) * exp(running - m) / z }
+    }
+    return (w, m + log(z))
+  }
+
+  /// `attentionForward` with pk_attention's bf16 products: S = bf16(q'·scale)·bf16(k')ᵀ, out =
+  /// Σ bf16(P̃)·bf16(v) / l (bf16ContextWeights); all else fp64.
+  public static func attentionForwardBF16(
+    qkv: [Double], B: Int, T: Int, H: Int, Q: Int
+  ) -> (out: [Double], lse: [Double]) {
+    let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
+    var out = [Double](repeating: 0, count: B * T * H * Q)
+    var lse = [Double](repeating: 0, count: B * H * T)
+    for b in 0..<B {
+      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(bf16) }
+      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(bf16) }
+      for t in 0..<T {
+        for h in 0..<H {
+          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { bf16($0 * scale) }
+          let s = (0...t).map { j in zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } }
+          let (p, l) = bf16ContextWeights(scores: s)
+          lse[(b * H + h) * T + t] = l
+          for j in 0...t {
+            for d in 0..<Q { out[(b * T + t) * H * Q + h * Q + d] += p[j] * v[j][d] }
+          }
+        }
+      }
+    }
+    return (out, lse)
+  }
+
+  /// `attentionBackward` with pk_attention's bf16 products: P = exp(S − lse) from the bf16 S,
+  /// dP = bf16(dout)·bf16(v)ᵀ, D = Σ dout ⊙ out (out of attentionForwardBF16), dS = P ⊙ (dP − D),
+  /// dq' = scale·bf16(dS)·bf16(k'), dk' = bf16(dS)ᵀ·bf16(q'·scale), dv = bf16(P)ᵀ·bf16(dout).
+  public static func attentionBackwardBF16(
+    dout: [Double], qkv: [Double], B: Int, T: Int, H: Int, Q: Int
+  ) -> [Double] {
+    let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
+    let (out, lse) = attentionForwardBF16(qkv: qkv, B: B, T: T, H: H, Q: Q)
+    var dqkv = [Double](repeating: 0, count: B * T * w)
+    for b in 0..<B {
+      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(bf16) }
+      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(bf16) }
+      var dk = [[Double]](repeating: [Double](repeating: 0, count: Q), count: T)
+      for t in 0..<T {
+        for h in 0..<H {
+          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { bf16($0 * scale) }
+          let row = (b * T + t) * H * Q + h * Q
+          let g = Array(dout[row..<(row + Q)]), gr = g.map(bf16)
+          let dsum = zip(g, out[row..<(row + Q)]).reduce(0) { $0 + $1.0 * $1.1 }
+          var dq = [Double](repeating: 0, count: Q)
+          for j in 0...t {
+            let p = exp(zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } - lse[(b * H + h) * T + t])
+            let dp = zip(gr, v[j]).reduce(0) { $0 + $1.0 * $1.1 }
+            let ds = bf16(p * (dp - dsum)), pr = bf16(p)
+            for d in 0..<Q {
+              dq[d] += ds * k[j][d] * scale
+              dk[j][d] += ds * q[d]
+              dqkv[(b * T + j) * w + H * Q + Q + d] += pr * gr[d]
             }
           }
           let dqu = rope(dq[...], pos: t, inverse: true)

@@ -37,6 +37,9 @@ struct BenchKernels: ParsableCommand {
   @Option(help: "Output format: text or json.")
   var format: OutputFormat = .text
 
+  @Option(help: "Precision of attention's tile products: fp32 or bf16 (the roofline's compute roof stays the fp32 peak).")
+  var precision: GEMMPrecision = .fp32
+
   func configs() throws -> [PalmConfig] {
     try config.split(separator: ",").map {
       guard let c = PalmConfig.presets[String($0)], c.parameterCount < 1 << 30 else {
@@ -83,12 +86,13 @@ struct BenchKernels: ParsableCommand {
       let p = try peak.gflops(t)
       let roof = p.map { Roofline(peakGFLOPs: $0, bandwidthGBs: bw) }
       if format == .text {
-        print("\(t) thread(s): STREAM triad \(String(format: "%.1f", bw)) GB/s, peak "
+        print("\(t) thread(s), attention \(precision.rawValue): STREAM triad \(String(format: "%.1f", bw)) GB/s, peak "
               + (p.map { String(format: "%.1f GFLOP/s (%@)", $0, peak.name) } ?? "unknown (set \(PeakSource.variable))"))
       }
       if roof != nil { lastRoof = roof; lastThreads = t }
       for c in try configs() {
-        all += try KernelBench.run(config: c, threads: t, repeats: repeats, roofline: roof, kernels: try selected())
+        all += try KernelBench.run(config: c, threads: t, repeats: repeats, roofline: roof, kernels: try selected(),
+                                    precision: precision)
       }
     }
     if format == .json {

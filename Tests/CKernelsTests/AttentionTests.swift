@@ -36,18 +36,18 @@ struct AttentionCase {
     doutStrided = strided(dout, rows: s.B * s.T, cols: s.H * s.Q, ld: lddout)
   }
 
-  /// Runs forward then backward; returns strided out, lse and strided dqkv.
-  func run() throws -> (out: [Float], lse: [Float], dqkv: [Float]) {
+  /// Runs forward then backward in `precision`; returns strided out, lse and strided dqkv.
+  func run(precision: pk_precision = PK_PRECISION_FP32) throws -> (out: [Float], lse: [Float], dqkv: [Float]) {
     let (B, T, H, Q) = (Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.Q))
     var out = [Float](repeating: -7, count: s.B * s.T * ldo)
     var lse = [Float](repeating: .nan, count: s.B * s.H * s.T)
     var dqkv = [Float](repeating: -7, count: s.B * s.T * lddqkv)
     try KernelError.check(
-      pk_attention_forward(&out, Int64(ldo), &lse, qkvStrided, Int64(ldqkv), B, T, H, Q),
+      pk_attention_forward(&out, Int64(ldo), &lse, qkvStrided, Int64(ldqkv), B, T, H, Q, precision),
       "attention_forward")
     try KernelError.check(
       pk_attention_backward(&dqkv, Int64(lddqkv), doutStrided, Int64(lddout), qkvStrided,
-                            Int64(ldqkv), out, Int64(ldo), lse, B, T, H, Q),
+                            Int64(ldqkv), out, Int64(ldo), lse, B, T, H, Q, precision),
       "attention_backward")
     return (out, lse, dqkv)
   }
@@ -151,7 +151,7 @@ struct AttentionTests {
         pk_flops_count_enable(1)
         var out = [Float](repeating: 0, count: s.B * s.T * c.ldo), lse = [Float](repeating: 0, count: s.B * s.H * s.T)
         try KernelError.check(pk_attention_forward(&out, Int64(c.ldo), &lse, c.qkvStrided, Int64(c.ldqkv),
-                                                   Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.Q)), "fwd")
+                                                   Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.Q), PK_PRECISION_FP32), "fwd")
         fwd = min(fwd, pk_flops_counted())
         _ = try c.run()
         total = min(total, pk_flops_counted())
@@ -176,8 +176,8 @@ struct AttentionTests {
     // B=1, T=4, H=2, Q=8: width 32, H·Q 16.
     func fwd(_ ld: Int64, _ ldo: Int64, B: Int64 = 1, T: Int64 = 4, H: Int64 = 2, Q: Int64 = 8,
              nullQKV: Bool = false) -> pk_status {
-      nullQKV ? pk_attention_forward(&out, ldo, &lse, nil, ld, B, T, H, Q)
-        : pk_attention_forward(&out, ldo, &lse, qkv, ld, B, T, H, Q)
+      nullQKV ? pk_attention_forward(&out, ldo, &lse, nil, ld, B, T, H, Q, PK_PRECISION_FP32)
+        : pk_attention_forward(&out, ldo, &lse, qkv, ld, B, T, H, Q, PK_PRECISION_FP32)
     }
     #expect(fwd(32, 16) == PK_STATUS_OK)
     #expect(fwd(32, 16, B: -1) == PK_STATUS_BAD_SIZE)
@@ -188,11 +188,11 @@ struct AttentionTests {
     #expect(fwd(32, 16, nullQKV: true) == PK_STATUS_NULL_POINTER)
     #expect(fwd(28, 14, Q: 7) == PK_STATUS_BAD_ARGUMENT)
     #expect(fwd(32, 16, B: 0, nullQKV: true) == PK_STATUS_OK)
-    #expect(pk_attention_forward(&out, 16, nil, qkv, 32, 1, 4, 2, 8) == PK_STATUS_NULL_POINTER)
-    #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8) == PK_STATUS_OK)
-    #expect(pk_attention_backward(&d, 31, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8) == PK_STATUS_BAD_STRIDE)
-    #expect(pk_attention_backward(&d, 32, nil, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8) == PK_STATUS_NULL_POINTER)
-    #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, 1, -4, 2, 8) == PK_STATUS_BAD_SIZE)
-    #expect(pk_attention_backward(&d, 36, out, 18, qkv, 36, out, 18, lse, 1, 4, 2, 9) == PK_STATUS_BAD_ARGUMENT)
+    #expect(pk_attention_forward(&out, 16, nil, qkv, 32, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_NULL_POINTER)
+    #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_OK)
+    #expect(pk_attention_backward(&d, 31, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_BAD_STRIDE)
+    #expect(pk_attention_backward(&d, 32, nil, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_NULL_POINTER)
+    #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, 1, -4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_BAD_SIZE)
+    #expect(pk_attention_backward(&d, 36, out, 18, qkv, 36, out, 18, lse, 1, 4, 2, 9, PK_PRECISION_FP32) == PK_STATUS_BAD_ARGUMENT)
   }
 }

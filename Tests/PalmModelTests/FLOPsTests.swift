@@ -145,13 +145,13 @@ private func significant(_ x: Double, _ digits: Int = 3) -> Double {
     for _ in 0..<5 {
       pk_flops_reset()
       pk_flops_count_enable(1)
-      let s1 = pk_attention_forward(&out, Int64(h * q), &lse, &qkv, Int64(w), Int64(b), Int64(t), Int64(h), Int64(q))
+      let s1 = pk_attention_forward(&out, Int64(h * q), &lse, &qkv, Int64(w), Int64(b), Int64(t), Int64(h), Int64(q), PK_PRECISION_FP32)
       pk_flops_count_enable(0)
       let forward = pk_flops_counted()
       pk_flops_reset()
       pk_flops_count_enable(1)
       let s2 = pk_attention_backward(&dqkv, Int64(w), &dout, Int64(h * q), &qkv, Int64(w), &out, Int64(h * q),
-                                     &lse, Int64(b), Int64(t), Int64(h), Int64(q))
+                                     &lse, Int64(b), Int64(t), Int64(h), Int64(q), PK_PRECISION_FP32)
       pk_flops_count_enable(0)
       let backward = pk_flops_counted()
       #expect(s1 == PK_STATUS_OK && s2 == PK_STATUS_OK)
