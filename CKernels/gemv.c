@@ -22,6 +22,7 @@
 #include "pk_omp.h"
 #include "pk_swiglu.h"
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 enum { GEMV_CHUNK = 1024 };  /* columns per L1 block: 4 B rows x 4 KB + m c rows */
@@ -183,7 +184,10 @@ pk_status pk_gemv_small_m(pk_layout layout, int64_t m, int64_t n, int64_t k, flo
 
 /* A barrier that spins (with pause) instead of sleeping: inside one decoded token the waits are
  * microseconds, where the OpenMP barrier under KMP_BLOCKTIME=0 would put the thread to sleep and
- * pay a wake-up (~50-100 us) at every kernel. */
+ * pay a wake-up (~50-100 us) at every kernel. Past SPIN_BEFORE_YIELD pauses it yields the core
+ * instead (a shared machine: the thread it waits for is queued behind it). */
+enum { SPIN_BEFORE_YIELD = 2000 };  /* pauses: tens of microseconds */
+
 typedef struct {
   _Atomic int count, generation;
   int threads;
@@ -196,10 +200,16 @@ static void spin_wait(spin_barrier *s) {
     atomic_store_explicit(&s->generation, g + 1, memory_order_release);
     return;
   }
-  while (atomic_load_explicit(&s->generation, memory_order_acquire) == g) {
+  /* Waits inside a token are microseconds: spin. A wait much longer than that means the thread
+   * waited for is not running (more runnable threads than cores): give it the core. */
+  for (int spins = 0; atomic_load_explicit(&s->generation, memory_order_acquire) == g; spins++) {
+    if (spins < SPIN_BEFORE_YIELD) {
 #if defined(__x86_64__)
-    _mm_pause();
+      _mm_pause();
 #endif
+    } else {
+      sched_yield();
+    }
   }
 }
 
