@@ -12,7 +12,9 @@
  * C is first scaled by beta (beta == 0 overwrites, NaN not propagated, as pk_sgemm).
  * Called by pk_sgemm for m <= PK_GEMV_MAX_M in NN and NT; TN falls through to the packed GEMM.
  * pk_decode_token (pk_decode.h) runs a whole decoded token on the same column worker in ONE
- * OpenMP region, its threads kept awake between kernels by a spin barrier. */
+ * OpenMP region, every kernel split over the team (LayerNorm computed by each thread itself,
+ * attention by query heads, SwiGLU by columns), its threads kept awake between kernels by a spin
+ * barrier. */
 #include "gemm_internal.h"
 #include "pk_decode.h"
 #include "pk_kernel.h"
@@ -20,6 +22,7 @@
 #include "pk_omp.h"
 #include "pk_swiglu.h"
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 enum { GEMV_CHUNK = 1024 };  /* columns per L1 block: 4 B rows x 4 KB + m c rows */
@@ -181,7 +184,10 @@ pk_status pk_gemv_small_m(pk_layout layout, int64_t m, int64_t n, int64_t k, flo
 
 /* A barrier that spins (with pause) instead of sleeping: inside one decoded token the waits are
  * microseconds, where the OpenMP barrier under KMP_BLOCKTIME=0 would put the thread to sleep and
- * pay a wake-up (~50-100 us) at every kernel. */
+ * pay a wake-up (~50-100 us) at every kernel. Past SPIN_BEFORE_YIELD pauses it yields the core
+ * instead (a shared machine: the thread it waits for is queued behind it). */
+enum { SPIN_BEFORE_YIELD = 2000 };  /* pauses: tens of microseconds */
+
 typedef struct {
   _Atomic int count, generation;
   int threads;
@@ -194,10 +200,16 @@ static void spin_wait(spin_barrier *s) {
     atomic_store_explicit(&s->generation, g + 1, memory_order_release);
     return;
   }
-  while (atomic_load_explicit(&s->generation, memory_order_acquire) == g) {
+  /* Waits inside a token are microseconds: spin. A wait much longer than that means the thread
+   * waited for is not running (more runnable threads than cores): give it the core. */
+  for (int spins = 0; atomic_load_explicit(&s->generation, memory_order_acquire) == g; spins++) {
+    if (spins < SPIN_BEFORE_YIELD) {
 #if defined(__x86_64__)
-    _mm_pause();
+      _mm_pause();
 #endif
+    } else {
+      sched_yield();
+    }
   }
 }
 
@@ -212,6 +224,10 @@ pk_status pk_decode_token(float *logits, float *x, float *h, float *proj, float 
   for (int64_t l = 0; l < L; l++)
     if (!layers[l].ln_scale || !layers[l].w_in || !layers[l].w_out) return PK_STATUS_NULL_POINTER;
   const int64_t hq = H * Q, cin = hq + 2 * Q + 2 * F, cout = hq + F;
+  const int64_t kstride = pk_decode_kcache_floats(capacity, Q), vstride = capacity * Q;
+  /* A thread's scratch: its LayerNorm output (thread 0 uses h), the rotary row of pos, its
+   * rotated K, and pk_decode_heads' scores / query / K block. */
+  const size_t scratch = (size_t)(d + 2 * Q + pk_decode_heads_scratch(capacity, Q));
   const gemv_fns f = active_fns();
   pk_flops_add(2.0 * (double)L * (double)d * (double)(cin + cout) + 2.0 * (double)V * (double)d);
   for (int64_t j = 0; j < d; j++) x[j] = embed[token * d + j];
@@ -221,36 +237,39 @@ pk_status pk_decode_token(float *logits, float *x, float *h, float *proj, float 
 #pragma omp parallel num_threads(pk_threads_get())
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    static _Thread_local pk_scratch tl_token;  /* grow-only, one per thread of the team */
+    float *mine = pk_scratch_reserve(&tl_token, scratch);
+    if (!mine) atomic_store(&failed, 1);
     if (t == 0) bar.threads = T;
 #pragma omp barrier
-    int64_t a0, a1, b0, b1, v0, v1;  /* this thread's columns of proj, of x, of the logits */
-    share(cin, t, T, &a0, &a1);
-    share(d, t, T, &b0, &b1);
-    share(V, t, T, &v0, &v1);
-    float stat[2];
-    for (int64_t l = 0; l < L; l++) {
-      const pk_decode_layer *W = &layers[l];
-      if (t == 0 && pk_layernorm_forward(h, d, stat, stat + 1, x, d, W->ln_scale, 1, d) != PK_STATUS_OK)
-        atomic_store(&failed, 1);
-      spin_wait(&bar);
-      gemv_columns(f, PK_LAYOUT_NN, 1, d, 1.0f, h, d, W->w_in, cin, 0.0f, proj, cin, a0, a1);
-      spin_wait(&bar);
-      /* One token's attention and SwiGLU are a few thousand multiply-adds: thread 0 alone (their
-       * own OpenMP loops run serially inside this region). */
-      if (t == 0) {
-        if (pk_decode_attention(cg, kcache + l * capacity * Q, vcache + l * capacity * Q, proj, pos, capacity, H, Q) !=
-                PK_STATUS_OK ||
-            pk_swiglu_forward(cg + hq, F, proj + hq + 2 * Q, 2 * F, 1, F) != PK_STATUS_OK)
-          atomic_store(&failed, 1);
+    if (!atomic_load(&failed)) {  /* the same for every thread after the barrier */
+      int64_t a0, a1, b0, b1, v0, v1, f0, f1;  /* this thread's columns of proj, x, the logits, g */
+      share(cin, t, T, &a0, &a1);
+      share(d, t, T, &b0, &b1);
+      share(V, t, T, &v0, &v1);
+      share(F, t, T, &f0, &f1);
+      const int64_t h0 = H * t / T, h1 = H * (t + 1) / T;  /* this thread's query heads */
+      float *hn = t == 0 ? h : mine, *cs = mine + d, *krot = cs + Q, *work = krot + Q;
+      float stat[2];
+      pk_rope_row(cs, pos, Q);
+      for (int64_t l = 0; l < L; l++) {
+        const pk_decode_layer *W = &layers[l];
+        float *kl = kcache + l * kstride, *vl = vcache + l * vstride;
+        pk_layernorm_row(hn, stat, stat + 1, x, W->ln_scale, d);
+        gemv_columns(f, PK_LAYOUT_NN, 1, d, 1.0f, hn, d, W->w_in, cin, 0.0f, proj, cin, a0, a1);
+        spin_wait(&bar);
+        pk_rope_apply(krot, proj + hq, cs, Q, 1.0f);
+        pk_decode_heads(cg, kl, vl, proj, cs, krot, pos, H, Q, h0, h1, work);
+        pk_swiglu_row(cg + hq + f0, proj + hq + 2 * Q + f0, proj + hq + 2 * Q + F + f0, f1 - f0);
+        spin_wait(&bar);
+        /* No thread reads this layer's cache again in this token: thread 0 stores the new K/V. */
+        if (t == 0) pk_decode_append(kl, vl, krot, proj + hq + Q, pos, Q);
+        gemv_columns(f, PK_LAYOUT_NN, 1, cout, 1.0f, cg, cout, W->w_out, d, 1.0f, x, d, b0, b1);
+        spin_wait(&bar);
       }
-      spin_wait(&bar);
-      gemv_columns(f, PK_LAYOUT_NN, 1, cout, 1.0f, cg, cout, W->w_out, d, 1.0f, x, d, b0, b1);
-      spin_wait(&bar);
+      pk_layernorm_row(hn, stat, stat + 1, x, ln_final, d);
+      gemv_columns(f, PK_LAYOUT_NT, 1, d, head_scale, hn, d, embed, d, 0.0f, logits, V, v0, v1);
     }
-    if (t == 0 && pk_layernorm_forward(h, d, stat, stat + 1, x, d, ln_final, 1, d) != PK_STATUS_OK)
-      atomic_store(&failed, 1);
-    spin_wait(&bar);
-    gemv_columns(f, PK_LAYOUT_NT, 1, d, head_scale, h, d, embed, d, 0.0f, logits, V, v0, v1);
   }
   return atomic_load(&failed) ? PK_STATUS_NO_MEMORY : PK_STATUS_OK;
 }

@@ -88,6 +88,13 @@ static PK_TARGET_AVX512 void bwd_row_avx512(float *dx, float *part, const float 
 }
 #endif
 
+void pk_layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *w, int64_t D) {
+#if defined(__x86_64__)
+  if (pk_isa_active() >= PK_ISA_AVX512) { fwd_row_avx512(y, mean, rstd, x, w, D); return; }
+#endif
+  fwd_row_scalar(y, mean, rstd, x, w, D);
+}
+
 pk_status pk_layernorm_forward(float *y, int64_t ldy, float *mean, float *rstd, const float *x,
                                int64_t ldx, const float *scale, int64_t N, int64_t D) {
   PK_TRY(pk_check_matrix(x, N, D, ldx));
@@ -97,15 +104,8 @@ pk_status pk_layernorm_forward(float *y, int64_t ldy, float *mean, float *rstd, 
   PK_TRY(pk_check_vector(scale, D, sizeof(float)));
   if (N == 0) return PK_STATUS_OK;
   if (D == 0) return PK_STATUS_BAD_SIZE;  /* the mean of an empty row is undefined */
-  int simd = pk_isa_active() >= PK_ISA_AVX512;
 #pragma omp parallel for schedule(static) if (N * D > 4096)
-  for (int64_t i = 0; i < N; i++) {
-#if defined(__x86_64__)
-    if (simd) { fwd_row_avx512(y + i * ldy, mean + i, rstd + i, x + i * ldx, scale, D); continue; }
-#endif
-    (void)simd;
-    fwd_row_scalar(y + i * ldy, mean + i, rstd + i, x + i * ldx, scale, D);
-  }
+  for (int64_t i = 0; i < N; i++) pk_layernorm_row(y + i * ldy, mean + i, rstd + i, x + i * ldx, scale, D);
   return PK_STATUS_OK;
 }
 

@@ -188,4 +188,22 @@ static inline PK_TARGET_AVX512 void pk_scale_avx512(float *x, int64_t n, float s
 }
 #endif
 
+/* ---- Row kernels shared by the batched kernels and pk_decode_token (gemv.c) ---- */
+
+/* One row of LayerNorm forward (norm.c, this CPU's ISA): y = (x − mean)·rstd·w. */
+void pk_layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *w, int64_t D);
+
+/* n elements of SwiGLU forward (swiglu.c, this CPU's ISA): out = swish(gate)·up. Element-wise: a
+ * range of a row that starts at a multiple of 16 gives the same bits as the whole row. */
+void pk_swiglu_row(float *out, const float *gate, const float *up, int64_t n);
+
+/* decode.c: query heads [h0, h1) of the token at `pos` over K/V cache positions [0, pos) and
+ * its own rotated K (`krot`) and V (qkv's), into out (H·Q); cs is the rotary row of `pos`;
+ * scratch holds pk_decode_heads_scratch(smax, Q) floats. Reads the caches only. */
+void pk_decode_heads(float *out, const float *kcache, const float *vcache, const float *qkv, const float *cs,
+                     const float *krot, int64_t pos, int64_t H, int64_t Q, int64_t h0, int64_t h1, float *scratch);
+int64_t pk_decode_heads_scratch(int64_t smax, int64_t Q);
+/* Writes the token's rotated K and its V at `pos` of one layer's caches. */
+void pk_decode_append(float *kcache, float *vcache, const float *krot, const float *v, int64_t pos, int64_t Q);
+
 #endif

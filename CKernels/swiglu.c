@@ -74,23 +74,25 @@ static PK_TARGET_AVX2 void bwd_row_avx2(float *dg, float *du, const float *dy, c
 }
 #endif
 
+void pk_swiglu_row(float *out, const float *gate, const float *up, int64_t n) {
+#if defined(__x86_64__)
+  switch (pk_isa_active()) {
+  case PK_ISA_AVX512: fwd_row_avx512(out, gate, up, n); return;
+  case PK_ISA_AVX2: fwd_row_avx2(out, gate, up, n); return;
+  default: break;
+  }
+#endif
+  fwd_row_scalar(out, gate, up, n);
+}
+
 pk_status pk_swiglu_forward(float *out, int64_t ldo, const float *h, int64_t ldh, int64_t N,
                             int64_t F) {
   if (N < 0 || F < 0 || F > INT64_MAX / 2) return PK_STATUS_BAD_SIZE;
   PK_TRY(pk_check_matrix(h, N, 2 * F, ldh));
   PK_TRY(pk_check_matrix(out, N, F, ldo));
   if (N == 0 || F == 0) return PK_STATUS_OK;
-  int simd = (int)pk_isa_active();
 #pragma omp parallel for schedule(static) if (N * F > 4096)
-  for (int64_t i = 0; i < N; i++) {
-    const float *g = h + i * ldh;
-#if defined(__x86_64__)
-    if (simd == PK_ISA_AVX512) { fwd_row_avx512(out + i * ldo, g, g + F, F); continue; }
-    if (simd == PK_ISA_AVX2) { fwd_row_avx2(out + i * ldo, g, g + F, F); continue; }
-#endif
-    (void)simd;
-    fwd_row_scalar(out + i * ldo, g, g + F, F);
-  }
+  for (int64_t i = 0; i < N; i++) pk_swiglu_row(out + i * ldo, h + i * ldh, h + i * ldh + F, F);
   return PK_STATUS_OK;
 }
 

@@ -14,15 +14,26 @@
 extern "C" {
 #endif
 
-/* Appends the new token's K (rotated at `pos`) and V to row `pos` of the caches, then writes the
- * causal attention of its H query heads over cache rows [0, pos].
+/* The K cache is stored in blocks of PK_DECODE_BLOCK positions, transposed: K of position s,
+ * dimension i (0 <= i < Q) is element ((s / 16)·Q + i)·16 + s % 16, so one token's scores against
+ * 16 cached positions are 16 vector lanes (decode.c). The V cache is row-major (S_max, Q). */
+#define PK_DECODE_BLOCK 16
+
+/* Floats of one layer's K cache for S_max positions: S_max rounded up to 16, times Q. */
+int64_t pk_decode_kcache_floats(int64_t smax, int64_t Q);
+
+/* Appends the new token's K (rotated at `pos`) and V to the caches, then writes the causal
+ * attention of its H query heads over cache positions [0, pos].
  *   out     (H·Q): OVERWRITTEN, head h at [h·Q, (h+1)·Q) (ready for the output projection).
- *   kcache  (S_max, Q): row pos OVERWRITTEN with the rotated K; rows [0, pos) read.
+ *   kcache  (pk_decode_kcache_floats(smax, Q), the blocked layout above): position pos
+ *           OVERWRITTEN with the rotated K; positions [0, pos) read.
  *   vcache  (S_max, Q): row pos OVERWRITTEN with V; rows [0, pos) read.
  *   qkv     (H·Q + 2·Q): the new token's UNROTATED projection output [q heads | k | v].
  * Sizes: 0 <= pos < smax, H >= 1, Q >= 2 and even. Errors: BAD_SIZE, BAD_ARGUMENT (odd Q),
- * NULL_POINTER. Scratch: pos + 1 + Q floats (pk_aligned_alloc;
- * NO_MEMORY if it fails). Single-threaded (one token: a few thousand multiply-adds per head). */
+ * NULL_POINTER. Scratch: about S_max + 18·Q floats (pk_aligned_alloc, once per thread;
+ * NO_MEMORY if it fails). On the calling thread; pk_decode_token splits the heads over its team
+ * with the same arithmetic (every score is a dot product in order, multiply and add rounded
+ * apart), so the results are the same bits on every ISA and thread count. */
 pk_status pk_decode_attention(float *out, float *kcache, float *vcache, const float *qkv,
                               int64_t pos, int64_t smax, int64_t H, int64_t Q);
 
@@ -33,17 +44,21 @@ typedef struct {
   const float *w_out;     /* (H·Q + F, d): [attention ; down] */
 } pk_decode_layer;
 
-/* One decoded token through the whole model, the same arithmetic as KVCacheDecoder's kernel
- * sequence (x = embed[token]; per layer h = LN(x), proj = h·w_in, attention over the cache at
- * `pos`, SwiGLU, x += [ctx | g]·w_out; logits = LN_f(x)·embedᵀ/√d), in ONE OpenMP region:
- * the GEMVs split their output columns over the team, LayerNorm, attention and SwiGLU run on
- * thread 0, and the threads wait for each other on a spin barrier instead of sleeping, so a token
- * pays one team wake-up instead of one per kernel (gemv.c).
+/* One decoded token through the whole model (x = embed[token]; per layer h = LN(x), proj =
+ * h·w_in, attention over the cache at `pos`, SwiGLU, x += [ctx | g]·w_out; logits =
+ * LN_f(x)·embedᵀ/√d), in ONE OpenMP region, the whole team on every kernel: each thread
+ * computes LayerNorm itself (the same bits on every thread, so no wait before the GEMV), the
+ * GEMVs split their output columns, attention splits the query heads and SwiGLU its columns,
+ * and the threads wait for each other on a spin barrier instead of sleeping (three waits a
+ * layer), so a token pays one team wake-up instead of one per kernel (gemv.c). The results are
+ * the same bits as pk_layernorm_forward, pk_sgemm's GEMV, pk_decode_attention and
+ * pk_swiglu_forward run one after the other, on any thread count.
  *   logits (V), x (d), h (d), proj (H·Q+2Q+2F), cg (H·Q+F): scratch/outputs, OVERWRITTEN.
- *   kcache, vcache (L, capacity, Q): row pos of each layer OVERWRITTEN, rows [0, pos) read.
+ *   kcache (L, pk_decode_kcache_floats(capacity, Q)), vcache (L, capacity, Q): each layer's cache
+ *   as pk_decode_attention's; position pos of each layer OVERWRITTEN, [0, pos) read.
  *   embed (V, d): the shared embedding; ln_final (d).
  * Errors: NULL_POINTER, BAD_SIZE, BAD_ARGUMENT (pos outside [0, capacity), token outside [0, V),
- * odd Q), NO_MEMORY (the attention's scratch). */
+ * odd Q), NO_MEMORY (a thread's scratch: d + S_max + 20·Q floats). */
 pk_status pk_decode_token(float *logits, float *x, float *h, float *proj, float *cg, float *kcache,
                           float *vcache, int64_t capacity, int64_t pos, const pk_decode_layer *layers,
                           int64_t L, const float *ln_final, const float *embed, int64_t token, int64_t d,

@@ -4,8 +4,9 @@
 // pk_decode_attention appends the token's rotated K and its V to the layer's cache (one K/V
 // head: multi-query, so the cache is 2·L·S·Q floats) and attends over it; g = SwiGLU(gate_up);
 // x += [ctx | g] · w_out. Logits = LN_f(x) · embedᵀ / √d. The whole token is ONE kernel call,
-// pk_decode_token (CKernels/gemv.c): one OpenMP region whose threads split every GEMV's columns
-// and stay awake between the kernels, so decoding runs at the weights' bandwidth. Rotary positions
+// pk_decode_token (CKernels/gemv.c): one OpenMP region whose threads split every GEMV's columns,
+// the attention's heads and SwiGLU's columns, and stay awake between the kernels, so decoding
+// runs at the weights' bandwidth; the logits are the same bits on any thread count. Rotary positions
 // are 0-based within the cached window, as in training (each training window starts at position 0).
 // Reference: llama2.c run.c (forward() with a KV cache, sample_topp/argmax), Model.swift.
 
@@ -26,7 +27,7 @@ public final class KVCacheDecoder: @unchecked Sendable {
   public let capacity: Int
   /// Tokens in the cache now (the next token's rotary position).
   public private(set) var position = 0
-  private let kCache: Tensor, vCache: Tensor   // (L, S, Q) each
+  private let kCache: Tensor, vCache: Tensor   // K (L, S rounded up to 16 · Q) in 16-position blocks (pk_decode.h), V (L, S, Q)
   private let x: Tensor, h: Tensor              // (d)
   private let proj: Tensor                      // (C_in)
   private let cg: Tensor                        // (H·Q + F)
@@ -44,7 +45,7 @@ public final class KVCacheDecoder: @unchecked Sendable {
     self.parameters = parameters
     self.capacity = capacity ?? c.seqLen
     guard self.capacity >= 1 else { throw Model.InputError(description: "decoder capacity must be at least 1") }
-    kCache = Tensor(shape: [c.layers, self.capacity, c.headDim])
+    kCache = Tensor(shape: [c.layers, Int(pk_decode_kcache_floats(Int64(self.capacity), Int64(c.headDim)))])
     vCache = Tensor(shape: [c.layers, self.capacity, c.headDim])
     x = Tensor(shape: [c.dModel]); h = Tensor(shape: [c.dModel])
     proj = Tensor(shape: [c.inputProjectionColumns])

@@ -175,8 +175,9 @@ public struct MeshMemory: Sendable, Equatable {
   public var totalBytes: Int { parameterBytes + gradientBytes + optimizerBytes + gatheredBytes + activationBytes }
 
   /// `microBatches`: gradient-accumulation micro-batches per step; the activations are one micro-batch's.
+  /// `headRows`: the head's rows per chunk (MemoryPlan; nil: its default).
   public init(config: PalmConfig, shape: MeshShape, remat: RematPolicy, optimizer moments: Int = 2,
-              microBatches: Int = 1, storage s: Storage = .package) throws {
+              microBatches: Int = 1, storage s: Storage = .package, headRows: Int? = nil) throws {
     let layout = try ShardedLayout(config: config, shape: shape)
     let m = shape.model
     let headChunk = layout.chunkFloats[ShardedLayout.headBucket]
@@ -195,7 +196,7 @@ public struct MeshMemory: Sendable, Equatable {
     }
     let rows = config.batch / (shape.pod * shape.data * max(1, microBatches))
     let plan = MemoryPlan(config: layout.local, policy: remat, batch: max(1, rows),
-                          seqLen: config.seqLen, modelParallel: m > 1)
+                          seqLen: config.seqLen, modelParallel: m > 1, headRows: headRows)
     var saved = 0, scratch = 0
     for b in plan.buffers {
       var bytes = b.floats * s.activation

@@ -18,6 +18,9 @@ public struct ShardedEquivalence: Sendable {
   public var microBatches: Int
   public var dropout: Dropout?
   public var precision: GEMMPrecision
+  /// The head's rows per chunk on every rank (TrainOptions.headRows; nil: the plan's default, one
+  /// chunk at these sizes).
+  public var headRows: Int?
 
   /// A debug-speed config: d 64, 2 layers, 4 heads × 16, d_ff 128, bytes (vocab 256), T 16, global batch 4.
   public static let debugConfig = PalmConfig(name: "debug", dModel: 64, layers: 2, heads: 4, headDim: 16,
@@ -25,7 +28,8 @@ public struct ShardedEquivalence: Sendable {
 
   public init(config: PalmConfig = ShardedEquivalence.debugConfig, steps: Int = 3, seed: UInt64 = 7,
               lr: Float = 2e-3, remat: RematPolicy = .none, optimizer: OptimizerSettings = .adamW(AdamWSettings()),
-              microBatches: Int = 1, dropout: Dropout? = nil, precision: GEMMPrecision = .fp32) {
+              microBatches: Int = 1, dropout: Dropout? = nil, precision: GEMMPrecision = .fp32,
+              headRows: Int? = nil) {
     self.config = config
     self.steps = steps
     self.seed = seed
@@ -35,6 +39,7 @@ public struct ShardedEquivalence: Sendable {
     self.microBatches = microBatches
     self.dropout = dropout
     self.precision = precision
+    self.headRows = headRows
   }
 
   /// What one rank's run returns: per-update losses and gradient norms (global), this rank's pod
@@ -45,6 +50,8 @@ public struct ShardedEquivalence: Sendable {
     public let exchangeBytes: [Int]
     public let exchangeHidden: [Double]
     public let parameters: [(name: String, values: [Float])]
+    /// This rank's head: rows per chunk, and rows in all (its share of the batch × T).
+    public let headRows: Int, rows: Int
   }
 
   /// The options of the run (no evaluation, no checkpoints: the updates only).
@@ -58,6 +65,7 @@ public struct ShardedEquivalence: Sendable {
     o.learningRate = .steps(.constant(lr))
     o.dropout = dropout
     o.precision = precision
+    o.headRows = headRows
     o.evalEvery = 0
     o.checkpointEvery = 0
     o.spikes.enabled = false
@@ -86,7 +94,8 @@ public struct ShardedEquivalence: Sendable {
     try trainer.model.forEachFullTensor { name, t in parameters.append((name, t.array)) }
     return Outcome(losses: records.compactMap(\.loss), norms: records.compactMap(\.gradNorm),
                    exchangeBytes: records.map { $0.exchangeBytes ?? 0 },
-                   exchangeHidden: records.map { $0.exchangeHidden ?? 1 }, parameters: parameters)
+                   exchangeHidden: records.map { $0.exchangeHidden ?? 1 }, parameters: parameters,
+                   headRows: trainer.model.plan.headRows, rows: trainer.model.batch * trainer.model.seqLen)
   }
 
   /// Largest relative loss difference |a − b| / |b| over updates.

@@ -130,9 +130,21 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     ]
   }
 
+  /// The trainer's default thread count, the same on every machine (SentencePiece's own default):
+  /// the model depends on the thread count (see `train`), so a default of "all cores" would give
+  /// another model on another machine.
+  public static let defaultTrainerThreads = 16
+
   /// Trains a model on `text` (one training sentence per line) and returns its bytes.
+  ///
+  /// Deterministic: the same text, vocabulary size and `threads` give the same bytes (SentencePiece
+  /// draws no random numbers with these options: its only draw, the reservoir sample of
+  /// `input_sentence_size`, is off). Another thread count gives another model: each E-step thread
+  /// sums the expected piece counts of every `threads`-th sentence and the sums are added in thread
+  /// order, so the float rounding, hence the scores and sometimes the pieces, differ; and the
+  /// model records `num_threads` in its trainer spec.
   /// - Throws: `SentencePieceError` with SentencePiece's reason (e.g. a vocabulary the text cannot fill).
-  public static func train(text: UnsafeRawBufferPointer, vocabularySize: Int, threads: Int = 2,
+  public static func train(text: UnsafeRawBufferPointer, vocabularySize: Int, threads: Int = defaultTrainerThreads,
                            quiet: Bool = true) throws -> [UInt8] {
     let options = trainerOptions(vocabularySize: vocabularySize, threads: threads)
       .map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
@@ -147,7 +159,8 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     return Array(UnsafeRawBufferPointer(start: model, count: size))
   }
 
-  public static func train(text: [UInt8], vocabularySize: Int, threads: Int = 2, quiet: Bool = true) throws -> [UInt8] {
+  public static func train(text: [UInt8], vocabularySize: Int, threads: Int = defaultTrainerThreads,
+                           quiet: Bool = true) throws -> [UInt8] {
     try text.withUnsafeBytes { try train(text: $0, vocabularySize: vocabularySize, threads: threads, quiet: quiet) }
   }
 }

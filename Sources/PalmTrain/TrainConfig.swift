@@ -122,6 +122,10 @@ public struct TrainOptions: Sendable {
   /// On `resume()`: continue even when the seed, optimizer, schedule, batch, micro-batches or clip
   /// differ from the checkpoint's (they are listed on stderr); otherwise such a resume is refused.
   public var allowChangedSettings = false
+  /// Rows of the head (logits, cross-entropy and their gradients) computed at a time
+  /// (`MemoryPlan.headRows`; nil: the plan's default, bounded by `MemoryPlan.logitsBudgetFloats`).
+  /// A memory setting: the losses and gradients are the same up to rounding whatever it is.
+  public var headRows: Int?
 
   public init(config: PalmConfig) { self.config = config }
 
@@ -133,7 +137,7 @@ public struct TrainOptions: Sendable {
   /// token rows. Call after `validate()` (the sizes are then bounded).
   public func plannedBytes(shape: MeshShape) throws -> Int {
     let split = shape.pod * shape.data
-    let training = try MeshMemory(config: config, shape: shape, remat: remat)
+    let training = try MeshMemory(config: config, shape: shape, remat: remat, headRows: headRows)
     var eval = config
     eval.heads /= shape.model
     eval.dFF /= shape.model
@@ -153,6 +157,7 @@ public struct TrainOptions: Sendable {
     if !(1...Self.maxMicroBatches).contains(microBatches) {
       throw TrainError.badOptions("micro-batches must be in 1...\(Self.maxMicroBatches) (got \(microBatches))")
     }
+    if let r = headRows, r < 1 { throw TrainError.badOptions("head rows per chunk must be at least 1 (got \(r))") }
     let (updateTokens, overflow) = microBatches.multipliedReportingOverflow(by: config.batch * config.seqLen)
     if overflow || updateTokens > 1 << 40 {
       throw TrainError.badOptions("an update of \(microBatches) x \(config.batch) x \(config.seqLen) tokens is more than 2^40 tokens")

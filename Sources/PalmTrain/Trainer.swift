@@ -127,7 +127,7 @@ public final class Trainer: @unchecked Sendable {
     self.dataset = dataset
     let c = options.config
     model = try Model(config: c, remat: options.remat, seed: options.seed, dropout: options.dropout ?? .off, mesh: mesh,
-                      precision: options.precision ?? .fp32)
+                      precision: options.precision ?? .fp32, headRows: options.headRows)
     if mesh.isSingle {
       optimizer = try Optimizer(options.optimizer, parameters: model.parameters.entries.map { ($0.name, $0.shape) })
       updatePlan = try optimizer.bind(params: model.parameters.named, grads: model.gradients.named)

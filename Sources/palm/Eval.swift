@@ -1,5 +1,6 @@
-// palm eval: bits per byte of a checkpoint over a whole file (PalmTrain/Evaluation.swift), every
-// byte after the first scored exactly once, with a progress line; text or one JSON object.
+// palm eval: bits per byte of a checkpoint over a whole file (PalmTrain/Evaluation.swift), encoded
+// with the checkpoint's tokenizer (bytes, or its tokenizer.model), every token after the first
+// scored exactly once, with a progress line; text or one JSON object.
 import ArgumentParser
 import Foundation
 import PalmModel
@@ -10,13 +11,12 @@ struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Score a checkpoint on a whole file: bits per byte and nats per token.",
     discussion: """
-      The file is cut into consecutive, non-overlapping windows of the model's sequence length T (the last one shorter); every byte but the first is predicted exactly once, from the bytes before it in its window, which starts at position 0 as in training (so a window's first bytes have little context; a sliding window would score them better at T times the cost). Bits per byte = summed cross-entropy ÷ bytes scored ÷ ln 2 (the z-loss is not included), the figure that compares runs of any vocabulary. --checkpoint is a step directory or a checkpoint directory (its newest complete step).
+      The file is encoded with the checkpoint's tokenizer (bytes, or the SentencePiece tokenizer.model it was trained with) and the tokens cut into consecutive, non-overlapping windows of the model's sequence length T (the last one shorter); every token but the first is predicted exactly once, from the tokens before it in its window, which starts at position 0 as in training (so a window's first tokens have little context; a sliding window would score them better at T times the cost). Bits per byte = the cross-entropy summed over the scored tokens (nats; the z-loss is not included) ÷ the bytes of text those tokens stand for (the file's size less the first token's bytes) ÷ ln 2: the figure that compares runs of any vocabulary. Nats per token = the same sum ÷ the tokens scored.
         palm eval --checkpoint runs/shk --data tinyshakespeare.txt
         palm eval --checkpoint runs/shk/step_00002000 --data other.txt --format json
       """)
 
-  @Option(help: "Checkpoint step directory, or a directory of steps (newest used).")
-  var checkpoint: String
+  @OptionGroup var checkpoint: CheckpointOption
   @Option(help: "The file to score (any bytes).")
   var data: String
   @Option(help: "Windows per forward pass (default: the checkpoint config's batch).")
@@ -31,10 +31,9 @@ struct Eval: ParsableCommand {
 
   func run() throws {
     try compute.apply()
-    let ck = try CheckpointArgument.load(checkpoint)
-    if let t = ck.manifest.tokenizer {  // Evaluation scores byte ids; a subword model needs the file encoded first
-      throw CLIError("\(ck.path) was trained with a SentencePiece tokenizer (\(t.file), vocab \(t.vocab)); palm eval scores byte-vocabulary checkpoints only, so far")
-    }
+    let ck = try checkpoint.load()
+    let tokenizer: Tokenizer
+    do { tokenizer = try ck.tokenizer() } catch { throw CLIError("\(error)") }
     var cfg = ck.manifest.config
     if let batch { cfg.batch = batch }
     let file: MappedFile
@@ -42,36 +41,44 @@ struct Eval: ParsableCommand {
     do { file = try MappedFile(path: data, map: false) } catch let e as MappedFile.Failure {
       throw CLIError("cannot read \(data): \(e.reason) (give --data a readable file)")
     }
+    let tty = isatty(STDERR_FILENO) != 0
+    func say(_ line: String, final: Bool) {
+      FileHandle.standardError.write(Data((tty ? "\r" + line + "\u{1B}[K" + (final ? "\n" : "") : line + "\n").utf8))
+    }
+    if tokenizer.sentencePiece != nil { say("eval: encoding \(file.bytes.count) bytes of \(data) with \(ck.path)/\(CheckpointTokenizer.fileName)", final: false) }
     let result: FileEvaluation
     do {
       let model = try Model(config: cfg, remat: .full)
       try ck.restore(config: ck.manifest.config, parameters: model.parameters.named)
-      let tty = isatty(STDERR_FILENO) != 0
       var last = Date.distantPast
       let start = Date()
-      result = try Evaluation.evaluate(model: model, data: file.bytes) { done, total in
+      result = try Evaluation.evaluate(model: model, data: file.bytes, tokenizer: tokenizer) { done, total in
         guard Date().timeIntervalSince(last) > 1 || done == total else { return }
         last = Date()
         let eta = Date().timeIntervalSince(start) / Double(done) * Double(total - done)
-        let line = "eval: \(done)/\(total) windows, ETA \(Int(eta)) s"
-        FileHandle.standardError.write(Data((tty ? "\r" + line + "\u{1B}[K" + (done == total ? "\n" : "") : line + "\n").utf8))
+        say("eval: \(done)/\(total) windows, ETA \(Int(eta)) s", final: done == total)
       }
-    } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+    } catch let e as CLIError { throw e } catch { throw CLIError("\(data): \(error)") }
     if format == .json {
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys]
       print(String(decoding: try e.encode(result), as: UTF8.self))
     } else {
-      print(String(format: "%@: %.4f bits per byte (%.4f nats per token) over %d bytes of %@, %d windows of %d, step %d, %.1f s",
-                   ck.path, result.bitsPerByte, result.natsPerToken, result.bytes, data, result.windows, cfg.seqLen,
-                   ck.manifest.step, result.seconds))
+      print(String(format: "%@: %.4f bits per byte (%.4f nats per token) over %d tokens covering %d bytes of %@, %d windows of %d, step %d, %.1f s",
+                   ck.path, result.bitsPerByte, result.natsPerToken, result.tokens, result.bytes, data, result.windows,
+                   cfg.seqLen, ck.manifest.step, result.seconds))
     }
   }
 }
 
-/// `--checkpoint`: a step directory, or a directory of steps whose newest complete one is used.
-enum CheckpointArgument {
-  static func load(_ path: String) throws -> LoadedCheckpoint {
+/// `--checkpoint`: a step directory, or a directory of steps whose newest complete one is used
+/// (palm eval, palm sample).
+struct CheckpointOption: ParsableArguments {
+  @Option(help: "Checkpoint step directory, or a directory of steps (newest used).")
+  var checkpoint: String
+
+  func load() throws -> LoadedCheckpoint {
+    let path = checkpoint
     do {
       if FileManager.default.fileExists(atPath: "\(path)/manifest.json") || path.split(separator: "/").last?.hasPrefix("step_") == true {
         return try CheckpointStore.load(path: path)

@@ -14,8 +14,7 @@ struct Sample: ParsableCommand {
       --checkpoint is a step directory (.../step_00001000) or a checkpoint directory (its newest complete step is used). When the context reaches the model's sequence length, the last half is kept and re-read from position 0 (the model was trained on windows starting at 0).
       """)
 
-  @Option(help: "Checkpoint step directory, or a directory of steps (newest used).")
-  var checkpoint: String
+  @OptionGroup var checkpoint: CheckpointOption
   @Option(help: "Text to continue (default: a newline).")
   var prompt: String?
   @Option(help: "Bytes to generate.")
@@ -39,7 +38,7 @@ struct Sample: ParsableCommand {
 
   func run() throws {
     try compute.apply()
-    let ck = try CheckpointArgument.load(checkpoint)
+    let ck = try checkpoint.load()
     let cfg = ck.manifest.config
     if ck.manifest.tokenizer == nil && cfg.vocab > 256 {  // with a tokenizer.model, ck.tokenizer() checks the vocab
       throw CLIError("\(ck.path) has a vocabulary of \(cfg.vocab) tokens and no tokenizer.model; palm sample then decodes bytes, so it needs a model of vocab <= 256")

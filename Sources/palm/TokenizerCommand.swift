@@ -30,14 +30,14 @@ struct TokenizerCommand: ParsableCommand {
     var vocabSize: Int
     @Option(help: "Where to write the model (.model).")
     var output: String
-    @Option(help: "Trainer threads (default: all cores).")
-    var threads: Int?
+    @Option(help: "Trainer threads; the default is the same on every machine, because the model depends on the thread count (and otherwise only on the text and --vocab-size).")
+    var threads = SentencePieceTokenizer.defaultTrainerThreads
     @Flag(help: "Show SentencePiece's training log.")
     var verbose = false
 
     func validate() throws {
       if vocabSize < 258 { throw ValidationError("--vocab-size must be at least 258 (<unk>, the 256 byte pieces and one more; got \(vocabSize))") }
-      if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+      if !(1...1024).contains(threads) { throw ValidationError("--threads must be in 1...1024 (got \(threads))") }
     }
 
     func run() throws {
@@ -45,7 +45,7 @@ struct TokenizerCommand: ParsableCommand {
       let model: [UInt8]
       do {
         model = try SentencePieceTokenizer.train(
-          text: text, vocabularySize: vocabSize, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, quiet: !verbose)
+          text: text, vocabularySize: vocabSize, threads: threads, quiet: !verbose)
       } catch {
         throw CLIError("\(error) (on \(data); for a vocabulary too large for the text, give a smaller --vocab-size)")
       }
@@ -61,20 +61,14 @@ struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Encode a file: one little-endian uint32 per token, or --format text (one id and its piece per line).")
 
-    @Option(help: "The tokenizer model (.model).")
-    var tokenizer: String
-    @Option(help: "File to encode (any bytes).")
-    var input: String
-    @Option(help: "Where to write the ids.")
-    var output: String
-    @Option(help: "binary (uint32 little-endian per token) or text.")
-    var format: IdFormat = .binary
+    @OptionGroup var files: IdFiles
 
     func run() throws {
-      let tok = try loadTokenizer(tokenizer)
+      let tok = try loadTokenizer(files.tokenizer)
       let ids: [Int32]
-      do { ids = try tok.encode(bytes: try readInput(input)) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
-      switch format {
+      do { ids = try tok.encode(bytes: try readInput(files.input)) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+      let output = files.output
+      switch files.format {
       case .binary:
         var bytes = [UInt8](repeating: 0, count: ids.count * 4)
         bytes.withUnsafeMutableBytes { out in
@@ -92,20 +86,13 @@ struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Decode ids (little-endian uint32, or --format text: the first number of each line) to the exact bytes.")
 
-    @Option(help: "The tokenizer model (.model).")
-    var tokenizer: String
-    @Option(help: "Ids to decode.")
-    var input: String
-    @Option(help: "Where to write the bytes.")
-    var output: String
-    @Option(help: "binary (uint32 little-endian per token) or text.")
-    var format: IdFormat = .binary
+    @OptionGroup var files: IdFiles
 
     func run() throws {
-      let tok = try loadTokenizer(tokenizer)
-      let raw = try readInput(input)
+      let tok = try loadTokenizer(files.tokenizer)
+      let input = files.input, raw = try readInput(input)
       var ids: [Int32] = []
-      switch format {
+      switch files.format {
       case .binary:
         guard raw.count % 4 == 0 else {
           throw CLIError("\(input) is \(raw.count) bytes, not a whole number of uint32 ids (encode with --format binary)")
@@ -119,10 +106,22 @@ struct TokenizerCommand: ParsableCommand {
           ids.append(id)
         }
       }
-      do { try writeOutput(output, try tok.decode(ids)) } catch let e as CLIError { throw e } catch {
+      do { try writeOutput(files.output, try tok.decode(ids)) } catch let e as CLIError { throw e } catch {
         throw CLIError("\(input): \(error)")
       }
     }
+  }
+
+  /// The options encode and decode share: the tokenizer, the file read, the file written, the ids' format.
+  struct IdFiles: ParsableArguments {
+    @Option(help: "The tokenizer model (.model).")
+    var tokenizer: String
+    @Option(help: "The file to read: any bytes (encode), or ids (decode).")
+    var input: String
+    @Option(help: "Where to write the ids (encode) or the bytes (decode).")
+    var output: String
+    @Option(help: "The ids' format: binary (uint32 little-endian per token) or text.")
+    var format: IdFormat = .binary
   }
 
   enum IdFormat: String, ExpressibleByArgument, CaseIterable { case binary, text }

@@ -1,8 +1,10 @@
 // The built `palm` binary with SentencePiece: tokenizer train / encode / decode (lossless on binary
 // input, both id formats), palm train --tokenizer (token file built then reused, the vocab set, the
-// tokenizer in the checkpoint), palm sample with the checkpoint's tokenizer, and bad input: one
+// tokenizer in the checkpoint), palm sample and palm eval with the checkpoint's tokenizer, and bad input: one
 // error line, a non-zero exit, nothing overwritten.
 import Foundation
+import PalmModel
+import PalmTrain
 import Testing
 import _PalmTestSupport
 
@@ -63,6 +65,19 @@ struct TokenizerCLITests {
     #expect((read("\(dir)/ids.binary")?.count ?? 0) % 4 == 0)
   }
 
+  @Test("train without --threads twice: byte-identical models (the default thread count is fixed, not the machine's)")
+  func deterministicTraining() throws {
+    var models: [[UInt8]] = []
+    for i in 0..<2 {
+      let out = "\(dir)/d\(i).model"
+      let (status, o) = try runProgram(palmBinary!, ["tokenizer", "train", "--data", "\(dir)/corpus.txt", "--vocab-size", "300",
+                                                    "--output", out], deadline: 60)
+      #expect(status == 0, "\(o)")
+      models.append(read(out) ?? [])
+    }
+    #expect(!models[0].isEmpty && models[0] == models[1])
+  }
+
   @Test("Bad input: not a model, a vocabulary the text cannot fill, ids that are not uint32s: one line, exit != 0")
   func badInput() throws {
     try Data("not a model".utf8).write(to: URL(fileURLWithPath: "\(dir)/junk.model"))
@@ -114,9 +129,24 @@ struct TokenizerCLITests {
                                                 "--temperature", "0", "--threads", "1"])
     #expect(s4 == 0 && o4.hasPrefix("ROMEO: thou") && o4.contains("sampled 8 tokens"), "\(o4)")
 
-    // palm eval scores bytes: a SentencePiece checkpoint is refused, not scored wrongly.
-    let (s6, o6) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/corpus.txt", "--threads", "1"])
-    #expect(s6 != 0 && errorLines(o6).count == 1 && o6.contains("byte-vocabulary checkpoints only"), "\(o6)")
+    // palm eval encodes the file with the checkpoint's tokenizer: the JSON is Evaluation's result
+    // on the same checkpoint and text, bits per byte over the bytes the scored tokens cover.
+    let text = Array(corpus().prefix(6000))
+    try Data(text).write(to: URL(fileURLWithPath: "\(dir)/eval.txt"))
+    let e = try runProgramSplit(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/eval.txt", "--threads", "1", "--format", "json"])
+    #expect(e.status == 0 && e.stderr.contains("eval: encoding") && e.stderr.contains("windows"), "\(e.stdout)\(e.stderr)")
+    let got = try JSONDecoder().decode(FileEvaluation.self, from: Data(e.stdout.utf8))
+    let loaded = try CheckpointStore.load(path: "\(ck)/step_00000002")
+    let tok = try loaded.tokenizer()
+    let m = try Model(config: loaded.manifest.config, remat: .full)
+    try loaded.restore(config: loaded.manifest.config, parameters: m.parameters.named)
+    let want = try text.withUnsafeBytes { try Evaluation.evaluate(model: m, data: $0, tokenizer: tok) }
+    let ids = try tok.encode(bytes: text)
+    #expect(got.tokens == ids.count - 1 && got.bytes == text.count - tok.byteLength(ids[0]) && got.windows == want.windows, "\(got)")
+    #expect(abs(got.natsPerToken - want.natsPerToken) <= 1e-6 * want.natsPerToken && abs(got.bitsPerByte - want.bitsPerByte) <= 1e-6 * want.bitsPerByte,
+            "CLI \(got) vs library \(want)")
+    let (s6, o6) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/eval.txt", "--threads", "1"])
+    #expect(s6 == 0 && o6.contains("bits per byte") && o6.contains("\(got.tokens) tokens covering \(got.bytes) bytes"), "\(o6)")
 
     try FileManager.default.removeItem(atPath: "\(ck)/step_00000002/tokenizer.model")
     let (s5, o5) = try runProgram(palmBinary!, ["sample", "--checkpoint", "\(ck)/step_00000002", "--max-tokens", "4", "--threads", "1"])

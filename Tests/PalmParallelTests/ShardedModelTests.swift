@@ -82,6 +82,32 @@ struct ShardedModelTests {
     #expect(ShardedEquivalence.parameterDifference(initial.parameters, reference.parameters).value > 1e-3)
   }
 
+  /// The head in row chunks (5 rows at a time: fewer than a rank's 32 or 64 rows and not dividing
+  /// them, so the last chunk is short) on meshes that split the batch, the heads and both: the
+  /// same training as (1,1,1) with the head in one chunk.
+  @Test("the head in row chunks trains like (1,1,1) in one chunk, on (1,1,1), model=2, data=2 and both",
+        arguments: [(1, 1, 1), (1, 1, 2), (1, 2, 1), (1, 2, 2)])
+  func chunkedHead(pod: Int, data: Int, model: Int) throws {
+    let old = Threads.count
+    Threads.count = 1
+    defer { Threads.count = old }
+    let whole = ShardedEquivalence(steps: 3, remat: .selective)
+    let reference = try whole.run()
+    #expect(reference.headRows == reference.rows, "the reference runs the head in one chunk")
+    var chunked = whole
+    chunked.headRows = 5
+    let run = chunked
+    let results = try onMesh(try MeshShape(pod: pod, data: data, model: model)) { mesh in try run.run(mesh: mesh) }
+    for (rank, r) in results.enumerated() {
+      #expect(r.headRows == 5 && r.rows > 5 && r.rows % 5 != 0, "rank \(rank): \(r.headRows) of \(r.rows) rows at a time")
+      let dl = ShardedEquivalence.lossDifference(r.losses, reference.losses)
+      let dp = ShardedEquivalence.parameterDifference(r.parameters, reference.parameters)
+      #expect(dl <= 1e-5, "rank \(rank): loss differs by \(dl): \(r.losses) vs \(reference.losses)")
+      #expect(dp.value <= 1e-5, "rank \(rank): parameters differ by \(dp.value) in \(dp.tensor)")
+      if rank == 0 { print("chunked head on (\(pod),\(data),\(model)): rel loss diff \(dl), rel param diff \(dp.value) (\(dp.tensor))") }
+    }
+  }
+
   /// The whole matrix (opt-in: PALM_MESH_MATRIX=1; bench/mesh_matrix.sh): every mesh × remat ×
   /// optimizer × micro-batches 1, 2 × dropout 0, 0.1 against (1,1,1), one line per case.
   @Test("the whole matrix of meshes × recipes equals (1,1,1) (PALM_MESH_MATRIX=1)",

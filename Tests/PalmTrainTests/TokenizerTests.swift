@@ -100,6 +100,19 @@ struct SentencePieceTests {
     }
     #expect { try tok.decode([1, 340]) } throws: { "\($0)".contains("outside the tokenizer's vocabulary 0..<340") }
   }
+
+  /// Training is a function of the text, the vocabulary size and the thread count: twice the same
+  /// gives the same bytes (at an even and an odd count, and at the default), so a run's tokenizer
+  /// can be rebuilt from its recipe.
+  @Test("Training twice with the same text, size and threads gives a byte-identical model", arguments: [2, 3, SentencePieceTokenizer.defaultTrainerThreads])
+  func deterministic(threads: Int) throws {
+    let text = tokenizerCorpus(lines: 2000, seed: 5)
+    let a = try SentencePieceTokenizer.train(text: text, vocabularySize: 330, threads: threads)
+    let b = try SentencePieceTokenizer.train(text: text, vocabularySize: 330, threads: threads)
+    #expect(a.count > 1000 && a == b, "\(threads) threads: \(SHA256.hex(of: a)) vs \(SHA256.hex(of: b))")
+    let ta = try SentencePieceTokenizer(model: a, name: "a"), tb = try SentencePieceTokenizer(model: b, name: "b")
+    #expect(try ta.encode(bytes: text) == tb.encode(bytes: text))
+  }
 }
 
 @Suite("TokenFile")

@@ -573,4 +573,39 @@ struct EvaluationTests {
       #expect(throws: TrainError.self) { try [UInt8(7)].withUnsafeBytes { try Evaluation.evaluate(model: model, data: $0) } }
     }
   }
+
+  /// A SentencePiece run: the file is encoded with the tokenizer, every token after the first is
+  /// scored once, and bits per byte divides the summed cross-entropy by the bytes of the scored
+  /// tokens (the file's size less the first token's), not by the tokens.
+  @Test("SentencePiece: every token after the first scored once; bits per byte over the bytes the scored tokens cover")
+  func sentencePieceTokensOnce() throws {
+    let tok = try sharedTokenizer()
+    try withThreads(2) {
+      var cfg = tinyConfig
+      cfg.vocab = tok.vocabularySize
+      cfg.batch = 3
+      let model = try Model(config: cfg, seed: 4)
+      let text = Array(tokenizerCorpus(lines: 400, seed: 3).prefix(9000))
+      let ids = try tok.encode(bytes: text)
+      #expect(ids.count > 4 * cfg.seqLen && ids.count < text.count, "\(ids.count) tokens for \(text.count) bytes")
+      let r = try text.withUnsafeBytes { try Evaluation.evaluate(model: model, data: $0, tokenizer: .sentencePiece(tok)) }
+      let firstBytes = tok.surfaces[Int(ids[0])].count
+      #expect(r.tokens == ids.count - 1 && r.bytes == text.count - firstBytes && r.bytes > r.tokens)
+      #expect(r.windows == (ids.count - 1 + cfg.seqLen - 1) / cfg.seqLen)
+      // By hand: each window of tokens on a batch-1 model of its own length.
+      var sum = 0.0, start = 0, bytes = 0
+      while start < ids.count - 1 {
+        let len = min(cfg.seqLen, ids.count - 1 - start)
+        let m = try Model(sharing: model, batch: 1, seqLen: len)
+        sum += Double(try m.forward(tokens: Array(ids[start..<(start + len)]), targets: Array(ids[(start + 1)...(start + len)])).crossEntropy) * Double(len)
+        for id in ids[(start + 1)...(start + len)] { bytes += tok.surfaces[Int(id)].count }
+        start += len
+      }
+      #expect(bytes == r.bytes)
+      #expect(abs(r.natsPerToken - sum / Double(ids.count - 1)) < 1e-5 * r.natsPerToken)
+      #expect(abs(r.bitsPerByte - sum / Double(bytes) / M_LN2) < 1e-5 * r.bitsPerByte)
+      #expect(r.bitsPerByte < r.natsPerToken / M_LN2, "more than a byte per token: bits per byte below bits per token")
+      #expect(throws: TrainError.self) { try [UInt8(ascii: "a")].withUnsafeBytes { try Evaluation.evaluate(model: model, data: $0, tokenizer: .sentencePiece(tok)) } }
+    }
+  }
 }
