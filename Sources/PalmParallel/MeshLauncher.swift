@@ -49,8 +49,12 @@ public enum MeshLauncher {
   /// OMP_NUM_THREADS) shared among this machine's ranks. Call it before setting `Threads.count`.
   public static func defaultThreadsPerRank(_ shape: MeshShape, devices: DeviceBackend) -> Int {
     let cores = Threads.count
-    let ranksHere = devices == .local ? shape.count : (MPILaunch.localSize ?? 1)
-    return max(1, cores / max(1, ranksHere))
+    return max(1, cores / max(1, ranksHere(shape, devices: devices)))
+  }
+
+  /// The devices of `shape` on this machine: all of them as threads, or the mpirun ranks placed here.
+  public static func ranksHere(_ shape: MeshShape, devices: DeviceBackend) -> Int {
+    devices == .local ? shape.count : (MPILaunch.localSize ?? 1)
   }
 
   /// Runs `body` once per rank of `shape` and returns rank 0's result (local) or this process's

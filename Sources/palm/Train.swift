@@ -165,9 +165,7 @@ struct Train: ParsableCommand {
       shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       try Trainer.validate(options: o, shape: shape)
       try MeshLauncher.check(shape, devices: devices)
-      // The devices of this machine: all of them as threads, or the mpirun ranks placed here.
-      try Trainer.checkMemory(options: o, shape: shape,
-                              devicesHere: devices == .local ? shape.count : MPILaunch.localSize ?? 1)
+      try Trainer.checkMemory(options: o, shape: shape, devicesHere: MeshLauncher.ranksHere(shape, devices: devices))
       try preflight()
     } catch {
       throw MeshCLI.beforeWork(error, devices: devices)
