@@ -175,7 +175,11 @@ pk_status pk_gemm_run(const pk_gemm_config *cfg, pk_layout layout, int64_t m, in
    * pass without waiting for each other (nt regions of ceil(P / nt) panels fit in P + nth). */
   if (nth > 64) nth = 64;
   const int64_t bpanels = ceil_div(NC, NR);
-  float *bpack = pk_scratch_reserve(&tl_pack_b, (size_t)(KW * (bpanels + (split_n ? nth : 0)) * NR));
+  /* Under the row split the B panel is double-buffered (KC step s packs into buffer s % 2), so one
+   * barrier a step suffices: a thread that packs step s + 1's panel has passed step s's barrier,
+   * which every thread reached only after multiplying step s - 1, the last user of that buffer. */
+  const int64_t panel_words = KW * bpanels * NR;
+  float *bpack = pk_scratch_reserve(&tl_pack_b, (size_t)(split_n ? KW * (bpanels + nth) * NR : 2 * panel_words));
   if (!bpack) return PK_STATUS_NO_MEMORY;
   int failed[64] = {0};
   team_barrier barrier = {0, 0};
@@ -195,14 +199,16 @@ pk_status pk_gemm_run(const pk_gemm_config *cfg, pk_layout layout, int64_t m, in
     int any_failed = 0;
     for (int t = 0; t < nt; t++) any_failed |= failed[t];
     if (!any_failed) {
+      int64_t step = 0; /* KC steps so far, over all JC panels: which B buffer is in use */
       for (int64_t jc = 0; jc < n; jc += NC) { /* JC loop: NC columns of B and C */
         const int64_t nc = min64(NC, n - jc), npanels = ceil_div(nc, NR);
         const int64_t q0 = split_n ? tid * npanels / nt : 0;
         const int64_t q1 = split_n ? (tid + 1) * npanels / nt : npanels;
         /* Where column jmine's micro-panel starts in the B buffer (shared, or this thread's own). */
-        float *const bmine = split_n ? bpack + tid * KW * ceil_div(bpanels, nt) * NR : bpack;
         const int64_t jmine = split_n ? q0 * NR : 0;
-        for (int64_t pc = 0; pc < k; pc += KC) { /* PC loop: KC of the shared dimension */
+        for (int64_t pc = 0; pc < k; pc += KC, step++) { /* PC loop: KC of the shared dimension */
+          float *const bmine = split_n ? bpack + tid * KW * ceil_div(bpanels, nt) * NR
+                                       : bpack + (step & 1) * panel_words;
           const int64_t kc = min64(KC, k - pc), kw = ceil_div(kc, cfg->kpack);
           const float beta_pc = pc == 0 ? beta : 1.0f;
           { /* pack B(pc:pc+kc, jc:jc+nc) together: thread tid packs its share of micro-panels,
@@ -243,9 +249,11 @@ pk_status pk_gemm_run(const pk_gemm_config *cfg, pk_layout layout, int64_t m, in
               }
             }
           }
-          if (!split_n) team_barrier_wait(&barrier, nt, &sense); /* the B panel is overwritten next */
         }
       }
+      /* Finish on the spin barrier: the first thread done would otherwise wait in OpenMP's join,
+       * asleep under KMP_BLOCKTIME=0 (256^3 took 10-15% longer at 2 threads that way, side by side). */
+      if (!split_n) team_barrier_wait(&barrier, nt, &sense);
     }
   }
   for (int t = 0; t < nth; t++)

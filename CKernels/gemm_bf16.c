@@ -24,15 +24,25 @@ pk_status pk_round_bf16_array(float *dst, const float *src, int64_t n) {
   return PK_STATUS_OK;
 }
 
-/* ---- Native packing: bf16 pairs (pk_bf16_pair_word, pk_bf16_pair_word512: gemm_pack.h) ---- */
+/* ---- Native packing: bf16 pairs (pk_bf16_pair_word: gemm_pack.h) ----------------------------- */
 static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
+
+/* 16 pair words from (lo, hi) with the CPU's own rounding, VCVTNE2PS2BF16 (nearest even, NaN made
+ * quiet, like pk_bf16_round512; it also flushes denormals, which vdpbf16ps would flush anyway),
+ * then one word shuffle into pairs: 2 instructions instead of the emulation's 16. */
+PK_TARGET_AVX512BF16 static inline __attribute__((always_inline)) __m512i pair_words_native(__m512 lo, __m512 hi) {
+  const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* words 0-15: lo, 16-31: hi */
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, halves);
+}
 
 /* Element (p, r) at src[p*ld + r] (A in TN, B in NN/TN): rows p and p + 1 of the block, 16
  * values of r at a time, make 16 pair words; rows past mn and the k past an odd kc are zero. The
  * pair of rows is packed into every panel before the next pair, so each source line is read once
  * (panel by panel, the 4 panels of a TN A block re-read each line from L2: 1-4% slower on the
  * weight gradient 2048x512x4096 TN at 1 thread, two side-by-side runs on Zen 4). */
-PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_contiguous(
+PK_TARGET_AVX512BF16 static inline __attribute__((always_inline)) void pack_pairs_contiguous(
     uint32_t *restrict dst, const float *restrict src, int64_t ld, int64_t mn, int64_t kc, const int R) {
   const int64_t kw = (kc + 1) / 2;
   for (int64_t q = 0; q < kw; q++) {
@@ -44,7 +54,7 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_co
         const __mmask16 load = pk_mask16(clamp16(mn - r0 - h)), store = pk_mask16(clamp16(R - h));
         const __m512 lo = _mm512_maskz_loadu_ps(load, lo_row + r0 + h);
         const __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(load, hi_row + r0 + h);
-        _mm512_mask_storeu_epi32(d + h, store, pk_bf16_pair_word512(lo, hi));
+        _mm512_mask_storeu_epi32(d + h, store, pair_words_native(lo, hi));
       }
     }
   }
@@ -52,7 +62,7 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_co
 
 /* Element (p, r) at src[r*ld + p] (A in NN/NT, B in NT): 16 rows of 16 k transposed in registers
  * (columns k = p + c), consecutive columns paired; the last kc % 16 values one by one. */
-PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_transposed(
+PK_TARGET_AVX512BF16 static inline __attribute__((always_inline)) void pack_pairs_transposed(
     uint32_t *restrict dst, const float *restrict src, int64_t ld, int64_t mn, int64_t kc, const int R) {
   const int64_t kw = (kc + 1) / 2;
   for (int64_t r0 = 0; r0 < mn; r0 += R) {
@@ -68,7 +78,7 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_tr
         transpose16x16(r);
         const __mmask16 store = pk_mask16(clamp16(R - h));
         for (int j = 0; j < 8; j++)
-          _mm512_mask_storeu_epi32(d + (p / 2 + j) * R + h, store, pk_bf16_pair_word512(r[2 * j], r[2 * j + 1]));
+          _mm512_mask_storeu_epi32(d + (p / 2 + j) * R + h, store, pair_words_native(r[2 * j], r[2 * j + 1]));
       }
     }
     for (; p < kc; p += 2) /* p is even here */
@@ -79,13 +89,13 @@ PK_TARGET_AVX512 static inline __attribute__((always_inline)) void pack_pairs_tr
   }
 }
 
-PK_TARGET_AVX512 static void pack_a_pairs(void *dst, const float *src, int64_t ld, int trans, int64_t mn,
+PK_TARGET_AVX512BF16 static void pack_a_pairs(void *dst, const float *src, int64_t ld, int trans, int64_t mn,
                                           int64_t kc) {
   if (trans) pack_pairs_contiguous((uint32_t *)dst, src, ld, mn, kc, 14);
   else pack_pairs_transposed((uint32_t *)dst, src, ld, mn, kc, 14);
 }
 
-PK_TARGET_AVX512 static void pack_b_pairs(void *dst, const float *src, int64_t ld, int trans, int64_t mn,
+PK_TARGET_AVX512BF16 static void pack_b_pairs(void *dst, const float *src, int64_t ld, int trans, int64_t mn,
                                           int64_t kc) {
   if (!trans) pack_pairs_contiguous((uint32_t *)dst, src, ld, mn, kc, 32);
   else pack_pairs_transposed((uint32_t *)dst, src, ld, mn, kc, 32);
