@@ -12,7 +12,7 @@ import PalmTensor
 ///
 /// ```swift
 /// let tpu = try HardwareSpec.load("tpu-v4")                 // a built-in name, or a file path
-/// let e = tpu.gemmEfficiency(m: 8192, n: 13824, k: 18432, layout: "nn")   // 1.0: the MXU roofline
+/// let e = tpu.gemmEfficiency(m: 8192, n: 13824, k: 18432, layout: "nn")   // 0.95 (gemm_curve)
 /// ```
 public struct HardwareSpec: Codable, Sendable, Equatable {
   /// A number and where it comes from.
@@ -37,28 +37,6 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     public var source: String
     public var assumption: Bool?
     public var points: [Point]
-  }
-
-  /// GEMM efficiency from the device's shape when nothing is measured: the matrix unit pads the
-  /// contracted and output-column dimensions to its tile and the rows to its row group, and a GEMM
-  /// whose compulsory HBM traffic outlasts its FLOPs runs at memory speed:
-  ///
-  /// ```
-  /// t = max(2·m'·n'·k' / peak, (m·k + k·n + m·n)·element_bytes / memory_bandwidth)
-  /// efficiency = fraction · 2·m·n·k / (peak · t)      m' = ⌈m/row⌉·row, n', k' = ⌈·/tile⌉·tile
-  /// ```
-  /// `fraction` is the share of that upper bound the compiler's kernels reach (1: the roofline).
-  public struct GEMMRoofline: Codable, Sendable, Equatable {
-    public var tile: Int
-    public var rowGroup: Int
-    public var elementBytes: Int
-    public var fraction: Double
-    public var source: String
-    public var assumption: Bool?
-    enum CodingKeys: String, CodingKey {
-      case tile, source, assumption, fraction
-      case rowGroup = "row_group", elementBytes = "element_bytes"
-    }
   }
 
   /// Measured GEMMs (the profile): the efficiency of the nearest shape in log space wins.
@@ -130,14 +108,10 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   public var peakFLOPs: [String: Number]
   public var memoryBytes: Number
   public var memoryBandwidth: Number
-  /// CPU: the bandwidth of the whole machine (STREAM triad on every core), which the ranks placed
-  /// on it share; `memory_bandwidth` is one device's (its threads alone). Absent: not shared.
-  public var hostMemoryBandwidth: Number?
   /// Fraction of `memory_bandwidth` element-wise kernels reach (when no kernel is measured).
   public var memoryEfficiency: Number
   public var gemmCurve: Curve?
   public var gemmPoints: GEMMPoints?
-  public var gemmRoofline: GEMMRoofline?
   /// Fraction of the peak the attention products reach (when not measured).
   public var attentionEfficiency: Number
   public var devicesPerPod: Number?
@@ -146,6 +120,9 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   public var collectives: [Collective]?
   /// CPU: OpenMP threads of one device (rank) in the measurements, and the machine's cores.
   public var threadsPerDevice: Int?
+  /// CPU: devices that ran at once while the rates were measured (cores / threads: the machine
+  /// full, as a mesh runs it; absent: one).
+  public var concurrentDevices: Int?
   public var cores: Int?
   /// The CPU model, when measured.
   public var cpu: String?
@@ -154,9 +131,8 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     case name, description, kind, precision, networks, kernels, collectives, cores, cpu
     case peakFLOPs = "peak_flops", memoryBytes = "memory_bytes", memoryBandwidth = "memory_bandwidth"
     case memoryEfficiency = "memory_efficiency", gemmCurve = "gemm_curve", gemmPoints = "gemm_points"
-    case gemmRoofline = "gemm_roofline", hostMemoryBandwidth = "host_memory_bandwidth"
     case attentionEfficiency = "attention_efficiency", devicesPerPod = "devices_per_pod"
-    case threadsPerDevice = "threads_per_device"
+    case threadsPerDevice = "threads_per_device", concurrentDevices = "concurrent_devices"
   }
 
   /// A hardware name or file `palm plan` cannot use.
@@ -208,13 +184,6 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     try positive(memoryBytes.value, "memory_bytes")
     try positive(memoryBandwidth.value, "memory_bandwidth")
     try positive(memoryEfficiency.value, "memory_efficiency")
-    if let h = hostMemoryBandwidth { try positive(h.value, "host_memory_bandwidth") }
-    if let r = gemmRoofline {
-      guard r.tile >= 1, r.rowGroup >= 1, r.elementBytes >= 1 else {
-        throw Invalid(message: "hardware \(what): gemm_roofline tile, row_group and element_bytes must be at least 1")
-      }
-      try positive(r.fraction, "gemm_roofline.fraction")
-    }
     try positive(attentionEfficiency.value, "attention_efficiency")
     for n in networks {
       try positive(n.linkBandwidth.value, "networks.\(n.name).link_bandwidth")
@@ -229,7 +198,7 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   public var peak: Double { peakFLOPs[precision]?.value ?? 0 }
 
   /// The efficiency of one GEMM `C(m, n) = A(m, k)·B(k, n)` in `layout` ("nn", "nt", "tn"): the
-  /// nearest measured shape, else the curve, else the roofline, else 1.
+  /// nearest measured shape, else the curve, else 1.
   public func gemmEfficiency(m: Int, n: Int, k: Int, layout: String) -> Double {
     if let pts = gemmPoints?.points, !pts.isEmpty {
       func distance(_ p: GEMMPoints.Point) -> Double {
@@ -245,13 +214,6 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
       let dim = min(m, n, k)
       for p in curve.points.sorted(by: { $0.minDim > $1.minDim }) where dim >= p.minDim { return p.efficiency }
       return curve.points.map(\.efficiency).min() ?? 1
-    }
-    if let r = gemmRoofline {
-      func up(_ x: Int, _ t: Int) -> Double { Double((max(x, 1) + t - 1) / t * t) }
-      let useful = 2 * Double(m) * Double(n) * Double(k)
-      let math = 2 * up(m, r.rowGroup) * up(n, r.tile) * up(k, r.tile) / peak
-      let traffic = (Double(m) * Double(k) + Double(k) * Double(n) + Double(m) * Double(n)) * Double(r.elementBytes) / memoryBandwidth.value
-      return r.fraction * useful / (peak * max(math, traffic))
     }
     return 1
   }
