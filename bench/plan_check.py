@@ -7,7 +7,7 @@ update of the one Trainer (AdamW) with `palm bench step --mesh M --devices local
 for the two-pod mesh, under `mpirun -np 2` too, and predicts it with `palm plan --hardware PROFILE`.
 Prints the run's time and CPU, a Markdown table and the bar (|predicted / measured - 1| <= 10%).
 
-  KMP_BLOCKTIME=0 python3 bench/plan_check.py [--palm .build/release/palm] [--steps 3]
+  KMP_BLOCKTIME=0 python3 bench/plan_check.py [--palm .build/release/palm] [--steps 5]
       [--configs tiny,small] [--meshes "pod=1;pod=2"] [--no-mpi] [--reuse-profiles]
 
 Profiles are written to --profile-dir (default /tmp/palm-plan-profiles); --reuse-profiles keeps
@@ -44,7 +44,7 @@ def cpu_model():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--palm", default=".build/release/palm")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--profile-dir", default="/tmp/palm-plan-profiles")
     ap.add_argument("--configs", default="tiny,small", help="comma-separated configs")
     ap.add_argument("--meshes", default=";".join(MESHES), help="semicolon-separated meshes")

@@ -49,7 +49,7 @@ public enum PlanProfile {
       }
     }
     let points = try concurrently(copies, each: cases) { c in
-      let r = try GEMMBench.run(c, repeats: 3, minSampleSeconds: 0.01, peakGflops: fp32)
+      let r = try GEMMBench.run(c, repeats: 5, minSampleSeconds: 0.01, peakGflops: fp32)
       return HardwareSpec.GEMMPoints.Point(m: c.m, n: c.n, k: c.k, layout: c.layout.rawValue, efficiency: r.fractionOfPeak ?? 0)
     }
     log("\(points.count) GEMM shapes measured")
