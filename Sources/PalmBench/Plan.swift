@@ -410,6 +410,10 @@ extension Plan {
     if let cs = hw.collectives, !cs.isEmpty {
       a.append(Assumption(name: "collectives", value: "\(cs.count) measured (latency, busbw)", source: "palm plan --profile (CollectiveBench)", isAssumption: false))
     }
+    if let n = hw.concurrentDevices {
+      a.append(Assumption(name: "concurrent_devices", value: "\(n) of \(hw.threadsPerDevice ?? 1) thread(s) on \(hw.cores ?? 1) cores",
+                          source: "palm plan --profile: the rates were measured with this many devices running at once", isAssumption: false))
+    }
     add("attention_efficiency", hw.attentionEfficiency)
     for n in hw.networks {
       add("\(n.name).link_bandwidth", n.linkBandwidth, " B/s")

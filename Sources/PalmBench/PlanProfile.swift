@@ -5,9 +5,9 @@
 // backend (CollectiveBench over a LocalCluster of 2, 4, 8 ranks). A device is one rank of `threads`
 // OpenMP threads, measured as a mesh runs it: with the machine full, i.e. cores / threads copies of
 // each GEMM, kernel and STREAM run at once (the ranks of one host share its memory bandwidth and
-// caches; a 1-thread rank measured alone on an idle machine ran ~10% faster than in a mesh). The
-// peaks are measured alone (they are the MFU denominator). Plans of meshes with more ranks × threads
-// than cores time-share them (Plan.swift).
+// caches: measured alone on an idle machine, a 1-thread rank over-predicted the meshes by up to
+// ~20%, docs/BENCHMARKS.md). The peaks are measured alone (they are the MFU denominator). Plans of
+// meshes with more ranks × threads than cores time-share them (Plan.swift).
 
 import Foundation
 import PalmModel

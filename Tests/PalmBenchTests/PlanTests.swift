@@ -206,6 +206,10 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
       let alone = Double(2 * PalmConfig.tiny.layers) * 1e-4 + cost.bytes / 1e9
       #expect(abs(cost.seconds / (share * alone) - 1) < 1e-9, "\(mesh)")
     }
+    // The profile's measuring condition is printed with the plan.
+    hw.concurrentDevices = 2
+    let plan = try Plan(PlanInputs(config: .tiny, mesh: try MeshShape(pod: 2), remat: .none, hardware: hw))
+    #expect(plan.assumptions.contains { $0.name == "concurrent_devices" && $0.value.hasPrefix("2 of 1 thread") })
   }
 
   @Test func profileCopiesRunAtOnce() throws {
