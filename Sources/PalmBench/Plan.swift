@@ -197,15 +197,18 @@ extension Plan {
     let local = layout.local
     let isCPU = hw.kind == "cpu"
 
-    // CPU: a device is a rank of T threads; the machine's cores are shared by the in-process ranks.
+    // CPU: a device is a rank of T threads, all ranks on this machine. The profile measured a
+    // device's rates with the machine full (PlanProfile: cores / T ranks at once, sharing memory
+    // bandwidth and caches); a mesh of more ranks × threads than cores time-shares the cores, each
+    // rank running cores / (ranks × T) of the time.
     var speed = 1.0, peakDenominator = hw.peak, threads: Int? = nil
     if isCPU {
       let cores = max(1, hw.cores ?? 1), measured = max(1, hw.threadsPerDevice ?? 1)
       let t = inputs.threadsPerDevice ?? max(1, cores / devices)
       threads = t
-      speed = Double(t) / Double(measured) * min(1, Double(cores) / Double(devices * t))
-      peakDenominator = hw.peak / Double(measured) * Double(min(t, cores))
-      peakDenominator *= min(1, Double(cores) / Double(devices * t))
+      let timeShare = min(1, Double(cores) / Double(devices * t))
+      speed = Double(t) / Double(measured) * timeShare
+      peakDenominator = hw.peak / Double(measured) * Double(min(t, cores)) * timeShare
     }
     let peak = hw.peak * speed
 
@@ -323,6 +326,18 @@ extension Plan {
                         exposedSeconds: Double(k) * t, bytes: Double(k * c.layers) * (fwdBytes + bwdBytes),
                         note: "block output (forward) and input gradient + K/V gradient (backward), per layer, on the critical path; \(net.describe(.model))"))
     }
+    // Recomputing a layer (selective, full) starts from its saved input. Saved sharded over model
+    // (PaLM §4: "one fully sharded activation tensor is saved per layer"), it is all-gathered again
+    // first: the forward's all-gather half repeated. The out-projection's reduce-scatter half is
+    // not: the backward never needs the block's output (FLOPs.hardware recomputes no out_proj).
+    if m > 1 && inputs.remat != .none && sw.storage.shardSavedInputOverModel {
+      let bytes = nd * Double(d) * Double(sw.storage.activation)
+      let t = Double(c.layers) * net.seconds("all-gather", bytes: bytes, axis: .model)
+      exposedMB += t
+      costs.append(Cost(name: "model recompute all-gather x \(c.layers)", kind: "model", seconds: Double(k) * t,
+                        exposedSeconds: Double(k) * t, bytes: Double(k * c.layers) * bytes,
+                        note: "each layer's model-sharded saved input gathered again for its recompute, on the critical path; \(net.describe(.model))"))
+    }
     if dAxis > 1 {
       let layerFloats = Double(layout.layerGatherFloats)
       let headFloats = Double(layout.gatheredFloats(ShardedLayout.headBucket)) * headShare
@@ -394,6 +409,10 @@ extension Plan {
     }
     if let cs = hw.collectives, !cs.isEmpty {
       a.append(Assumption(name: "collectives", value: "\(cs.count) measured (latency, busbw)", source: "palm plan --profile (CollectiveBench)", isAssumption: false))
+    }
+    if let n = hw.concurrentDevices {
+      a.append(Assumption(name: "concurrent_devices", value: "\(n) of \(hw.threadsPerDevice ?? 1) thread(s) on \(hw.cores ?? 1) cores",
+                          source: "palm plan --profile: the rates were measured with this many devices running at once", isAssumption: false))
     }
     add("attention_efficiency", hw.attentionEfficiency)
     for n in hw.networks {
@@ -484,7 +503,11 @@ struct PlanNetwork {
     let steps = operation == "all-reduce" ? 2 * (r - 1) : r - 1
     if let measured = hardware.collectives?.filter({ $0.operation == operation }), !measured.isEmpty {
       let best = measured.min { abs(log(Double($0.ranks) / r)) < abs(log(Double($1.ranks) / r)) }!
-      return best.latency + bytes * factor / best.busBandwidth
+      // A rank copies on one thread. The measurement ran `best.ranks` of them; on a CPU every rank
+      // of the mesh is in a collective of its axis at once, so more ranks than cores time-share.
+      let cores = Double(max(1, hardware.cores ?? 1))
+      let share = hardware.kind == "cpu" ? max(1, Double(mesh.count) / cores) / max(1, Double(best.ranks) / cores) : 1
+      return share * (best.latency + bytes * factor / best.busBandwidth)
     }
     guard let n = network(axis) else { return 0 }
     return n.latency.value * steps + bytes * factor / bandwidth(axis)

@@ -12,7 +12,7 @@ import PalmTensor
 ///
 /// ```swift
 /// let tpu = try HardwareSpec.load("tpu-v4")                 // a built-in name, or a file path
-/// let e = tpu.gemmEfficiency(m: 8192, n: 13824, k: 18432, layout: "nn")   // 0.95
+/// let e = tpu.gemmEfficiency(m: 8192, n: 13824, k: 18432, layout: "nn")   // 0.95 (gemm_curve)
 /// ```
 public struct HardwareSpec: Codable, Sendable, Equatable {
   /// A number and where it comes from.
@@ -120,6 +120,9 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   public var collectives: [Collective]?
   /// CPU: OpenMP threads of one device (rank) in the measurements, and the machine's cores.
   public var threadsPerDevice: Int?
+  /// CPU: devices that ran at once while the rates were measured (cores / threads: the machine
+  /// full, as a mesh runs it; absent: one).
+  public var concurrentDevices: Int?
   public var cores: Int?
   /// The CPU model, when measured.
   public var cpu: String?
@@ -129,7 +132,7 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     case peakFLOPs = "peak_flops", memoryBytes = "memory_bytes", memoryBandwidth = "memory_bandwidth"
     case memoryEfficiency = "memory_efficiency", gemmCurve = "gemm_curve", gemmPoints = "gemm_points"
     case attentionEfficiency = "attention_efficiency", devicesPerPod = "devices_per_pod"
-    case threadsPerDevice = "threads_per_device"
+    case threadsPerDevice = "threads_per_device", concurrentDevices = "concurrent_devices"
   }
 
   /// A hardware name or file `palm plan` cannot use.
@@ -194,7 +197,8 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   /// The peak of the precision MFU divides by, FLOP/s per device.
   public var peak: Double { peakFLOPs[precision]?.value ?? 0 }
 
-  /// The efficiency of one GEMM `C(m, n) = A(m, k)·B(k, n)` in `layout` ("nn", "nt", "tn").
+  /// The efficiency of one GEMM `C(m, n) = A(m, k)·B(k, n)` in `layout` ("nn", "nt", "tn"): the
+  /// nearest measured shape, else the curve, else 1.
   public func gemmEfficiency(m: Int, n: Int, k: Int, layout: String) -> Double {
     if let pts = gemmPoints?.points, !pts.isEmpty {
       func distance(_ p: GEMMPoints.Point) -> Double {

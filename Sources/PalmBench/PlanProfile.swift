@@ -1,9 +1,13 @@
 // PlanProfile: `palm plan --profile` measures THIS machine into the HardwareSpec format: the fp32
 // and bf16 peaks (PeakSource.measured), GEMM efficiency at the shapes of the tiny and small steps
 // on 1, 2 model shards and 1, 2, 4 data shards (GEMMBench), the element-wise and attention kernels
-// (KernelBench), STREAM triad bandwidth, and collective latency and bus bandwidth on the in-process
+// (KernelBench), STREAM triad bandwidth, and collective latency and bandwidth on the in-process
 // backend (CollectiveBench over a LocalCluster of 2, 4, 8 ranks). A device is one rank of `threads`
-// OpenMP threads; plans of meshes whose ranks share the cores scale by cores / (ranks × threads).
+// OpenMP threads, measured as a mesh runs it: with the machine full, i.e. cores / threads copies of
+// each GEMM, kernel and STREAM run at once (the ranks of one host share its memory bandwidth and
+// caches: measured alone on an idle machine, a 1-thread rank over-predicted the meshes by up to
+// ~20%, docs/BENCHMARKS.md). The peaks are measured alone (they are the MFU denominator). Plans of
+// meshes with more ranks × threads than cores time-share them (Plan.swift).
 
 import Foundation
 import PalmModel
@@ -15,14 +19,15 @@ public enum PlanProfile {
   public static func measure(threads: Int, configs: [PalmConfig] = [.tiny, .small],
                              log: (String) -> Void = { _ in }) throws -> HardwareSpec {
     let cores = ProcessInfo.processInfo.activeProcessorCount
+    let copies = max(1, cores / threads)
     let fp32 = try PeakSource.measured.gflops(threads) ?? 0
     let bf16 = try PeakSource.measured.bf16Gflops(threads)
     log(String(format: "peak fp32 %.1f GFLOP/s at %d thread(s)", fp32, threads) + (bf16.map { String(format: ", bf16 %.1f", $0) } ?? ""))
-    let stream = try KernelBench.bandwidth(threads: threads) * 1e9
-    log(String(format: "STREAM triad %.1f GB/s", stream / 1e9))
+    let stream = try concurrently(copies) { try KernelBench.bandwidth(threads: threads) * 1e9 }
+    log(String(format: "STREAM triad %.1f GB/s per device with %d device(s) running", stream / 1e9, copies))
 
     // GEMMs of the step at the shard shapes (MemoryPlan/FLOPs name them; FLOPs.swift's table).
-    var points: [HardwareSpec.GEMMPoints.Point] = []
+    var cases: [GEMMCase] = []
     var seen = Set<String>()
     for c in configs {
       for m in [1, 2] where c.heads % m == 0 {
@@ -37,24 +42,23 @@ public enum PlanProfile {
             (n, d, cout, .nn), (n, cout, d, .nt), (cout, d, n, .tn),
             (n, v, d, .nn), (n, d, v, .nt), (v, d, n, .tn),
           ]
-          for (mm, nn, kk, layout) in shapes {
-            let key = "\(mm)x\(nn)x\(kk)\(layout)"
-            guard seen.insert(key).inserted else { continue }
-            let r = try GEMMBench.run(GEMMCase(m: mm, n: nn, k: kk, layout: layout, threads: threads), repeats: 3,
-                                      minSampleSeconds: 0.01, peakGflops: fp32)
-            points.append(.init(m: mm, n: nn, k: kk, layout: layout.rawValue, efficiency: r.fractionOfPeak ?? 0))
+          for (mm, nn, kk, layout) in shapes where seen.insert("\(mm)x\(nn)x\(kk)\(layout)").inserted {
+            cases.append(GEMMCase(m: mm, n: nn, k: kk, layout: layout, threads: threads))
           }
         }
       }
     }
+    let points = try concurrently(copies, each: cases) { c in
+      let r = try GEMMBench.run(c, repeats: 5, minSampleSeconds: 0.01, peakGflops: fp32)
+      return HardwareSpec.GEMMPoints.Point(m: c.m, n: c.n, k: c.k, layout: c.layout.rawValue, efficiency: r.fractionOfPeak ?? 0)
+    }
     log("\(points.count) GEMM shapes measured")
 
-    var kernels: [HardwareSpec.KernelRate] = []
-    for c in configs {
-      for r in try KernelBench.run(config: c, threads: threads, repeats: 3) {
-        kernels.append(.init(kernel: r.kernel.rawValue, config: c.name, tokens: r.shape.tokens,
-                             bytesPerSecond: r.gbs * 1e9, efficiency: fp32 > 0 ? r.gflops / fp32 : 0))
-      }
+    let kernelCases = configs.flatMap { c in KernelBench.Kernel.allCases.map { (c, $0) } }
+    let kernels = try concurrently(copies, each: kernelCases) { c, kernel in
+      let r = try KernelBench.run(config: c, threads: threads, repeats: 3, kernels: [kernel])[0]
+      return HardwareSpec.KernelRate(kernel: r.kernel.rawValue, config: c.name, tokens: r.shape.tokens,
+                                     bytesPerSecond: r.gbs * 1e9, efficiency: fp32 > 0 ? r.gflops / fp32 : 0)
     }
     log("\(kernels.count) kernel rates measured")
 
@@ -93,6 +97,23 @@ public enum PlanProfile {
       gemmCurve: nil, gemmPoints: .init(source: "\(src): GEMMBench at the tiny/small step shapes", points: points),
       attentionEfficiency: .init(kernels.first { $0.kernel == "attention.forward" }?.efficiency ?? 0.5, "\(src): KernelBench attention.forward"),
       devicesPerPod: nil, networks: [shm, between], kernels: kernels, collectives: collectives,
-      threadsPerDevice: threads, cores: cores, cpu: cpu)
+      threadsPerDevice: threads, concurrentDevices: copies, cores: cores, cpu: cpu)
+  }
+
+  /// `body` on `copies` rank threads at once (a LocalCluster); rank 0's result.
+  static func concurrently<R: Sendable>(_ copies: Int, _ body: @escaping @Sendable () throws -> R) throws -> R {
+    try concurrently(copies, each: [0]) { _ in try body() }[0]
+  }
+
+  /// `body` of each case on `copies` rank threads at once, the ranks starting each case together
+  /// (a barrier), so that every timed sample runs while the other copies run too; rank 0's results.
+  static func concurrently<C: Sendable, R: Sendable>(_ copies: Int, each cases: [C],
+                                                    _ body: @escaping @Sendable (C) throws -> R) throws -> [R] {
+    try LocalCluster(size: copies, timeout: 600).run { comm in
+      try cases.map { c in
+        try comm.barrier()
+        return try body(c)
+      }
+    }[0]
   }
 }

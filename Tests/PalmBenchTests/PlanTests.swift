@@ -163,4 +163,83 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     let text = PlanSearch.markdown(rows, considered: considered, chips: 256, top: 5, reference: ("pod=1,data=64,model=4", "full", 1))
     #expect(text.contains("← given") && text.contains("ranks"))
   }
+
+  @Test func recomputeRegathersTheModelShardedInputOnlyWhenItRecomputes() throws {
+    // PaLM's software saves each layer's input sharded over model; recomputing the layer (selective,
+    // full) all-gathers it again: one all-gather of N·d activations per layer on the model axis.
+    let tpu = try HardwareSpec.load("tpu-v4")
+    func plan(_ mesh: MeshShape, _ remat: RematPolicy, _ sw: PlanSoftware = .xla) throws -> Plan {
+      try Plan(PlanInputs(config: .tiny, mesh: mesh, remat: remat, hardware: tpu, software: sw))
+    }
+    func regather(_ p: Plan) -> Plan.Cost? { p.costs.first { $0.name.hasPrefix("model recompute all-gather") } }
+    let model2 = try MeshShape(model: 2)
+    let full = try #require(regather(try plan(model2, .full)))
+    // α-β over the ICI torus (model alone: all 6 links): latency·(m−1) + bytes·(m−1)/m / bandwidth.
+    let c = PalmConfig.tiny, ici = tpu.networks[0]
+    let bytes = Double(c.batch * c.seqLen * c.dModel * PlanSoftware.xla.storage.activation)
+    let bandwidth = ici.linkBandwidth.value * ici.efficiency.value * 6
+    let expected = Double(c.layers) * (ici.latency.value + bytes / 2 / bandwidth)
+    #expect(abs(full.seconds / expected - 1) < 1e-9 && full.bytes == Double(c.layers) * bytes)
+    #expect(regather(try plan(model2, .selective)) != nil)
+    #expect(regather(try plan(model2, .none)) == nil)
+    #expect(regather(try plan(try MeshShape(data: 2), .full)) == nil)
+    #expect(regather(try plan(model2, .full, .package)) == nil)  // this package saves the whole input
+    // It lengthens the step by its own time (it is on the critical path).
+    var unsharded = PlanSoftware.xla
+    unsharded.storage.shardSavedInputOverModel = false
+    let without = try plan(model2, .full, unsharded)
+    #expect(abs(try plan(model2, .full).stepSeconds - without.stepSeconds - full.exposedSeconds) < 1e-12)
+  }
+
+  @Test func cpuCollectivesTimeShareTheCores() throws {
+    // A measured 2-rank all-reduce (2 threads on 2 cores). On a mesh of 8 ranks every rank is in a
+    // collective of its axis at once: 8 copying threads on 2 cores take 4 times as long.
+    var hw = cpu()
+    hw.collectives = [.init(operation: "all-reduce", backend: "test", ranks: 2, latency: 1e-4, busBandwidth: 1e9)]
+    func modelAllReduce(_ mesh: MeshShape) throws -> Plan.Cost {
+      let plan = try Plan(PlanInputs(config: .tiny, mesh: mesh, remat: .none, hardware: hw))
+      return try #require(plan.costs.first { $0.name.hasPrefix("model all-reduce") })
+    }
+    for (mesh, share) in [(try MeshShape(model: 2), 1.0), (try MeshShape(pod: 2, data: 2, model: 2), 4.0)] {
+      let cost = try modelAllReduce(mesh)
+      // 2 all-reduces per layer; the ring factor 2(n−1)/n is 1 at n = 2.
+      let alone = Double(2 * PalmConfig.tiny.layers) * 1e-4 + cost.bytes / 1e9
+      #expect(abs(cost.seconds / (share * alone) - 1) < 1e-9, "\(mesh)")
+    }
+    // The profile's measuring condition is printed with the plan.
+    hw.concurrentDevices = 2
+    let plan = try Plan(PlanInputs(config: .tiny, mesh: try MeshShape(pod: 2), remat: .none, hardware: hw))
+    #expect(plan.assumptions.contains { $0.name == "concurrent_devices" && $0.value.hasPrefix("2 of 1 thread") })
+  }
+
+  @Test func profileCopiesRunAtOnce() throws {
+    // The profile measures a device while the other copies run: each copy must see all of them
+    // started (a sequential run would leave the first alone until its deadline).
+    final class Count: @unchecked Sendable {
+      let lock = NSLock()
+      var value = 0
+    }
+    let started = Count()
+    let sawAll = try PlanProfile.concurrently(2, each: [0, 1]) { _ in
+      started.lock.withLock { started.value += 1 }
+      let deadline = Date().addingTimeInterval(10)
+      while Date() < deadline {
+        if started.lock.withLock({ started.value }) >= 2 { return true }
+        usleep(1000)
+      }
+      return false
+    }
+    #expect(sawAll == [true, true])
+  }
+
+  @Test func podExchangeBurstIsTheHostsAtTheirNICs() throws {
+    // The burst is the per-host bytes over the DCN at each host's bandwidth (2 pods: the ring factor
+    // is 1), so the aggregate is hosts × NIC bandwidth × efficiency, less the latency.
+    let tpu = try HardwareSpec.load("tpu-v4")
+    let dcn = try #require(tpu.networks.first { $0.scope == "between-pods" })
+    let x = try #require(try palm540(.full).podExchange)
+    let nics = Double(x.hostsPerPod) * dcn.linkBandwidth.value * dcn.efficiency.value * 8
+    #expect(x.aggregateBitsPerSecond < nics && x.aggregateBitsPerSecond > 0.99 * nics)
+  }
+
 }
