@@ -1,8 +1,9 @@
 /* gemm_bf16.c: the bf16 GEMM, pk_bgemm: fp32 operands in memory, rounded to bf16 (round to
  * nearest even) while they are packed, products accumulated in fp32, fp32 C. So no bf16 copy of
  * the weights is kept anywhere: the rounding costs one conversion and one shuffle per 16 pairs
- * (native) or a few integer ops per element (emulated) in packing, which the GotoBLAS driver (gemm.c, pk_gemm_run) does once per KC x NC panel of B and MC x KC
- * block of A. Two ways to run, chosen per call:
+ * (native) or a few integer ops per element (emulated) in packing, which the GotoBLAS driver
+ * (gemm.c, pk_gemm_run) does once per KC x NC panel of B and MC x KC block of A. Two ways to
+ * run, chosen per call:
  *   native (AVX512_BF16, pk_isa_bf16_active): panels of bf16 pairs (word p of a panel row holds
  *     k = 2p in its low and k = 2p + 1 in its high half) and the vdpbf16ps 14x32 micro-kernel;
  *   emulated (every other ISA): the fp32 tile, blocks and micro-kernel of that ISA on panels of
