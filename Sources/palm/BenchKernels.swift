@@ -67,7 +67,10 @@ struct BenchKernels: ParsableCommand {
   func validate() throws {
     _ = try configs()
     _ = try threads()
-    _ = try selected()
+    let chosen = try selected()
+    if precision == .bf16 && !chosen.contains(where: { $0 == .attentionForward || $0 == .attentionBackward }) {
+      throw ValidationError("--precision bf16 changes only attention's tile products; add attention.forward or attention.backward to --kernels, or drop --precision")
+    }
     if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
     if let svg, svg.isEmpty { throw ValidationError("--svg must not be empty") }
   }

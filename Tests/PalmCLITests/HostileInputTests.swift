@@ -192,6 +192,9 @@ struct HostileInputTests {
     // Greedy decoding reads neither --top-k nor --seed: refused, not ignored (before the checkpoint is read).
     let greedy = refusal(try palm(dir, ["sample", "--checkpoint", "@v", "--temperature", "0", "--top-k", "5"]))
     #expect(greedy.contains("--temperature 0 is greedy"), "\(greedy)")
+    // bench kernels --precision reaches attention only: without an attention kernel it is refused.
+    let kprec = refusal(try palm(dir, ["bench", "kernels", "--config", "tiny", "--kernels", "layernorm.forward", "--precision", "bf16"]))
+    #expect(kprec.contains("changes only attention"), "\(kprec)")
   }
 
   @Test("no temporary checkpoint is left behind without --checkpoint-dir: on success, on an error, on SIGTERM")
