@@ -143,9 +143,11 @@ public enum KernelBench {
     public var gbs: Double
     /// Placement under this machine's roofs; nil when the peak is unknown.
     public var roofline: Roofline.Placement?
+    /// Precision of the tile products (attention kernels); nil for kernels it does not change.
+    public var precision: GEMMPrecision? = nil
 
     enum CodingKeys: String, CodingKey {
-      case kernel, shape, threads, samples
+      case kernel, shape, threads, samples, precision
       case callsPerSample = "calls_per_sample"
       case medianSeconds = "median_seconds", minSeconds = "min_seconds"
       case flops, bytes, intensity, gflops, gbs, roofline
@@ -205,7 +207,8 @@ public enum KernelBench {
         kernel: k, shape: s, threads: threads, samples: repeats, callsPerSample: calls,
         medianSeconds: median, minSeconds: times[0], flops: flops, bytes: bytes, intensity: intensity,
         gflops: gflops, gbs: bytes / median / 1e9,
-        roofline: roofline?.classify(intensity: intensity, gflops: gflops)))
+        roofline: roofline?.classify(intensity: intensity, gflops: gflops),
+        precision: k == .attentionForward || k == .attentionBackward ? precision : nil))
     }
     return results
   }
@@ -259,10 +262,10 @@ public enum KernelBench {
     func call(_ kernel: Kernel, precision: GEMMPrecision) throws -> () throws -> Void {
       let s = self.s
       let n = Int64(s.tokens), d = Int64(s.dModel), f = Int64(s.dFF), v = Int64(s.vocab)
-      let hq = Int64(s.heads * s.headDim), cq = hq + 2 * Int64(s.headDim)
+      let hq = s.heads * s.headDim, cq = hq + 2 * s.headDim
       let forward = { [self] in
-        try Kernels.attentionForward(precision, out: out, ldo: Int(hq), lse: lse, qkv: qkv,
-                                     ldqkv: Int(cq), batch: s.batch, seqLen: s.seqLen,
+        try Kernels.attentionForward(precision, out: out, ldo: hq, lse: lse, qkv: qkv,
+                                     ldqkv: cq, batch: s.batch, seqLen: s.seqLen,
                                      heads: s.heads, headDim: s.headDim)
       }
       switch kernel {
@@ -271,9 +274,9 @@ public enum KernelBench {
       case .attentionBackward:
         try forward()
         return { [self] in
-          try Kernels.attentionBackward(precision, dqkv: dqkv, lddqkv: Int(cq), dout: dout,
-                                        lddout: Int(hq), qkv: qkv, ldqkv: Int(cq),
-                                        out: out, ldo: Int(hq), lse: lse, batch: s.batch,
+          try Kernels.attentionBackward(precision, dqkv: dqkv, lddqkv: cq, dout: dout,
+                                        lddout: hq, qkv: qkv, ldqkv: cq,
+                                        out: out, ldo: hq, lse: lse, batch: s.batch,
                                         seqLen: s.seqLen, heads: s.heads, headDim: s.headDim)
         }
       case .swigluForward:

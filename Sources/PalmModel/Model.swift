@@ -492,7 +492,6 @@ extension Model {
   /// rank's sums of the per-row loss and of lse².
   func head(targets: UnsafePointer<Int32>, backward: Bool) throws -> [Double] {
     let v = config.vocab, W = store.headWeights
-    let dEmbed = backward ? store.headGradients.embed.pointer : nil  // a forward-only call touches no gradient
     try KernelError.check(
       pk_layernorm_forward(headH.pointer, Int64(d), headMean.pointer, headRstd.pointer, headX.pointer,
                            Int64(d), W.lnFinal.pointer, Int64(n), Int64(d)),
@@ -515,7 +514,7 @@ extension Model {
         "xent_forward_backward")
       // d embed += s · dlogitsᵀ · h_f;  d h_f = s · dlogits · embed, over these rows of h_f (dead
       // once d embed has read them; the next chunks read their own rows)
-      try Kernels.gemm(precision, .tn, v, d, rows, scale, logits.pointer, v, h, d, 1, dEmbed!, d)
+      try Kernels.gemm(precision, .tn, v, d, rows, scale, logits.pointer, v, h, d, 1, store.headGradients.embed.pointer, d)
       try Kernels.gemm(precision, .nn, rows, d, v, scale, logits.pointer, v, W.embed.pointer, d, 0, h, d)
     }
     // Sums in double (N values: negligible next to the step).

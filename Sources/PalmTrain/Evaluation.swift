@@ -43,14 +43,14 @@ public enum Evaluation {
     switch tokenizer {
     case .bytes:
       guard data.count >= 2 else { throw TrainError.data("the file has \(data.count) byte(s): evaluation needs at least 2 (one to predict from, one to predict)") }
-      return try evaluate(model: model, tokens: data.lazy.map { Int32($0) }, byteLength: { _ in 1 }, progress: progress)
+      return try evaluate(model: model, tokens: data.lazy.map { Int32($0) }, byteLength: tokenizer.byteLength, progress: progress)
     case .sentencePiece(let sp):
       let ids: [Int32]
       do { ids = try sp.encode(data) } catch { throw TrainError.data("the tokenizer cannot encode the file: \(error)") }
       guard ids.count >= 2 else {
         throw TrainError.data("the file has \(data.count) byte(s), \(ids.count) token(s): evaluation needs at least 2 tokens (one to predict from, one to predict)")
       }
-      return try evaluate(model: model, tokens: ids, byteLength: { sp.surfaces[Int($0)].count }, progress: progress)
+      return try evaluate(model: model, tokens: ids, byteLength: tokenizer.byteLength, progress: progress)
     }
   }
 

@@ -46,10 +46,13 @@ struct Eval: ParsableCommand {
       FileHandle.standardError.write(Data((tty ? "\r" + line + "\u{1B}[K" + (final ? "\n" : "") : line + "\n").utf8))
     }
     if tokenizer.sentencePiece != nil { say("eval: encoding \(file.bytes.count) bytes of \(data) with \(ck.path)/\(CheckpointTokenizer.fileName)", final: false) }
+    let model: Model
+    do {
+      model = try Model(config: cfg, remat: .full)
+      try ck.restore(config: ck.manifest.config, parameters: model.parameters.named)
+    } catch let e as CLIError { throw e } catch { throw CLIError("\(ck.path): \(error)") }
     let result: FileEvaluation
     do {
-      let model = try Model(config: cfg, remat: .full)
-      try ck.restore(config: ck.manifest.config, parameters: model.parameters.named)
       var last = Date.distantPast
       let start = Date()
       result = try Evaluation.evaluate(model: model, data: file.bytes, tokenizer: tokenizer) { done, total in
