@@ -195,7 +195,6 @@ PK_MMB_EMULATED(mmb_scalar, )
 PK_MMB_EMULATED(mmb_avx2, PK_TARGET_AVX2)
 PK_MMB_EMULATED(mmb_avx512, PK_TARGET_AVX512)
 
-static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
 
 /* pairs_along_scalar on AVX-512: 32 values rounded, their bf16 halves gathered in order. */
 static PK_TARGET_AVX512 void pairs_along_avx512(uint32_t *dst, const float *x, int64_t n) {
@@ -204,8 +203,8 @@ static PK_TARGET_AVX512 void pairs_along_avx512(uint32_t *dst, const float *x, i
   const __m512i odd = _mm512_add_epi32(_mm512_mullo_epi32(iota, _mm512_set1_epi32(0x40004)),
                                        _mm512_set1_epi32(0x30001));
   for (int64_t j = 0; j < n; j += 32) {
-    const __m512 lo = _mm512_maskz_loadu_ps(pk_mask16(clamp16(n - j)), x + j);
-    const __m512 hi = _mm512_maskz_loadu_ps(pk_mask16(clamp16(n - j - 16)), x + j + 16);
+    const __m512 lo = _mm512_maskz_loadu_ps(pk_mask16(n - j), x + j);
+    const __m512 hi = _mm512_maskz_loadu_ps(pk_mask16(n - j - 16), x + j + 16);
     const __m512i w = _mm512_permutex2var_epi16(pk_bf16_round512(lo), odd, pk_bf16_round512(hi));
     const int64_t words = ((n - j < 32 ? n - j : 32) + 1) / 2;
     _mm512_mask_storeu_epi32(dst + j / 2, pk_mask16(words), w);
@@ -214,7 +213,7 @@ static PK_TARGET_AVX512 void pairs_along_avx512(uint32_t *dst, const float *x, i
 
 static PK_TARGET_AVX512 void pairs_across_avx512(uint32_t *dst, const float *lo, const float *hi, int64_t n) {
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k = pk_mask16(clamp16(n - j));
+    const __mmask16 k = pk_mask16(n - j);
     const __m512 l = _mm512_maskz_loadu_ps(k, lo + j), h = hi ? _mm512_maskz_loadu_ps(k, hi + j) : _mm512_setzero_ps();
     _mm512_mask_storeu_epi32(dst + j, k, pk_bf16_pair_word512(l, h));
   }

@@ -26,7 +26,6 @@ pk_status pk_round_bf16_array(float *dst, const float *src, int64_t n) {
 }
 
 /* ---- Native packing: bf16 pairs (pk_bf16_pair_word: gemm_pack.h) ----------------------------- */
-static inline int64_t clamp16(int64_t v) { return v < 0 ? 0 : v > 16 ? 16 : v; }
 
 /* 16 pair words from (lo, hi) with the CPU's own rounding, VCVTNE2PS2BF16 (nearest even, NaN made
  * quiet, like pk_bf16_round512; it also flushes denormals, which vdpbf16ps would flush anyway),
@@ -52,7 +51,7 @@ PK_TARGET_AVX512BF16 static inline __attribute__((always_inline)) void pack_pair
     for (int64_t r0 = 0; r0 < mn; r0 += R) {
       uint32_t *d = dst + r0 * kw + q * R;
       for (int h = 0; h < R; h += 16) {
-        const __mmask16 load = pk_mask16(clamp16(mn - r0 - h)), store = pk_mask16(clamp16(R - h));
+        const __mmask16 load = pk_mask16(mn - r0 - h), store = pk_mask16(R - h);
         const __m512 lo = _mm512_maskz_loadu_ps(load, lo_row + r0 + h);
         const __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(load, hi_row + r0 + h);
         _mm512_mask_storeu_epi32(d + h, store, pair_words_native(lo, hi));
@@ -73,11 +72,11 @@ PK_TARGET_AVX512BF16 static inline __attribute__((always_inline)) void pack_pair
     int64_t p = 0;
     for (; p + 16 <= kc; p += 16) {
       for (int h = 0; h < R; h += 16) {
-        const int64_t rows = clamp16(rr - h);
+        const int64_t rows = rr - h; /* rows of this 16 present (any beyond 16 are not read) */
         __m512 r[16];
         for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(s + (h + i) * ld + p) : _mm512_setzero_ps();
         transpose16x16(r);
-        const __mmask16 store = pk_mask16(clamp16(R - h));
+        const __mmask16 store = pk_mask16(R - h);
         for (int j = 0; j < 8; j++)
           _mm512_mask_storeu_epi32(d + (p / 2 + j) * R + h, store, pair_words_native(r[2 * j], r[2 * j + 1]));
       }

@@ -170,9 +170,9 @@ static inline PK_TARGET_AVX2 __m256i pk_mask8(int64_t n) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Mask of the first n (0..16) lanes. */
+/* Mask of the first n lanes: none for n <= 0, all 16 for n >= 16. */
 static inline __mmask16 pk_mask16(int64_t n) {
-  return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+  return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
 }
 
 /* x[0..n) *= s: full vectors, then one masked tail (masked loads and stores on every vector

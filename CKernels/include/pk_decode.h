@@ -33,7 +33,9 @@ int64_t pk_decode_kcache_floats(int64_t smax, int64_t Q);
  * NULL_POINTER. Scratch: about S_max + 18·Q floats (pk_aligned_alloc, once per thread;
  * NO_MEMORY if it fails). On the calling thread; pk_decode_token splits the heads over its team
  * with the same arithmetic (every score is a dot product in order, multiply and add rounded
- * apart), so the results are the same bits on every ISA and thread count. */
+ * apart), so the results are the same bits on every ISA and thread count (on x86-64, whose baseline has
+ * no FMA for -ffp-contract=fast to fuse into; a port to a target with FMA in its baseline must keep
+ * the portable path's products unfused the same way). */
 pk_status pk_decode_attention(float *out, float *kcache, float *vcache, const float *qkv,
                               int64_t pos, int64_t smax, int64_t H, int64_t Q);
 
