@@ -1,7 +1,8 @@
 // ReferenceModel: an independent fp64 PaLM forward and hand-written backward in plain Swift loops.
 //
-// The judge of PalmModel.Model: written separately from the fast path (its own rotary, attention
-// with an explicit T×T softmax, SwiGLU, LayerNorm, cross-entropy + z-loss), for tiny configs only
+// The judge of PalmModel.Model: written separately from the fast path (its own SwiGLU, LayerNorm,
+// cross-entropy + z-loss; attention is KernelReference's explicit T×T softmax with rotary, the fp64
+// formula the kernel tests judge pk_attention by, with its bf16 rounding), for tiny configs only
 // (naive loops, slow in debug builds). Conventions it shares with the kernels' headers: rotate-half
 // RoPE with base 10000 over the full head dim, LayerNorm eps 1e-5 without bias, columns of w_in
 // [q | k | v | gate | up], rows of w_out [attention ; down], logits scaled by 1/√d, z-loss 1e-4·lse².
@@ -17,7 +18,6 @@ public struct ReferenceModel {
   public var weights: [String: [Double]]
   public var eps = 1e-5
   public var zcoef = 1e-4
-  public var ropeBase = 10000.0
   /// bf16 mixed precision as Model.precision = .bf16 does it: every matmul's two inputs rounded to
   /// fp32 then to bf16 (round to nearest even), the product accumulated in fp64; all else fp64.
   /// Attention's products too, at the operands pk_attention rounds (pk_attention.h, "Precision":
@@ -42,7 +42,7 @@ public struct ReferenceModel {
 
   /// The matmuls of `run`: the helpers below, on bf16-rounded inputs when `roundMatmulInputsToBF16`.
   func rounded(_ x: [Double]) -> [Double] {
-    roundMatmulInputsToBF16 ? x.map { Double(Kernels.roundBF16(Float($0))) } : x
+    roundMatmulInputsToBF16 ? x.map(KernelReference.bf16) : x
   }
   func mm(_ a: [Double], _ b: [Double], _ m: Int, _ k: Int, _ n: Int) -> [Double] {
     ReferenceModel.matmul(rounded(a), rounded(b), m, k, n)
@@ -52,6 +52,14 @@ public struct ReferenceModel {
   }
   func mmTN(_ a: [Double], _ b: [Double], _ k: Int, _ m: Int, _ n: Int) -> [Double] {
     ReferenceModel.matmulTN(rounded(a), rounded(b), k, m, n)
+  }
+
+  /// The columns `cols` of the row-major `rows × width` array `a`, densely packed.
+  func columns(_ a: [Double], _ cols: Range<Int>, of width: Int) -> [Double] {
+    let rows = a.count / width
+    var out = [Double](); out.reserveCapacity(rows * cols.count)
+    for i in 0..<rows { out += a[(i * width + cols.lowerBound)..<(i * width + cols.upperBound)] }
+    return out
   }
 
   // MARK: - Small dense helpers: C (m, n) = A (m, k) · B (k, n), and the two transposed forms.
@@ -120,26 +128,10 @@ public struct ReferenceModel {
     return dx
   }
 
-  // MARK: - Rotary
-
-  /// Rotates `v` (length Q) at position `pos` in place; `inverse` applies the transpose.
-  func rotate(_ v: inout [Double], pos: Int, inverse: Bool = false) {
-    let q = v.count, half = q / 2
-    for i in 0..<half {
-      let theta = Double(pos) * pow(ropeBase, -2 * Double(i) / Double(q))
-      let c = cos(theta), s = inverse ? -sin(theta) : sin(theta)
-      let a = v[i], b = v[i + half]
-      v[i] = a * c - b * s
-      v[i + half] = b * c + a * s
-    }
-  }
-
   // MARK: - Forward and backward
 
   struct LayerCache {
     var x: [Double], h: [Double], xhat: [Double], rstd: [Double], proj: [Double]
-    var qr: [[Double]], kr: [[Double]]   // rotated q (per token·head) and k (per token)
-    var p: [[Double]]                    // softmax rows per (b, h, t): length t+1
     var cg: [Double]
   }
 
@@ -157,55 +149,22 @@ public struct ReferenceModel {
     for i in 0..<N { for j in 0..<d { x[i * d + j] = E[Int(tokens[i]) * d + j] } }
     if let m = embeddingMask { for e in 0..<(N * d) { x[e] *= m[e] } }
     var caches: [LayerCache] = []
-    let sq = 1 / Double(Q).squareRoot()
     for l in 0..<c.layers {
       let scale = weights["layers.\(l).ln.scale"]!, wIn = weights["layers.\(l).w_in"]!
       let wOut = weights["layers.\(l).w_out"]!
       let (h, xhat, rstd) = layerNorm(x, scale, rows: N, dim: d)
       let proj = mm(h, wIn, N, d, Cin)
-      var qr = [[Double]](repeating: [], count: N * H), kr = [[Double]](repeating: [], count: N)
-      for i in 0..<N {
-        let pos = i % T
-        for hh in 0..<H {
-          var q = Array(proj[(i * Cin + hh * Q)..<(i * Cin + (hh + 1) * Q)])
-          rotate(&q, pos: pos)
-          qr[i * H + hh] = q
-        }
-        var k = Array(proj[(i * Cin + HQ)..<(i * Cin + HQ + Q)])
-        rotate(&k, pos: pos)
-        kr[i] = k
-      }
+      // Attention: the kernels' fp64 reference (KernelReference, pk_attention.h) on the q|k|v columns.
+      let (ctx, _) = KernelReference.attentionForward(qkv: columns(proj, 0..<P, of: Cin), B: B, T: T, H: H, Q: Q,
+                                                      bf16: roundMatmulInputsToBF16)
       var cg = [Double](repeating: 0, count: N * Cout)
-      var probs = [[Double]](repeating: [], count: B * H * T)
-      let bf16 = roundMatmulInputsToBF16
-      let kb = bf16 ? kr.map(rounded) : kr
-      for b in 0..<B { for hh in 0..<H { for t in 0..<T {
-        let i = b * T + t
-        var s = [Double](repeating: 0, count: t + 1)
-        let q = bf16 ? rounded(qr[i * H + hh].map { $0 * sq }) : qr[i * H + hh]
-        for u in 0...t {
-          var dot = 0.0
-          for j in 0..<Q { dot += q[j] * kb[b * T + u][j] }
-          s[u] = bf16 ? dot : dot * sq
-        }
-        let m = s.max()!
-        var z = 0.0
-        var p = s
-        for u in 0...t { p[u] = exp(s[u] - m); z += p[u] }
-        for u in 0...t { p[u] /= z }
-        probs[(b * H + hh) * T + t] = p
-        // bf16: out = Σ bf16(unnormalised P of the key block) · bf16(v) / l (pk_attention.h).
-        let w = bf16 ? KernelReference.bf16ContextWeights(scores: s).weights : p
-        for u in 0...t { for j in 0..<Q {
-          let v = proj[(b * T + u) * Cin + HQ + Q + j]
-          cg[i * Cout + hh * Q + j] += w[u] * (bf16 ? KernelReference.bf16(v) : v) } }
-      } } }
+      for i in 0..<N { for j in 0..<HQ { cg[i * Cout + j] = ctx[i * HQ + j] } }
       for i in 0..<N { for f in 0..<F {
         let g = proj[i * Cin + P + f], up = proj[i * Cin + P + F + f]
         let sg = 1 / (1 + exp(-g))
         cg[i * Cout + HQ + f] = g * sg * up
       } }
-      caches.append(LayerCache(x: x, h: h, xhat: xhat, rstd: rstd, proj: proj, qr: qr, kr: kr, p: probs, cg: cg))
+      caches.append(LayerCache(x: x, h: h, xhat: xhat, rstd: rstd, proj: proj, cg: cg))
       let y = mm(cg, wOut, N, Cout, d)
       if let m = residualMasks?[l] {
         for e in 0..<(N * d) { x[e] += y[e] * m[e] }
@@ -264,52 +223,10 @@ public struct ReferenceModel {
         dproj[i * Cin + P + f] = dg * up * (sg + g * sg * (1 - sg))
         dproj[i * Cin + P + F + f] = dg * g * sg
       } }
-      // Attention: explicit softmax backward, then the inverse rotation. bf16 rounds what
-      // pk_attention's backward products take (dout, v, dS, P, k', q'·scale) and, as it does, takes
-      // D = Σ dout ⊙ out (= Σ p·dp unrounded).
-      let bf16 = roundMatmulInputsToBF16
-      func r(_ x: Double) -> Double { bf16 ? KernelReference.bf16(x) : x }
-      var dqr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N * H)
-      var dkr = [[Double]](repeating: [Double](repeating: 0, count: Q), count: N)
-      let kb = C.kr.map { $0.map { r($0) } }
-      for b in 0..<B { for hh in 0..<H { for t in 0..<T {
-        let i = b * T + t
-        let p = C.p[(b * H + hh) * T + t]
-        let qb = C.qr[i * H + hh].map { bf16 ? r($0 * sq) : $0 }
-        var dp = [Double](repeating: 0, count: t + 1)
-        for u in 0...t {
-          var s = 0.0
-          for j in 0..<Q {
-            let dctx = r(dcg[i * Cout + hh * Q + j])
-            s += dctx * r(C.proj[(b * T + u) * Cin + HQ + Q + j])
-            dproj[(b * T + u) * Cin + HQ + Q + j] += r(p[u]) * dctx   // dv
-          }
-          dp[u] = s
-        }
-        var pdp = 0.0
-        if bf16 {
-          for j in 0..<Q { pdp += dcg[i * Cout + hh * Q + j] * C.cg[i * Cout + hh * Q + j] }
-        } else {
-          for u in 0...t { pdp += p[u] * dp[u] }
-        }
-        for u in 0...t {
-          let ds = r(p[u] * (dp[u] - pdp))
-          for j in 0..<Q {
-            dqr[i * H + hh][j] += ds * kb[b * T + u][j] * sq
-            dkr[b * T + u][j] += ds * (bf16 ? qb[j] : qb[j] * sq)
-          }
-        }
-      } } }
-      for i in 0..<N {
-        for hh in 0..<H {
-          var v = dqr[i * H + hh]
-          rotate(&v, pos: i % T, inverse: true)
-          for j in 0..<Q { dproj[i * Cin + hh * Q + j] = v[j] }
-        }
-        var v = dkr[i]
-        rotate(&v, pos: i % T, inverse: true)
-        for j in 0..<Q { dproj[i * Cin + HQ + j] = v[j] }
-      }
+      // Attention: the kernels' fp64 reference backward on the q|k|v columns.
+      let dqkv = KernelReference.attentionBackward(dout: columns(dcg, 0..<HQ, of: Cout), qkv: columns(C.proj, 0..<P, of: Cin),
+                                                   B: B, T: T, H: H, Q: Q, bf16: roundMatmulInputsToBF16)
+      for i in 0..<N { for j in 0..<P { dproj[i * Cin + j] = dqkv[i * P + j] } }
       grads["layers.\(l).w_in"] = mmTN(C.h, dproj, N, d, Cin)
       let dh = mmNT(dproj, wIn, N, Cin, d)
       var dscale = grads["layers.\(l).ln.scale"]!

@@ -25,77 +25,6 @@ public enum KernelReference {
     return y
   }
 
-  /// Attention forward: `qkv` (B·T, H·Q + 2·Q) -> out (B·T, H·Q), lse (B, H, T).
-  public static func attentionForward(
-    qkv: [Double], B: Int, T: Int, H: Int, Q: Int
-  ) -> (out: [Double], lse: [Double]) {
-    let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
-    var out = [Double](repeating: 0, count: B * T * H * Q)
-    var lse = [Double](repeating: 0, count: B * H * T)
-    for b in 0..<B {
-      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0) }
-      for t in 0..<T {
-        for h in 0..<H {
-          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t)
-          var s = (0...t).map { j in zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } * scale }
-          let m = s.max() ?? 0
-          let z = s.reduce(0) { $0 + exp($1 - m) }
-          lse[(b * H + h) * T + t] = m + log(z)
-          s = s.map { exp($0 - m) / z }
-          for j in 0...t {
-            for d in 0..<Q {
-              out[(b * T + t) * H * Q + h * Q + d] += s[j] * qkv[(b * T + j) * w + H * Q + Q + d]
-            }
-          }
-        }
-      }
-    }
-    return (out, lse)
-  }
-
-  /// Attention backward (analytic): d loss / d qkv (B·T, H·Q + 2·Q) from dout (B·T, H·Q).
-  public static func attentionBackward(
-    dout: [Double], qkv: [Double], B: Int, T: Int, H: Int, Q: Int
-  ) -> [Double] {
-    let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
-    var dqkv = [Double](repeating: 0, count: B * T * w)
-    for b in 0..<B {
-      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0) }
-      let v = (0..<T).map { Array(qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q)) }
-      var dk = [[Double]](repeating: [Double](repeating: 0, count: Q), count: T)
-      for t in 0..<T {
-        for h in 0..<H {
-          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t)
-          let g = Array(dout[((b * T + t) * H * Q + h * Q)...].prefix(Q))
-          let s = (0...t).map { j in zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } * scale }
-          let m = s.max() ?? 0
-          let z = s.reduce(0) { $0 + exp($1 - m) }
-          let p = s.map { exp($0 - m) / z }
-          let dp = (0...t).map { j in zip(g, v[j]).reduce(0) { $0 + $1.0 * $1.1 } }
-          let dsum = zip(p, dp).reduce(0) { $0 + $1.0 * $1.1 }
-          var dq = [Double](repeating: 0, count: Q)
-          for j in 0...t {
-            let ds = p[j] * (dp[j] - dsum) * scale
-            for d in 0..<Q {
-              dq[d] += ds * k[j][d]
-              dk[j][d] += ds * q[d]
-              dqkv[(b * T + j) * w + H * Q + Q + d] += p[j] * g[d]
-            }
-          }
-          let dqu = rope(dq[...], pos: t, inverse: true)
-          for d in 0..<Q { dqkv[(b * T + t) * w + h * Q + d] = dqu[d] }
-        }
-      }
-      for t in 0..<T {
-        let dku = rope(dk[t][...], pos: t, inverse: true)
-        for d in 0..<Q { dqkv[(b * T + t) * w + H * Q + d] = dku[d] }
-      }
-    }
-    return dqkv
-  }
-
-  // MARK: - bf16 attention (pk_attention.h, "Precision")
-
   /// `x` as the kernels round it: to fp32, then to the nearest bf16 (ties to even).
   public static func bf16(_ x: Double) -> Double { Double(Kernels.roundBF16(Float(x))) }
 
@@ -119,23 +48,28 @@ public enum KernelReference {
     return (w, m + log(z))
   }
 
-  /// `attentionForward` with pk_attention's bf16 products: S = bf16(q'·scale)·bf16(k')ᵀ, out =
-  /// Σ bf16(P̃)·bf16(v) / l (bf16ContextWeights); all else fp64.
-  public static func attentionForwardBF16(
-    qkv: [Double], B: Int, T: Int, H: Int, Q: Int
+  /// Attention forward: `qkv` (B·T, H·Q + 2·Q) -> out (B·T, H·Q), lse (B, H, T).
+  ///
+  /// `bf16`: with pk_attention's bf16 products (pk_attention.h, "Precision"): S = bf16(q'·scale)·
+  /// bf16(k')ᵀ, out = Σ bf16(P̃)·bf16(v) / l (bf16ContextWeights); all else fp64.
+  public static func attentionForward(
+    qkv: [Double], B: Int, T: Int, H: Int, Q: Int, bf16 rounding: Bool = false
   ) -> (out: [Double], lse: [Double]) {
     let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
+    let r: (Double) -> Double = rounding ? { KernelReference.bf16($0) } : { $0 }
     var out = [Double](repeating: 0, count: B * T * H * Q)
     var lse = [Double](repeating: 0, count: B * H * T)
     for b in 0..<B {
-      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(bf16) }
-      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(bf16) }
+      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(r) }
+      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(r) }
       for t in 0..<T {
         for h in 0..<H {
-          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { bf16($0 * scale) }
+          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { r($0 * scale) }
           let s = (0...t).map { j in zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } }
-          let (p, l) = bf16ContextWeights(scores: s)
-          lse[(b * H + h) * T + t] = l
+          let m = s.max() ?? 0
+          let z = s.reduce(0) { $0 + exp($1 - m) }
+          let p = rounding ? bf16ContextWeights(scores: s).weights : s.map { exp($0 - m) / z }
+          lse[(b * H + h) * T + t] = m + log(z)
           for j in 0...t {
             for d in 0..<Q { out[(b * T + t) * H * Q + h * Q + d] += p[j] * v[j][d] }
           }
@@ -145,30 +79,33 @@ public enum KernelReference {
     return (out, lse)
   }
 
-  /// `attentionBackward` with pk_attention's bf16 products: P = exp(S − lse) from the bf16 S,
-  /// dP = bf16(dout)·bf16(v)ᵀ, D = Σ dout ⊙ out (out of attentionForwardBF16), dS = P ⊙ (dP − D),
-  /// dq' = scale·bf16(dS)·bf16(k'), dk' = bf16(dS)ᵀ·bf16(q'·scale), dv = bf16(P)ᵀ·bf16(dout).
-  public static func attentionBackwardBF16(
-    dout: [Double], qkv: [Double], B: Int, T: Int, H: Int, Q: Int
+  /// Attention backward (analytic): d loss / d qkv (B·T, H·Q + 2·Q) from dout (B·T, H·Q). P =
+  /// exp(S − lse), D = Σ dout ⊙ out (both from `attentionForward`), dS = P ⊙ (dP − D).
+  ///
+  /// `bf16`: with pk_attention's bf16 products: dP = bf16(dout)·bf16(v)ᵀ, dq' = scale·bf16(dS)·
+  /// bf16(k'), dk' = bf16(dS)ᵀ·bf16(q'·scale), dv = bf16(P)ᵀ·bf16(dout), on the bf16 forward's S.
+  public static func attentionBackward(
+    dout: [Double], qkv: [Double], B: Int, T: Int, H: Int, Q: Int, bf16 rounding: Bool = false
   ) -> [Double] {
     let w = H * Q + 2 * Q, scale = 1 / Double(Q).squareRoot()
-    let (out, lse) = attentionForwardBF16(qkv: qkv, B: B, T: T, H: H, Q: Q)
+    let r: (Double) -> Double = rounding ? { KernelReference.bf16($0) } : { $0 }
+    let (out, lse) = attentionForward(qkv: qkv, B: B, T: T, H: H, Q: Q, bf16: rounding)
     var dqkv = [Double](repeating: 0, count: B * T * w)
     for b in 0..<B {
-      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(bf16) }
-      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(bf16) }
+      let k = (0..<T).map { rope(qkv[((b * T + $0) * w + H * Q)...].prefix(Q), pos: $0).map(r) }
+      let v = (0..<T).map { qkv[((b * T + $0) * w + H * Q + Q)...].prefix(Q).map(r) }
       var dk = [[Double]](repeating: [Double](repeating: 0, count: Q), count: T)
       for t in 0..<T {
         for h in 0..<H {
-          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { bf16($0 * scale) }
+          let q = rope(qkv[((b * T + t) * w + h * Q)...].prefix(Q), pos: t).map { r($0 * scale) }
           let row = (b * T + t) * H * Q + h * Q
-          let g = Array(dout[row..<(row + Q)]), gr = g.map(bf16)
+          let g = Array(dout[row..<(row + Q)]), gr = g.map(r)
           let dsum = zip(g, out[row..<(row + Q)]).reduce(0) { $0 + $1.0 * $1.1 }
           var dq = [Double](repeating: 0, count: Q)
           for j in 0...t {
             let p = exp(zip(q, k[j]).reduce(0) { $0 + $1.0 * $1.1 } - lse[(b * H + h) * T + t])
             let dp = zip(gr, v[j]).reduce(0) { $0 + $1.0 * $1.1 }
-            let ds = bf16(p * (dp - dsum)), pr = bf16(p)
+            let ds = r(p * (dp - dsum)), pr = r(p)
             for d in 0..<Q {
               dq[d] += ds * k[j][d] * scale
               dk[j][d] += ds * q[d]

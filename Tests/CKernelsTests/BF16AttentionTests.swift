@@ -1,6 +1,6 @@
 // BF16AttentionTests: pk_attention_forward/backward with PK_PRECISION_BF16 judged by the fp64
-// reference that rounds the same operands to bf16 (KernelReference.attentionForwardBF16 and
-// attentionBackwardBF16, pk_attention.h "Precision"), on awkward shapes and on every path this CPU
+// reference that rounds the same operands to bf16 (KernelReference.attentionForward and
+// attentionBackward with bf16: true, pk_attention.h "Precision"), on awkward shapes and on every path this CPU
 // runs (native vdpbf16ps, emulated on AVX-512, AVX2, scalar); each check also shows the result is
 // measurably NOT the unrounded fp64 attention, so it fails if the products ran in fp32.
 
@@ -31,8 +31,8 @@ struct BF16AttentionTests {
   func matchesRoundingReference(_ s: AttentionShape) throws {
     let c = AttentionCase(s, seed: UInt64(s.B * 1000 + s.T * 10 + s.Q + 1))
     let qkv = f64(c.qkv), dout = f64(c.dout)
-    let ref = KernelReference.attentionForwardBF16(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
-    let dref = KernelReference.attentionBackwardBF16(dout: dout, qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
+    let ref = KernelReference.attentionForward(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q, bf16: true)
+    let dref = KernelReference.attentionBackward(dout: dout, qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q, bf16: true)
     let exact = KernelReference.attentionForward(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
     let dexact = KernelReference.attentionBackward(dout: dout, qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
     let rows = s.B * s.T, hq = s.H * s.Q
@@ -69,7 +69,7 @@ struct BF16AttentionTests {
     let s = AttentionShape(B: 1, T: 100, H: 1, Q: 8, finiteDifferences: false)
     let c = AttentionCase(s, seed: 77)
     let qkv = f64(c.qkv)
-    let ref = KernelReference.attentionForwardBF16(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q)
+    let ref = KernelReference.attentionForward(qkv: qkv, B: s.B, T: s.T, H: s.H, Q: s.Q, bf16: true)
     let r = try withKernelLock { try c.run(precision: PK_PRECISION_BF16) }
     let out = dense(r.out, rows: s.T, cols: s.Q, ld: c.ldo)
     // The same reference with the probabilities rounded after normalising (one block of T keys).
