@@ -171,6 +171,8 @@ public struct Plan: Codable, Sendable {
   public var podExchange: PodExchange?
   /// Every assumption, with its value and its source.
   public var assumptions: [Assumption]
+  /// The calibration of the hardware's compute rates on its published runs, when it was applied.
+  public var calibration: PlanCalibration? = nil
 
   public struct Assumption: Codable, Sendable, Equatable {
     public var name: String, value: String, source: String, isAssumption: Bool
@@ -206,7 +208,7 @@ extension Plan {
       let cores = max(1, hw.cores ?? 1), measured = max(1, hw.threadsPerDevice ?? 1)
       let t = inputs.threadsPerDevice ?? max(1, cores / devices)
       threads = t
-      let timeShare = min(1, Double(cores) / Double(devices * t))
+      let timeShare = hw.timeShare(ranks: devices, threadsPerRank: t)
       speed = Double(t) / Double(measured) * timeShare
       peakDenominator = hw.peak / Double(measured) * Double(min(t, cores)) * timeShare
     }
@@ -505,9 +507,8 @@ struct PlanNetwork {
       let best = measured.min { abs(log(Double($0.ranks) / r)) < abs(log(Double($1.ranks) / r)) }!
       // A rank copies on one thread. The measurement ran `best.ranks` of them; on a CPU every rank
       // of the mesh is in a collective of its axis at once, so more ranks than cores time-share.
-      let cores = Double(max(1, hardware.cores ?? 1))
-      let share = hardware.kind == "cpu" ? max(1, Double(mesh.count) / cores) / max(1, Double(best.ranks) / cores) : 1
-      return share * (best.latency + bytes * factor / best.busBandwidth)
+      let slowdown = hardware.timeShare(ranks: best.ranks, threadsPerRank: 1) / hardware.timeShare(ranks: mesh.count, threadsPerRank: 1)
+      return slowdown * (best.latency + bytes * factor / best.busBandwidth)
     }
     guard let n = network(axis) else { return 0 }
     return n.latency.value * steps + bytes * factor / bandwidth(axis)

@@ -126,9 +126,11 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   public var cores: Int?
   /// The CPU model, when measured.
   public var cpu: String?
+  /// Published runs on this device that `palm plan` calibrates the compute rates on (PlanCalibration).
+  public var calibration: Calibration? = nil
 
   enum CodingKeys: String, CodingKey {
-    case name, description, kind, precision, networks, kernels, collectives, cores, cpu
+    case name, description, kind, precision, networks, kernels, collectives, cores, cpu, calibration
     case peakFLOPs = "peak_flops", memoryBytes = "memory_bytes", memoryBandwidth = "memory_bandwidth"
     case memoryEfficiency = "memory_efficiency", gemmCurve = "gemm_curve", gemmPoints = "gemm_points"
     case attentionEfficiency = "attention_efficiency", devicesPerPod = "devices_per_pod"
@@ -189,9 +191,24 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
       try positive(n.linkBandwidth.value, "networks.\(n.name).link_bandwidth")
       try positive(n.efficiency.value, "networks.\(n.name).efficiency")
     }
+    for r in calibration?.runs ?? [] {
+      try positive(r.tflopsPerChip, "calibration run \(r.name): tflops_per_chip")
+      guard r.perDeviceBatch >= 1, r.embDim >= 1, r.layers >= 1, r.queryHeads >= 1, r.headDim >= 1, r.mlpDim >= 1,
+            r.mlpActivations == 1 || r.mlpActivations == 2 else {
+        throw Invalid(message: "hardware \(what): calibration run \(r.name) needs positive shapes and mlp_activations 1 or 2")
+      }
+    }
     guard kind == "accelerator" || kind == "cpu" else {
       throw Invalid(message: "hardware \(what): kind must be accelerator or cpu (got \(kind))")
     }
+  }
+
+  /// CPU: the fraction of the time each of `ranks` ranks of `threadsPerRank` threads runs when all
+  /// are busy at once on this machine's cores (1 when they fit; cores / (ranks · threads) when they
+  /// time-share). An accelerator's devices never share: 1.
+  public func timeShare(ranks: Int, threadsPerRank: Int) -> Double {
+    guard kind == "cpu" else { return 1 }
+    return min(1, Double(max(1, cores ?? 1)) / Double(max(1, ranks * threadsPerRank)))
   }
 
   /// The peak of the precision MFU divides by, FLOP/s per device.

@@ -49,6 +49,8 @@ public enum PlanProfile {
       }
     }
     let points = try concurrently(copies, each: cases) { c in
+      // 5 repeats, not 3: the median of 3 let one disturbed sample set a shape's efficiency (2-thread
+      // profiles had shapes at 25-50%); 5 costs ~1.7x the GEMM part of the profile.
       let r = try GEMMBench.run(c, repeats: 5, minSampleSeconds: 0.01, peakGflops: fp32)
       return HardwareSpec.GEMMPoints.Point(m: c.m, n: c.n, k: c.k, layout: c.layout.rawValue, efficiency: r.fractionOfPeak ?? 0)
     }

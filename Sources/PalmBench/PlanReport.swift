@@ -87,6 +87,23 @@ extension Plan {
     }
     o += "| **step** | | | **\(ms(stepSeconds))** | | |\n\n"
     o += String(format: "**%.4g tokens/s, ", tokensPerSecond) + "MFU \(p(mfu)), HFU \(p(hfu))** " + String(format: "(%.1f tokens/s per device)\n\n", tokensPerSecond / Double(devices))
+    if let cal = calibration {
+      o += "## Calibration on published runs\n\n"
+      o += String(format: "The device's compute rates (GEMM, attention and element-wise efficiencies) are multiplied by **%.3f**, ", cal.factor)
+      o += "solved so that the description predicts these published runs (geometric mean; each run planned as the PaLM-shaped stand-in with its matmul parameters per layer). Source: \(cal.source).\n\n"
+      o += "| run | stand-in d_ff | published tokens/s per chip | predicted, stand-in rates | predicted, calibrated | factor from this run alone |\n|---|---:|---:|---:|---:|---:|\n"
+      for r in cal.rows {
+        o += "| \(r.name) | \(r.standInFF) | " + String(format: "%.1f | %.1f (%+.1f%%) | %.1f | %.3f |\n", r.measured, r.predictedUncalibrated,
+                                                    (r.predictedUncalibrated / r.measured - 1) * 100, r.predictedCalibrated, r.factorAlone)
+      }
+      if let u = cal.uncalibrated {
+        o += "\nWithout the calibration (the description's stand-in rates alone): " + String(format: "%.4g tokens/s, ", u.tokensPerSecond) + "MFU \(p(u.mfu)), HFU \(p(u.hfu)).\n"
+      }
+      if !cal.eachRunAlone.isEmpty {
+        o += "With each run's factor alone: " + zip(cal.rows, cal.eachRunAlone).map { "\($0.name) MFU \(p($1.mfu)), HFU \(p($1.hfu))" }.joined(separator: "; ") + ".\n"
+      }
+      o += "\n"
+    }
     if let x = podExchange {
       o += "## Pod exchange\n\n"
       o += "- bytes per device \(gib(Int(x.bytesPerDevice))), per host (\(x.devicesPerHost) devices) " + String(format: "%.3f GB (%.3f GiB), from the layout\n", x.bytesPerHost / 1e9, x.bytesPerHost / 1073741824)

@@ -17,7 +17,10 @@ struct PlanCommand: ParsableCommand {
       with a hardware description (built-in: tpu-v4, tpu-v3, a100; or a JSON file, e.g. from \
       --profile) and a software preset (xla: PaLM's T5X on TPU; package: this package on a CPU). \
       Every assumption is printed with its source, and --sensitivity shows how MFU and HFU move \
-      with each.
+      with each. A hardware file may carry published runs on that device (tpu-v4: MaxText's v4 \
+      benchmarks): the plan is trusted only as far as it predicts them, so the device's compute \
+      rates are calibrated on them, and the uncalibrated figures are printed too \
+      (--no-calibration plans on the rates as given).
 
       Examples:
         # PaLM 540B as trained (2 pods x 3072 TPU v4), with the sensitivity table
@@ -76,6 +79,9 @@ struct PlanCommand: ParsableCommand {
   @Flag(help: "Print how MFU and HFU move when each assumption is changed.")
   var sensitivity = false
 
+  @Flag(name: .customLong("no-calibration"), help: "Plan on the hardware description's rates as given, not calibrated on its published runs (tpu-v4: MaxText's v4 benchmarks). The calibrated plan prints the uncalibrated figures too.")
+  var noCalibration = false
+
   @Flag(help: "Measure this machine (peaks, GEMMs, kernels, memory bandwidth, in-process collectives) into a hardware file.")
   var profile = false
 
@@ -99,6 +105,7 @@ struct PlanCommand: ParsableCommand {
         ("--software", software != nil), ("--threads-per-device", threadsPerDevice != nil), ("--chips", chips != nil),
         ("--sensitivity", sensitivity), ("--remat", remat != .full), ("--micro-batches", microBatches != 1),
         ("--optimizer", optimizer != "adafactor"), ("--top", top != 15), ("--format", format != .markdown),
+        ("--no-calibration", noCalibration),
       ]
       let given = planning.filter(\.1).map(\.0)
       if !given.isEmpty {
@@ -151,9 +158,14 @@ struct PlanCommand: ParsableCommand {
       }
       let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
-      let inputs = PlanInputs(config: c, mesh: shape, remat: remat,
+      var inputs = PlanInputs(config: c, mesh: shape, remat: remat,
                               microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
                               threadsPerDevice: threadsPerDevice)
+      if noCalibration && (hw.calibration?.runs ?? []).isEmpty {
+        throw CLIError("--no-calibration: \(hardware!) carries no published runs to calibrate on, so there is nothing to turn off")
+      }
+      var calibration: PlanCalibration? = nil
+      if !noCalibration { (inputs, calibration) = try PlanCalibration.apply(inputs) }
       if let chips {
         let (rows, considered) = try PlanSearch.run(inputs, chips: chips)
         let ref: (mesh: String, remat: String, microBatches: Int)? = mesh.map { _ in (mesh: shape.description, remat: remat.rawValue, microBatches: microBatches) }
@@ -166,7 +178,8 @@ struct PlanCommand: ParsableCommand {
         }
         return
       }
-      let plan = try Plan(inputs)
+      var plan = try Plan(inputs)
+      plan.attach(calibration)
       let sens = sensitivity ? Plan.sensitivity(inputs) : []
       print(format == .json ? try plan.json(sensitivity: sens) : plan.markdown(sensitivity: sens), terminator: format == .json ? "\n" : "")
     } catch let e as CLIError {

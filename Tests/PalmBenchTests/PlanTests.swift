@@ -242,4 +242,53 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     #expect(x.aggregateBitsPerSecond < nics && x.aggregateBitsPerSecond > 0.99 * nics)
   }
 
+
+  // MARK: calibration on published runs (PlanCalibration)
+
+  @Test func calibrationRunsReadAsTheirPublisherCountsThem() throws {
+    let tpu = try HardwareSpec.load("tpu-v4")
+    let runs = try #require(tpu.calibration?.runs)
+    let r = try #require(runs.first { $0.name == "maxtext-22b" })
+    // MaxText 22B: 48 layers of q, k, v, o (6144 x 6144 each) and a ReLU MLP (2 x 6144 x 24576),
+    // plus the tied 32768 x 6144 embedding; train.py's 6N + 6·L·H·Q·T per token.
+    let n = 48 * (4 * 6144 * 6144 + 2 * 6144 * 24576) + 32768 * 6144
+    #expect(r.parameters == n)
+    let perToken = 6 * Double(n) + 6 * Double(48 * 24 * 256 * 2048)
+    #expect(abs(r.tokensPerSecondPerChip - 156e12 / perToken) < 1e-6)
+    // The stand-in keeps the matmul parameters per layer (within 1.5·d of rounding d_ff).
+    for run in runs {
+      let (c, mesh) = try run.standIn()
+      let perLayer = c.dModel * (2 * c.queryColumns + 2 * c.headDim + 3 * c.dFF)
+      #expect(abs(perLayer - run.parametersPerLayer) <= 3 * run.embDim / 2, "\(run.name)")
+      #expect(c.batch == run.perDeviceBatch * mesh.count && c.dModel == run.embDim && c.heads == run.queryHeads)
+    }
+  }
+
+  @Test func calibrationMeetsThePublishedRuns() throws {
+    let tpu = try HardwareSpec.load("tpu-v4")
+    let cal = try #require(try PlanCalibration.solve(tpu, software: .xla))
+    // The factor is the geometric mean: the calibrated predictions' log errors cancel...
+    let logErrors = cal.rows.map { log($0.predictedCalibrated / $0.measured) }
+    #expect(abs(logErrors.reduce(0, +)) < 1e-4)
+    // ...and each run's own factor meets that run.
+    for row in cal.rows {
+      let run = try #require(tpu.calibration?.runs.first { $0.name == row.name })
+      let alone = try PlanCalibration.predict(run, on: tpu.scalingComputeRates(by: row.factorAlone), software: .xla)
+      #expect(abs(alone / row.measured - 1) < 1e-3, "\(row.name)")
+      #expect(abs(row.predictedUncalibrated - row.measured) > 0.01 * row.measured)  // it did move something
+    }
+    // Applied to PaLM: only the compute rates change, so the collectives keep their times.
+    var c = PalmConfig.palm540B
+    c.batch = 2048
+    let inputs = PlanInputs(config: c, mesh: try MeshShape(pod: 2, data: 256, model: 12), remat: .full, hardware: tpu)
+    let (scaled, applied) = try PlanCalibration.apply(inputs)
+    let before = try Plan(inputs), after = try Plan(scaled)
+    #expect(try #require(applied?.uncalibrated).mfu == before.mfu)
+    #expect((after.mfu < before.mfu) == (cal.factor < 1))
+    for kind in ["model", "data", "pod"] {
+      #expect(before.costs.filter { $0.kind == kind }.map(\.seconds) == after.costs.filter { $0.kind == kind }.map(\.seconds))
+    }
+    // A description without published runs is left as it is.
+    #expect(try PlanCalibration.solve(cpu(), software: .package) == nil)
+  }
 }

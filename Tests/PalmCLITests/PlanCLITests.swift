@@ -20,6 +20,13 @@ struct PlanCLITests {
     let object = try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [String: Any]
     let p = object?["plan"] as? [String: Any]
     #expect((p?["mfu"] as? Double ?? 0) > 0)
+    // tpu-v4 carries MaxText's published runs: the plan is calibrated on them unless told not to,
+    // and prints the uncalibrated figures with it.
+    #expect(r.stdout.contains("## Calibration on published runs") && r.stdout.contains("maxtext-22b")
+            && r.stdout.contains("Without the calibration"))
+    #expect(p?["calibration"] != nil)
+    let raw = try plan(palm + ["--no-calibration"])
+    #expect(raw.status == 0 && !raw.stdout.contains("## Calibration"))
   }
 
   @Test func badInput() throws {
@@ -37,6 +44,8 @@ struct PlanCLITests {
       (palm + ["--top", "3"], "--top needs --chips"),
       (palm + ["--chips", "6144", "--sensitivity"], "--sensitivity applies to one setting"),
       (palm + ["--threads-per-device", "2"], "--threads-per-device applies to CPU hardware only"),
+      (["--config", "palm-540b", "--mesh", "pod=2,data=256,model=12", "--hardware", "tpu-v3", "--no-calibration"], "carries no published runs"),
+      (["--profile", "--output", "x.json", "--no-calibration"], "--no-calibration would be ignored"),
     ]
     for (args, message) in cases {
       let r = try plan(args)
