@@ -24,9 +24,11 @@ public struct FileEvaluation: Codable, Equatable, Sendable {
   /// Summed cross-entropy ÷ `bytes` ÷ ln 2.
   public var bitsPerByte: Double
   public var seconds: Double
+  /// The GEMM precision of the forward passes.
+  public var precision: GEMMPrecision
 
   enum CodingKeys: String, CodingKey {
-    case tokens, bytes, windows, seconds
+    case tokens, bytes, windows, seconds, precision
     case natsPerToken = "nats_per_token", bitsPerByte = "bits_per_byte"
   }
 }
@@ -89,6 +91,7 @@ public enum Evaluation {
     var bytes = 0
     for i in (base + 1)..<tokens.endIndex { bytes += byteLength(tokens[i]) }
     return FileEvaluation(tokens: scored, bytes: bytes, windows: total, natsPerToken: sum / Double(scored),
-                          bitsPerByte: sum / Double(max(bytes, 1)) / M_LN2, seconds: Date().timeIntervalSince(t0))
+                          bitsPerByte: sum / Double(max(bytes, 1)) / M_LN2, seconds: Date().timeIntervalSince(t0),
+                          precision: model.precision)
   }
 }

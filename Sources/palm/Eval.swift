@@ -11,7 +11,7 @@ struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Score a checkpoint on a whole file: bits per byte and nats per token.",
     discussion: """
-      The file is encoded with the checkpoint's tokenizer (bytes, or the SentencePiece tokenizer.model it was trained with) and the tokens cut into consecutive, non-overlapping windows of the model's sequence length T (the last one shorter); every token but the first is predicted exactly once, from the tokens before it in its window, which starts at position 0 as in training (so a window's first tokens have little context; a sliding window would score them better at T times the cost). Bits per byte = the cross-entropy summed over the scored tokens (nats; the z-loss is not included) ÷ the bytes of text those tokens stand for (the file's size less the first token's bytes) ÷ ln 2: the figure that compares runs of any vocabulary. Nats per token = the same sum ÷ the tokens scored.
+      The file is encoded with the checkpoint's tokenizer (bytes, or the SentencePiece tokenizer.model it was trained with) and the tokens cut into consecutive, non-overlapping windows of the model's sequence length T (the last one shorter); every token but the first is predicted exactly once, from the tokens before it in its window, which starts at position 0 as in training (so a window's first tokens have little context; a sliding window would score them better at T times the cost). Bits per byte = the cross-entropy summed over the scored tokens (nats; the z-loss is not included) ÷ the bytes of text those tokens stand for (the file's size less the first token's bytes) ÷ ln 2: the figure that compares runs of any vocabulary. Nats per token = the same sum ÷ the tokens scored. The forward runs at the checkpoint's GEMM precision (a bf16-trained run is scored in bf16, as its training log's evaluations were); --precision fp32 scores its fp32 master weights with fp32 products.
         palm eval --checkpoint runs/shk --data tinyshakespeare.txt
         palm eval --checkpoint runs/shk/step_00002000 --data other.txt --format json
       """)
@@ -23,6 +23,8 @@ struct Eval: ParsableCommand {
   var batch: Int?
   @Option(help: "Output format: text or json (one object).")
   var format: OutputFormat = .text
+  @Option(help: "GEMM precision of the forward: fp32 or bf16 (default: the checkpoint's).")
+  var precision: GEMMPrecision?
   @OptionGroup var compute: ComputeOptions
 
   func validate() throws {
@@ -48,7 +50,7 @@ struct Eval: ParsableCommand {
     if tokenizer.sentencePiece != nil { say("eval: encoding \(file.bytes.count) bytes of \(data) with \(ck.path)/\(CheckpointTokenizer.fileName)", final: false) }
     let model: Model
     do {
-      model = try Model(config: cfg, remat: .full)
+      model = try Model(config: cfg, remat: .full, precision: precision ?? ck.manifest.precision ?? .fp32)
       try ck.restore(config: ck.manifest.config, parameters: model.parameters.named)
     } catch let e as CLIError { throw e } catch { throw CLIError("\(ck.path): \(error)") }
     let result: FileEvaluation
@@ -67,9 +69,9 @@ struct Eval: ParsableCommand {
       e.outputFormatting = [.sortedKeys]
       print(String(decoding: try e.encode(result), as: UTF8.self))
     } else {
-      print(String(format: "%@: %.4f bits per byte (%.4f nats per token) over %d tokens covering %d bytes of %@, %d windows of %d, step %d, %.1f s",
+      print(String(format: "%@: %.4f bits per byte (%.4f nats per token) over %d tokens covering %d bytes of %@, %d windows of %d, step %d, %@, %.1f s",
                    ck.path, result.bitsPerByte, result.natsPerToken, result.tokens, result.bytes, data, result.windows,
-                   cfg.seqLen, ck.manifest.step, result.seconds))
+                   cfg.seqLen, ck.manifest.step, model.precision.rawValue, result.seconds))
     }
   }
 }

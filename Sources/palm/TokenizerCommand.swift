@@ -132,10 +132,11 @@ func loadTokenizer(_ path: String) throws -> SentencePieceTokenizer {
   do { return try SentencePieceTokenizer(path: path) } catch { throw CLIError("\(error)") }
 }
 
-/// The bytes of a file, or one error line naming it.
+/// The bytes of a file, or one error line naming it. Read, not mapped: a file cut while it is read
+/// must not end the command with SIGBUS.
 private func readInput(_ path: String) throws -> [UInt8] {
   do {
-    let f = try MappedFile(path: path) { st in
+    let f = try MappedFile(path: path, map: false) { st in
       if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("\(path) is a directory") }
     }
     return Array(f.bytes)

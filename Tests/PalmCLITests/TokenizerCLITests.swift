@@ -147,6 +147,14 @@ struct TokenizerCLITests {
             "CLI \(got) vs library \(want)")
     let (s6, o6) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/eval.txt", "--threads", "1"])
     #expect(s6 == 0 && o6.contains("bits per byte") && o6.contains("\(got.tokens) tokens covering \(got.bytes) bytes"), "\(o6)")
+    // The checkpoint's precision by default (this run's: fp32); --precision bf16 rounds the
+    // products, so the score moves a little, and the output says which ran.
+    #expect(got.precision == .fp32 && o6.contains(", fp32, "), "\(o6)")
+    let b = try runProgramSplit(palmBinary!, ["eval", "--checkpoint", ck, "--data", "\(dir)/eval.txt", "--threads", "1", "--format", "json",
+                                              "--precision", "bf16"])
+    let bf = try JSONDecoder().decode(FileEvaluation.self, from: Data(b.stdout.utf8))
+    #expect(b.status == 0 && bf.precision == .bf16 && bf.tokens == got.tokens, "\(b.stderr)")
+    #expect(bf.natsPerToken != got.natsPerToken && abs(bf.natsPerToken / got.natsPerToken - 1) < 0.01, "bf16 \(bf) vs fp32 \(got)")
 
     try FileManager.default.removeItem(atPath: "\(ck)/step_00000002/tokenizer.model")
     let (s5, o5) = try runProgram(palmBinary!, ["sample", "--checkpoint", "\(ck)/step_00000002", "--max-tokens", "4", "--threads", "1"])
