@@ -158,7 +158,7 @@ final class LoopbackServer {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let dead = "\(dir)/.f.txt.tmp-\(Int32.max - 1)-7", live = "\(dir)/.f.txt.tmp-\(getpid())-9", other = "\(dir)/.g.txt.tmp-\(Int32.max - 1)-7"
-    for p in [dead, live, other] { FileManager.default.createFile(atPath: p, contents: Data("x".utf8)) }
+    for p in [dead, live, other] { #expect(FileManager.default.createFile(atPath: p, contents: Data("x".utf8))) }
     AtomicFile.removeStaleTemporaries(of: "\(dir)/f.txt")
     #expect(!FileManager.default.fileExists(atPath: dead))
     #expect(FileManager.default.fileExists(atPath: live) && FileManager.default.fileExists(atPath: other))
