@@ -47,13 +47,15 @@ extension HardwareSpec {
       }
 
       /// Matmul parameters per layer: q, k, v, out projections and the MLP's matrices.
-      public var parametersPerLayer: Int {
+      public var matmulParametersPerLayer: Int {
         let hq = queryHeads * headDim, kv = kvHeads * headDim
         return embDim * hq + 2 * embDim * kv + hq * embDim + (mlpActivations + 1) * embDim * mlpDim
       }
 
-      /// Parameters, the (tied) embedding counted once: what MaxText's count calls num_params.
-      public var parameters: Int { layers * parametersPerLayer + vocab * embDim }
+      /// Parameters as MaxText counts them (num_params: every array of the model): per layer the
+      /// matmuls and one norm scale (its 2023 decoder layer is a parallel block, as PaLM's:
+      /// MaxText/layers/models.py, pre_self_attention_norm), the tied embedding once, the final norm.
+      public var parameters: Int { layers * (matmulParametersPerLayer + embDim) + vocab * embDim + embDim }
 
       /// MaxText's training FLOPs per token (MaxText/train.py, calculate_training_tflops, 2023):
       /// 6·N for the weights plus half of 12·L·H·Q·T for causal attention.
@@ -65,31 +67,51 @@ extension HardwareSpec {
       public var tokensPerSecondPerChip: Double { tflopsPerChip * 1e12 / flopsPerToken }
 
       /// The PaLM-shaped stand-in with the same matmul parameters per layer (±1.5·d).
-      public func standIn() throws -> (config: PalmConfig, mesh: MeshShape) {
+      /// - Throws: `PlanError` naming the run, for a mesh or shape the plan cannot use.
+    public func standIn() throws -> (config: PalmConfig, mesh: MeshShape) {
+      do {
         let mesh = try MeshShape(parsing: self.mesh)
-        let rest = parametersPerLayer / embDim - 2 * queryHeads * headDim - 2 * headDim
-        guard rest > 0 else { throw PlanError("calibration run \(name): its parameters per layer leave no room for a d_ff") }
+        let rest = matmulParametersPerLayer / embDim - 2 * queryHeads * headDim - 2 * headDim
+        guard rest > 0 else { throw PlanError("its parameters per layer leave no room for a d_ff") }
         let dFF = Int((Double(rest) / 3).rounded())
         let c = PalmConfig(name: name, dModel: embDim, layers: layers, heads: queryHeads, headDim: headDim,
                            dFF: dFF, vocab: vocab, seqLen: seqLen, batch: perDeviceBatch * mesh.pod * mesh.data)
         try c.validate()
         return (c, mesh)
+      } catch {
+        throw PlanError("the hardware file's calibration run \(name) cannot be planned: \(error) (fix the run, or plan with --no-calibration)")
       }
+    }
     }
   }
 
-  /// This description with every compute rate (GEMM, attention and element-wise efficiencies,
-  /// measured kernel rates) multiplied by `factor`, GEMM efficiencies at most 1.
-  public func scalingComputeRates(by factor: Double) -> HardwareSpec {
+  /// This description with its GEMM efficiencies (curve and measured points) multiplied by
+  /// `factor`, at most 1.
+  public func scalingGEMM(by factor: Double) -> HardwareSpec {
     var hw = self
     if var c = hw.gemmCurve { for i in c.points.indices { c.points[i].efficiency = min(1, c.points[i].efficiency * factor) }; hw.gemmCurve = c }
     if var g = hw.gemmPoints { for i in g.points.indices { g.points[i].efficiency = min(1, g.points[i].efficiency * factor) }; hw.gemmPoints = g }
-    hw.attentionEfficiency.value *= factor
-    hw.memoryEfficiency.value *= factor
+    return hw
+  }
+
+  /// This description with every compute rate (GEMM, attention and element-wise efficiencies,
+  /// measured kernel rates) multiplied by `factor`, efficiencies at most 1.
+  public func scalingComputeRates(by factor: Double) -> HardwareSpec {
+    var hw = scalingGEMM(by: factor)
+    hw.attentionEfficiency.value = min(1, hw.attentionEfficiency.value * factor)
+    hw.memoryEfficiency.value = min(1, hw.memoryEfficiency.value * factor)
     if var ks = hw.kernels {
-      for i in ks.indices { ks[i].efficiency *= factor; ks[i].bytesPerSecond *= factor }
+      for i in ks.indices { ks[i].efficiency = min(1, ks[i].efficiency * factor); ks[i].bytesPerSecond *= factor }
       hw.kernels = ks
     }
+    return hw
+  }
+
+  /// `scalingComputeRates(by: calibration.factor)`, with the published runs dropped: the result is
+  /// calibrated, and calibrating it again would scale twice.
+  public func calibrated(_ calibration: PlanCalibration) -> HardwareSpec {
+    var hw = scalingComputeRates(by: calibration.factor)
+    hw.calibration = nil
     return hw
   }
 }
@@ -114,45 +136,53 @@ public struct PlanCalibration: Codable, Sendable {
   public var uncalibrated: Outcome? = nil
   public var eachRunAlone: [Outcome] = []
 
-  /// The software of a run: the plan's preset, with the run's attention.
-  static func runSoftware(_ base: PlanSoftware, _ run: HardwareSpec.Calibration.Run) -> PlanSoftware {
-    var s = base
+  /// The software of a run: XLA as PaLM's preset describes it (MaxText is XLA, whatever the plan's
+  /// own preset), with the run's attention.
+  static func runSoftware(_ run: HardwareSpec.Calibration.Run) -> PlanSoftware {
+    var s = PlanSoftware.xla
     s.attentionFullSpan = !run.causalAttention
     s.sources["attentionFullSpan"] = run.causalAttention ? "calibration run: causal flash attention" : "calibration run: dense attention"
     return s
   }
 
   /// Tokens/s per chip of `run` predicted on `hw`.
-  public static func predict(_ run: HardwareSpec.Calibration.Run, on hw: HardwareSpec, software: PlanSoftware) throws -> Double {
+  public static func predict(_ run: HardwareSpec.Calibration.Run, on hw: HardwareSpec) throws -> Double {
     let (c, mesh) = try run.standIn()
-    let plan = try Plan(PlanInputs(config: c, mesh: mesh, remat: run.remat, optimizer: "adamw", hardware: hw,
-                                   software: runSoftware(software, run)))
-    return plan.tokensPerSecond / Double(plan.devices)
+    do {
+      let plan = try Plan(PlanInputs(config: c, mesh: mesh, remat: run.remat, optimizer: "adamw", hardware: hw,
+                                     software: runSoftware(run)))
+      return plan.tokensPerSecond / Double(plan.devices)
+    } catch {
+      throw PlanError("the hardware file's calibration run \(run.name) cannot be planned: \(error) (fix the run, or plan with --no-calibration)")
+    }
   }
 
   /// Solves the factor (fixed point: prediction is nearly proportional to the compute rates when the
   /// runs' collectives hide behind their compute, as FSDP's do) and the table of runs.
-  public static func solve(_ hw: HardwareSpec, software: PlanSoftware) throws -> PlanCalibration? {
+  /// - Throws: `PlanError` for a run that cannot be planned, or when no factor meets the runs (the
+  ///   rates would need to pass an efficiency of 1).
+  public static func solve(_ hw: HardwareSpec) throws -> PlanCalibration? {
     guard let cal = hw.calibration, !cal.runs.isEmpty else { return nil }
     func factor(_ runs: [HardwareSpec.Calibration.Run]) throws -> Double {
-      var f = 1.0
-      for _ in 0..<12 {
+      var f = 1.0, ratio = 1.0
+      for _ in 0..<20 {
         let scaled = hw.scalingComputeRates(by: f)
         var logSum = 0.0
-        for r in runs { logSum += log(try predict(r, on: scaled, software: software) / r.tokensPerSecondPerChip) }
-        let ratio = exp(logSum / Double(runs.count))
+        for r in runs { logSum += log(try predict(r, on: scaled) / r.tokensPerSecondPerChip) }
+        ratio = exp(logSum / Double(runs.count))
+        guard ratio.isFinite && ratio > 0 else { break }
+        if abs(ratio - 1) < 1e-6 { return f }
         f /= ratio
-        if abs(ratio - 1) < 1e-6 { break }
       }
-      return f
+      throw PlanError("the hardware file's calibration runs \(runs.map(\.name).joined(separator: ", ")) cannot be met by scaling the compute rates (the predictions stay \(String(format: "%+.1f%%", (ratio - 1) * 100)) off: efficiencies cannot pass 1); check the runs, or plan with --no-calibration")
     }
     let f = try factor(cal.runs)
     let calibrated = hw.scalingComputeRates(by: f)
     let rows = try cal.runs.map { r in
       let (c, _) = try r.standIn()
       return Row(name: r.name, source: r.source, standInFF: c.dFF, measured: r.tokensPerSecondPerChip,
-                 predictedUncalibrated: try predict(r, on: hw, software: software),
-                 predictedCalibrated: try predict(r, on: calibrated, software: software),
+                 predictedUncalibrated: try predict(r, on: hw),
+                 predictedCalibrated: try predict(r, on: calibrated),
                  factorAlone: try factor([r]))
     }
     return PlanCalibration(source: cal.source, factor: f, rows: rows)
@@ -170,14 +200,14 @@ extension PlanCalibration {
   /// has none), and the calibration with what the plan of `inputs` would be without it and with
   /// each run's factor alone.
   public static func apply(_ inputs: PlanInputs) throws -> (PlanInputs, PlanCalibration?) {
-    guard var cal = try solve(inputs.hardware, software: inputs.software) else { return (inputs, nil) }
+    guard var cal = try solve(inputs.hardware) else { return (inputs, nil) }
     var scaled = inputs
     cal.uncalibrated = Outcome(try Plan(inputs))
     cal.eachRunAlone = try cal.rows.map { r in
       scaled.hardware = inputs.hardware.scalingComputeRates(by: r.factorAlone)
       return Outcome(try Plan(scaled))
     }
-    scaled.hardware = inputs.hardware.scalingComputeRates(by: cal.factor)
+    scaled.hardware = inputs.hardware.calibrated(cal)
     return (scaled, cal)
   }
 }

@@ -17,10 +17,7 @@ extension Plan {
     typealias Change = (String, String, String, (inout HardwareSpec, inout PlanSoftware) -> Void)
     var changes: [Change] = []
     func scaleGEMM(_ f: Double) -> (inout HardwareSpec, inout PlanSoftware) -> Void {
-      { hw, _ in
-        if var c = hw.gemmCurve { for i in c.points.indices { c.points[i].efficiency = min(1, c.points[i].efficiency * f) }; hw.gemmCurve = c }
-        if var g = hw.gemmPoints { for i in g.points.indices { g.points[i].efficiency = min(1, g.points[i].efficiency * f) }; hw.gemmPoints = g }
-      }
+      { hw, _ in hw = hw.scalingGEMM(by: f) }
     }
     changes.append(("GEMM efficiency", "as given", "x 0.8", scaleGEMM(0.8)))
     changes.append(("GEMM efficiency", "as given", "x 1.05 (at most 1)", scaleGEMM(1.05)))
@@ -137,6 +134,8 @@ public enum PlanSearch {
   public struct Row: Codable, Sendable {
     public var mesh: String, remat: String, microBatches: Int
     public var mfu: Double, hfu: Double, tokensPerSecond: Double, memoryBytes: Int
+    /// The factor on the device's compute rates the ranking used (PlanCalibration), when calibrated.
+    public var computeRateFactor: Double? = nil
   }
 
   /// Meshes pod × data × model with pod·data·model = chips, model dividing heads, d_ff and d_model,
@@ -170,8 +169,13 @@ public enum PlanSearch {
 
   /// The ranking as Markdown, `top` rows, and where `reference` (mesh, remat, micro-batches) ranks.
   public static func markdown(_ rows: [Row], considered: Int, chips: Int, top: Int,
-                              reference: (mesh: String, remat: String, microBatches: Int)?) -> String {
+                              reference: (mesh: String, remat: String, microBatches: Int)?,
+                              calibration: PlanCalibration? = nil) -> String {
     var o = "# palm plan --chips \(chips): \(rows.count) of \(considered) settings fit, ranked by predicted MFU\n\n"
+    if let calibration {
+      o += String(format: "The device's compute rates are calibrated (x %.3f) on ", calibration.factor)
+        + calibration.rows.map(\.name).joined(separator: ", ") + " (see `palm plan` on one setting; --no-calibration to rank on the rates as given).\n\n"
+    }
     o += "| rank | mesh | remat | micro-batches | MFU | HFU | tokens/s | memory |\n|---:|---|---|---:|---:|---:|---:|---:|\n"
     var refRank: Int? = nil
     for (i, r) in rows.enumerated() {

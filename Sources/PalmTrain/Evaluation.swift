@@ -31,6 +31,21 @@ public struct FileEvaluation: Codable, Equatable, Sendable {
     case tokens, bytes, windows, seconds, precision
     case natsPerToken = "nats_per_token", bitsPerByte = "bits_per_byte"
   }
+
+  public init(tokens: Int, bytes: Int, windows: Int, natsPerToken: Double, bitsPerByte: Double, seconds: Double,
+              precision: GEMMPrecision) {
+    self.tokens = tokens; self.bytes = bytes; self.windows = windows
+    self.natsPerToken = natsPerToken; self.bitsPerByte = bitsPerByte; self.seconds = seconds; self.precision = precision
+  }
+
+  /// Output written before `precision` existed reads as fp32 (the only precision palm eval had).
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(tokens: try c.decode(Int.self, forKey: .tokens), bytes: try c.decode(Int.self, forKey: .bytes),
+              windows: try c.decode(Int.self, forKey: .windows), natsPerToken: try c.decode(Double.self, forKey: .natsPerToken),
+              bitsPerByte: try c.decode(Double.self, forKey: .bitsPerByte), seconds: try c.decode(Double.self, forKey: .seconds),
+              precision: try c.decodeIfPresent(GEMMPrecision.self, forKey: .precision) ?? .fp32)
+  }
 }
 
 public enum Evaluation {

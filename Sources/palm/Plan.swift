@@ -164,20 +164,26 @@ struct PlanCommand: ParsableCommand {
       if noCalibration && (hw.calibration?.runs ?? []).isEmpty {
         throw CLIError("--no-calibration: \(hardware!) carries no published runs to calibrate on, so there is nothing to turn off")
       }
-      var calibration: PlanCalibration? = nil
-      if !noCalibration { (inputs, calibration) = try PlanCalibration.apply(inputs) }
       if let chips {
-        let (rows, considered) = try PlanSearch.run(inputs, chips: chips)
+        // The search ranks on the calibrated rates (solved once; the given setting is not planned
+        // on its own, so one that does not divide shows as "does not fit").
+        let factor = noCalibration ? nil : try PlanCalibration.solve(hw)
+        if let factor { inputs.hardware = hw.calibrated(factor) }
+        var (rows, considered) = try PlanSearch.run(inputs, chips: chips)
+        for i in rows.indices { rows[i].computeRateFactor = factor?.factor }
         let ref: (mesh: String, remat: String, microBatches: Int)? = mesh.map { _ in (mesh: shape.description, remat: remat.rawValue, microBatches: microBatches) }
         if format == .json {
           let e = JSONEncoder()
           e.outputFormatting = [.sortedKeys]
           print(String(decoding: try e.encode(rows), as: UTF8.self))
         } else {
-          print(PlanSearch.markdown(rows, considered: considered, chips: chips, top: top, reference: ref), terminator: "")
+          print(PlanSearch.markdown(rows, considered: considered, chips: chips, top: top, reference: ref,
+                                    calibration: factor), terminator: "")
         }
         return
       }
+      var calibration: PlanCalibration? = nil
+      if !noCalibration { (inputs, calibration) = try PlanCalibration.apply(inputs) }
       var plan = try Plan(inputs)
       plan.attach(calibration)
       let sens = sensitivity ? Plan.sensitivity(inputs) : []

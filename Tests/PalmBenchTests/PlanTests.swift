@@ -249,31 +249,33 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     let tpu = try HardwareSpec.load("tpu-v4")
     let runs = try #require(tpu.calibration?.runs)
     let r = try #require(runs.first { $0.name == "maxtext-22b" })
-    // MaxText 22B: 48 layers of q, k, v, o (6144 x 6144 each) and a ReLU MLP (2 x 6144 x 24576),
-    // plus the tied 32768 x 6144 embedding; train.py's 6N + 6·L·H·Q·T per token.
-    let n = 48 * (4 * 6144 * 6144 + 2 * 6144 * 24576) + 32768 * 6144
+    // MaxText 22B: 48 layers of q, k, v, o (6144 x 6144 each), a ReLU MLP (2 x 6144 x 24576) and
+    // one norm scale (a parallel block), the tied 32768 x 6144 embedding and the final norm;
+    // train.py's 6N + 6·L·H·Q·T per token.
+    let n = 48 * (4 * 6144 * 6144 + 2 * 6144 * 24576 + 6144) + 32768 * 6144 + 6144
     #expect(r.parameters == n)
     let perToken = 6 * Double(n) + 6 * Double(48 * 24 * 256 * 2048)
     #expect(abs(r.tokensPerSecondPerChip - 156e12 / perToken) < 1e-6)
-    // The stand-in keeps the matmul parameters per layer (within 1.5·d of rounding d_ff).
+    // The stand-in keeps the matmul parameters per layer (PalmConfig's count less its LayerNorm
+    // scale; within 1.5·d of rounding d_ff), so its whole count is the run's.
     for run in runs {
       let (c, mesh) = try run.standIn()
-      let perLayer = c.dModel * (2 * c.queryColumns + 2 * c.headDim + 3 * c.dFF)
-      #expect(abs(perLayer - run.parametersPerLayer) <= 3 * run.embDim / 2, "\(run.name)")
+      #expect(abs(c.parametersPerLayer - c.dModel - run.matmulParametersPerLayer) <= 3 * run.embDim / 2, "\(run.name)")
+      #expect(abs(c.parameterCount - run.parameters) <= c.layers * 3 * run.embDim / 2, "\(run.name)")
       #expect(c.batch == run.perDeviceBatch * mesh.count && c.dModel == run.embDim && c.heads == run.queryHeads)
     }
   }
 
   @Test func calibrationMeetsThePublishedRuns() throws {
     let tpu = try HardwareSpec.load("tpu-v4")
-    let cal = try #require(try PlanCalibration.solve(tpu, software: .xla))
+    let cal = try #require(try PlanCalibration.solve(tpu))
     // The factor is the geometric mean: the calibrated predictions' log errors cancel...
     let logErrors = cal.rows.map { log($0.predictedCalibrated / $0.measured) }
     #expect(abs(logErrors.reduce(0, +)) < 1e-4)
     // ...and each run's own factor meets that run.
     for row in cal.rows {
       let run = try #require(tpu.calibration?.runs.first { $0.name == row.name })
-      let alone = try PlanCalibration.predict(run, on: tpu.scalingComputeRates(by: row.factorAlone), software: .xla)
+      let alone = try PlanCalibration.predict(run, on: tpu.scalingComputeRates(by: row.factorAlone))
       #expect(abs(alone / row.measured - 1) < 1e-3, "\(row.name)")
       #expect(abs(row.predictedUncalibrated - row.measured) > 0.01 * row.measured)  // it did move something
     }
@@ -289,6 +291,14 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
       #expect(before.costs.filter { $0.kind == kind }.map(\.seconds) == after.costs.filter { $0.kind == kind }.map(\.seconds))
     }
     // A description without published runs is left as it is.
-    #expect(try PlanCalibration.solve(cpu(), software: .package) == nil)
+    #expect(try PlanCalibration.solve(cpu()) == nil)
+  }
+
+  @Test func aBadCalibrationRunIsOneErrorNamingIt() throws {
+    var tpu = try HardwareSpec.load("tpu-v4")
+    tpu.calibration!.runs[0].mesh = "dta=64"
+    let error = #expect(throws: PlanError.self) { try PlanCalibration.solve(tpu) }
+    let text = "\(error.map { "\($0)" } ?? "")"
+    #expect(text.contains("calibration run maxtext-22b") && text.contains("unknown axis") && text.contains("--no-calibration"), "\(text)")
   }
 }

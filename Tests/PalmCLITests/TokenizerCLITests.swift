@@ -155,6 +155,20 @@ struct TokenizerCLITests {
     let bf = try JSONDecoder().decode(FileEvaluation.self, from: Data(b.stdout.utf8))
     #expect(b.status == 0 && bf.precision == .bf16 && bf.tokens == got.tokens, "\(b.stderr)")
     #expect(bf.natsPerToken != got.natsPerToken && abs(bf.natsPerToken / got.natsPerToken - 1) < 0.01, "bf16 \(bf) vs fp32 \(got)")
+    // A bf16-trained checkpoint is scored in bf16 unless told otherwise.
+    let ck16 = "\(dir)/ck-bf16"
+    let (s7, o7) = try runProgram(palmBinary!, ["train", "--data", "\(dir)/corpus.txt", "--config", "tiny", "--batch", "2",
+                                                "--seq-len", "32", "--eval-every", "0", "--peak-gflops", "100", "--threads", "1",
+                                                "--checkpoint-dir", ck16, "--steps", "1", "--precision", "bf16"])
+    #expect(s7 == 0, "\(o7)")
+    let (s8, o8) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck16, "--data", "\(dir)/eval.txt", "--threads", "1"])
+    #expect(s8 == 0 && o8.contains(", bf16, "), "\(o8)")
+    let (s9, o9) = try runProgram(palmBinary!, ["eval", "--checkpoint", ck16, "--data", "\(dir)/eval.txt", "--threads", "1",
+                                                "--precision", "fp32"])
+    #expect(s9 == 0 && o9.contains(", fp32, "), "\(o9)")
+    // JSON written before `precision` existed still reads (as fp32).
+    let old = #"{"bits_per_byte":2.5,"bytes":10,"nats_per_token":1.7,"seconds":0.1,"tokens":9,"windows":1}"#
+    #expect(try JSONDecoder().decode(FileEvaluation.self, from: Data(old.utf8)).precision == .fp32)
 
     try FileManager.default.removeItem(atPath: "\(ck)/step_00000002/tokenizer.model")
     let (s5, o5) = try runProgram(palmBinary!, ["sample", "--checkpoint", "\(ck)/step_00000002", "--max-tokens", "4", "--threads", "1"])
