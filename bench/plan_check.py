@@ -4,7 +4,8 @@
 Profiles this machine first (`palm plan --profile --threads T` for each threads-per-rank T the meshes
 use: cores / ranks, as palm bench step defaults), then for each config x remat x mesh measures the
 update of the one Trainer (AdamW) with `palm bench step --mesh M --devices local` (in-process) and,
-for the two-pod mesh, under `mpirun -np 2` too, and predicts it with `palm plan --hardware PROFILE`.
+for the two-pod mesh, under `mpirun -np 2` too, and predicts it with `palm plan --hardware PROFILE
+--devices local|mpi` (the profile's in-process or MPI collectives, as the run used).
 Prints the run's time and CPU, a Markdown table and the bar (|predicted / measured - 1| <= 10%).
 
   KMP_BLOCKTIME=0 python3 bench/plan_check.py [--palm .build/release/palm] [--steps 5]
@@ -81,7 +82,8 @@ def main():
                               + ["--threads-per-rank", str(t)], env=mpi_env)
                 measured = json.loads(out.strip().splitlines()[-1])
                 plan = json.loads(run([a.palm, "plan", "--config", c, "--mesh", m, "--remat", remat, "--optimizer", "adamw",
-                                       "--hardware", profiles[t], "--format", "json"]))["plan"]
+                                       "--hardware", profiles[t], "--format", "json",
+                                       "--devices", "local" if backend == "local" else "mpi"]))["plan"]
                 got, want = measured["tokens_per_s"], plan["tokensPerSecond"]
                 rows.append((c, remat, m, backend, t, want, got, want / got - 1))
                 print(f"{c} {remat} {m} {backend}: predicted {want:.0f}, measured {got:.0f} ({(want / got - 1) * 100:+.1f}%)",

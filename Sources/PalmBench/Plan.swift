@@ -86,6 +86,9 @@ public struct PlanInputs: Sendable {
   public var software: PlanSoftware
   /// CPU only: OpenMP threads per device (default: the machine's cores / devices, as MeshLauncher).
   public var threadsPerDevice: Int?
+  /// CPU only: whose measured collectives the mesh uses: "in-process" (`--devices local`) or "mpi"
+  /// (ranks under mpirun), as `palm plan --profile` recorded them.
+  public var collectiveBackend: String = "in-process"
 
   public init(config: PalmConfig, mesh: MeshShape, remat: RematPolicy, microBatches: Int = 1,
               optimizer: String = "adamw", hardware: HardwareSpec, software: PlanSoftware? = nil,
@@ -315,7 +318,13 @@ extension Plan {
                       bytes: optBytes, note: "\(inputs.optimizer) on the \(mem.shardFloats)-float shard + global-norm clip"))
 
     // MARK: collectives
-    let net = PlanNetwork(hardware: hw, software: sw, mesh: mesh)
+    if let cs = hw.collectives, !cs.isEmpty, !cs.contains(where: { $0.backend == inputs.collectiveBackend }) {
+      let have = Set(cs.map(\.backend)).sorted().joined(separator: ", ")
+      throw PlanError("hardware \(hw.name) has no \(inputs.collectiveBackend) collectives measured (it has: \(have)); "
+                      + (inputs.collectiveBackend == "mpi" ? "profile again with mpirun on PATH (palm plan --profile measures MPI then), or plan --devices local"
+                                                            : "plan with the backend it has"))
+    }
+    let net = PlanNetwork(hardware: hw, software: sw, mesh: mesh, backend: inputs.collectiveBackend)
     var exposedMB = 0.0
     if m > 1 {
       let actBytes = Double(sw.storage.activation)
@@ -410,7 +419,8 @@ extension Plan {
       a.append(Assumption(name: "kernels", value: "\(ks.count) measured kernel rates", source: "palm plan --profile (KernelBench)", isAssumption: false))
     }
     if let cs = hw.collectives, !cs.isEmpty {
-      a.append(Assumption(name: "collectives", value: "\(cs.count) measured (latency, busbw)", source: "palm plan --profile (CollectiveBench)", isAssumption: false))
+      let backends = Set(cs.map(\.backend)).sorted().map { b in "\(b) \(cs.filter { $0.backend == b }.count)" }.joined(separator: ", ")
+      a.append(Assumption(name: "collectives", value: "measured (latency, busbw): \(backends)", source: "palm plan --profile (CollectiveBench; mpi: over mpirun)", isAssumption: false))
     }
     if let n = hw.concurrentDevices {
       a.append(Assumption(name: "concurrent_devices", value: "\(n) of \(hw.threadsPerDevice ?? 1) thread(s) on \(hw.cores ?? 1) cores",
@@ -455,9 +465,11 @@ extension Plan {
 struct PlanNetwork {
   enum Axis: String { case model, data, pod }
   let hardware: HardwareSpec, software: PlanSoftware, mesh: MeshShape
+  /// Whose measured collectives to use ("in-process" or "mpi"), when the hardware has measurements.
+  let backend: String
 
-  init(hardware: HardwareSpec, software: PlanSoftware, mesh: MeshShape) {
-    self.hardware = hardware; self.software = software; self.mesh = mesh
+  init(hardware: HardwareSpec, software: PlanSoftware, mesh: MeshShape, backend: String = "in-process") {
+    self.hardware = hardware; self.software = software; self.mesh = mesh; self.backend = backend
   }
 
   func size(_ axis: Axis) -> Int {
@@ -503,7 +515,7 @@ struct PlanNetwork {
     let r = Double(ranks)
     let factor = operation == "all-reduce" ? 2 * (r - 1) / r : (r - 1) / r
     let steps = operation == "all-reduce" ? 2 * (r - 1) : r - 1
-    if let measured = hardware.collectives?.filter({ $0.operation == operation }), !measured.isEmpty {
+    if let measured = hardware.collectives?.filter({ $0.operation == operation && $0.backend == backend }), !measured.isEmpty {
       let best = measured.min { abs(log(Double($0.ranks) / r)) < abs(log(Double($1.ranks) / r)) }!
       // A rank copies on one thread. The measurement ran `best.ranks` of them; on a CPU every rank
       // of the mesh is in a collective of its axis at once, so more ranks than cores time-share.
@@ -515,7 +527,7 @@ struct PlanNetwork {
   }
 
   func describe(_ axis: Axis) -> String {
-    if let cs = hardware.collectives, !cs.isEmpty { return "measured \(cs.first!.backend) collectives at \(size(axis)) ranks" }
+    if let cs = hardware.collectives, !cs.isEmpty { return "measured \(backend) collectives at \(size(axis)) ranks" }
     guard let n = network(axis) else { return "no network" }
     return "\(n.name) at \(PlanText.bytesRate(bandwidth(axis))) per device"
   }

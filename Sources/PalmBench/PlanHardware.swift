@@ -72,6 +72,9 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     public var latency: Double
     public var busBandwidth: Double
     enum CodingKeys: String, CodingKey { case operation, backend, ranks, latency, busBandwidth = "bus_bandwidth" }
+    public init(operation: String, backend: String, ranks: Int, latency: Double, busBandwidth: Double) {
+      self.operation = operation; self.backend = backend; self.ranks = ranks; self.latency = latency; self.busBandwidth = busBandwidth
+    }
   }
 
   /// A network level. Mesh axes are placed innermost first (model, then data; rank order has

@@ -2,7 +2,8 @@
 // and bf16 peaks (PeakSource.measured), GEMM efficiency at the shapes of the tiny and small steps
 // on 1, 2 model shards and 1, 2, 4 data shards (GEMMBench), the element-wise and attention kernels
 // (KernelBench), STREAM triad bandwidth, and collective latency and bandwidth on the in-process
-// backend (CollectiveBench over a LocalCluster of 2, 4, 8 ranks). A device is one rank of `threads`
+// backend (CollectiveBench over a LocalCluster of 2, 4, 8 ranks; `palm plan --profile` adds the
+// same over MPI when mpirun is on PATH, an mpirun child per rank count). A device is one rank of `threads`
 // OpenMP threads, measured as a mesh runs it: with the machine full, i.e. cores / threads copies of
 // each GEMM, kernel and STREAM run at once (the ranks of one host share its memory bandwidth and
 // caches: measured alone on an idle machine, a 1-thread rank over-predicted the meshes by up to
@@ -15,6 +16,10 @@ import PalmParallel
 import PalmTensor
 
 public enum PlanProfile {
+  /// The rank counts and operations whose latency (4 KiB) and bus bandwidth (4 MiB) are measured.
+  public static let collectiveRanks = [2, 4, 8]
+  public static let collectiveOperations: [CollectiveBench.Operation] = [.allReduce, .allGather, .reduceScatter]
+
   /// Measures this machine with `threads` threads per device; `log` receives progress lines.
   public static func measure(threads: Int, configs: [PalmConfig] = [.tiny, .small],
                              log: (String) -> Void = { _ in }) throws -> HardwareSpec {
@@ -65,9 +70,9 @@ public enum PlanProfile {
     log("\(kernels.count) kernel rates measured")
 
     var collectives: [HardwareSpec.Collective] = []
-    for ranks in [2, 4, 8] {
+    for ranks in collectiveRanks {
       let cluster = try LocalCluster(size: ranks, timeout: 120)
-      for op in [CollectiveBench.Operation.allReduce, .allGather, .reduceScatter] {
+      for op in collectiveOperations {
         let results = try cluster.run { comm in
           try CollectiveBench.bandwidth(op, comm: comm, sizes: [4096, 4 << 20], repeats: 3, warmup: 1)
         }[0]

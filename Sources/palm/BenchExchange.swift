@@ -231,6 +231,11 @@ struct BenchExchange: ParsableCommand {
 
   /// Runs `mpirun -np N <this palm> arguments…` and returns its stdout; throws on a non-zero exit.
   func mpirun(np: Int, _ arguments: [String]) throws -> String {
+    try BenchExchange.mpirun(np: np, arguments, timeout: childTimeout)
+  }
+
+  /// `mpirun -np N <this palm> arguments…` within `timeout` seconds (also `palm plan --profile`'s).
+  static func mpirun(np: Int, _ arguments: [String], timeout childTimeout: Double) throws -> String {
     guard let mpirun = ChildProcess.which("mpirun") else {
       throw CLIError("--devices mpi needs mpirun on PATH (Debian: apt-get install openmpi-bin), or use --devices local")
     }

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import PalmBench
 import PalmModel
+import PalmParallel
 import PalmTensor
 
 struct PlanCommand: ParsableCommand {
@@ -29,9 +30,10 @@ struct PlanCommand: ParsableCommand {
         # every mesh x remat x micro-batching of 6144 chips, and where PaLM's ranks
         palm plan --config palm-540b --chips 6144 --batch 2048 \\
           --hardware tpu-v4 --mesh pod=2,data=256,model=12
-        # measure this machine, then predict a run on it
+        # measure this machine (MPI collectives too when mpirun is here), then predict a run on it
         palm plan --profile --threads 1 --output cpu-1t.json
         palm plan --config small --mesh data=2 --hardware cpu-1t.json
+        palm plan --config small --mesh pod=2 --hardware cpu-1t.json --devices mpi
       """)
 
   enum Format: String, ExpressibleByArgument, CaseIterable { case markdown, json }
@@ -70,6 +72,9 @@ struct PlanCommand: ParsableCommand {
   @Option(name: .customLong("threads-per-device"), help: "CPU hardware only: threads per device (default: cores / devices).")
   var threadsPerDevice: Int?
 
+  @Option(help: "CPU hardware only: the ranks' backend, local (threads of one process) or mpi (processes under mpirun): whose measured collectives the plan uses. Default local.")
+  var devices: DeviceBackend?
+
   @Option(help: "Search: rank every mesh of this many devices x remat x micro-batches that fits, by predicted MFU.")
   var chips: Int?
 
@@ -103,6 +108,7 @@ struct PlanCommand: ParsableCommand {
         ("--config", config != nil), ("--config-file", configFile != nil), ("--mesh", mesh != nil),
         ("--hardware", hardware != nil), ("--batch", batch != nil), ("--seq-len", seqLen != nil),
         ("--software", software != nil), ("--threads-per-device", threadsPerDevice != nil), ("--chips", chips != nil),
+        ("--devices", devices != nil),
         ("--sensitivity", sensitivity), ("--remat", remat != .full), ("--micro-batches", microBatches != 1),
         ("--optimizer", optimizer != "adafactor"), ("--top", top != 15), ("--format", format != .markdown),
         ("--no-calibration", noCalibration),
@@ -156,11 +162,15 @@ struct PlanCommand: ParsableCommand {
       if threadsPerDevice != nil && hw.kind != "cpu" {
         throw CLIError("--threads-per-device applies to CPU hardware only; \(hardware!) is \(hw.kind) hardware")
       }
+      if devices != nil && hw.kind != "cpu" {
+        throw CLIError("--devices applies to CPU hardware only (a --profile file); \(hardware!) is \(hw.kind) hardware, whose networks are described")
+      }
       let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
       var inputs = PlanInputs(config: c, mesh: shape, remat: remat,
                               microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
                               threadsPerDevice: threadsPerDevice)
+      if devices == .mpi { inputs.collectiveBackend = "mpi" }
       if noCalibration && (hw.calibration?.runs ?? []).isEmpty {
         throw CLIError("--no-calibration: \(hardware!) carries no published runs to calibrate on, so there is nothing to turn off")
       }
@@ -197,10 +207,38 @@ struct PlanCommand: ParsableCommand {
 
   func runProfile() throws {
     let t = threads ?? ProcessInfo.processInfo.activeProcessorCount
-    let spec = try PlanProfile.measure(threads: t) { line in
-      FileHandle.standardError.write(Data("palm plan --profile: \(line)\n".utf8))
+    func log(_ line: String) { FileHandle.standardError.write(Data("palm plan --profile: \(line)\n".utf8)) }
+    var spec = try PlanProfile.measure(threads: t, log: log)
+    // The same collectives over MPI (ranks as processes), when mpirun is here: a child
+    // `mpirun -np N palm bench exchange --devices mpi --part collectives` at each rank count.
+    if ChildProcess.which("mpirun") != nil {
+      for ranks in PlanProfile.collectiveRanks {
+        spec.collectives = (spec.collectives ?? []) + (try mpiCollectives(ranks: ranks))
+      }
+      log("collectives measured over MPI at \(PlanProfile.collectiveRanks.map(String.init).joined(separator: ", ")) ranks")
+    } else {
+      log("mpirun is not on PATH: no MPI collectives measured (plans with --devices mpi will ask for them)")
     }
     do { try spec.write(to: output!) } catch { throw CLIError("\(error)") }
     print("wrote \(output!) (\(spec.name))")
+  }
+
+  /// Latency (4 KiB) and bus bandwidth (4 MiB) of each collective over an mpirun job of `ranks`
+  /// processes, as PlanProfile measures the in-process ones.
+  func mpiCollectives(ranks: Int) throws -> [HardwareSpec.Collective] {
+    let out = try BenchExchange.mpirun(np: ranks, ["bench", "exchange", "--devices", "mpi", "--part", "collectives", "--format", "json",
+                                                   "--max-bytes", "\(4 << 20)", "--repeats", "3"], timeout: 600)
+    guard let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+          let report = try? JSONDecoder().decode(BenchExchange.Report.self, from: Data(line.utf8)) else {
+      throw CLIError("the mpirun child printed no collective results:\n\(out)")
+    }
+    return try PlanProfile.collectiveOperations.map { op in
+      let rows = report.collectives.filter { $0.operation == op.rawValue }
+      guard let small = rows.first(where: { $0.bytes == 4096 }), let large = rows.first(where: { $0.bytes == 4 << 20 }) else {
+        throw CLIError("the mpirun child's \(op.rawValue) results lack the 4 KiB or 4 MiB size")
+      }
+      return HardwareSpec.Collective(operation: op.rawValue, backend: "mpi", ranks: ranks, latency: small.medianSeconds,
+                                     busBandwidth: large.busbwGBps * 1e9)
+    }
   }
 }

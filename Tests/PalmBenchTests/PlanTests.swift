@@ -195,7 +195,7 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     // A measured 2-rank all-reduce (2 threads on 2 cores). On a mesh of 8 ranks every rank is in a
     // collective of its axis at once: 8 copying threads on 2 cores take 4 times as long.
     var hw = cpu()
-    hw.collectives = [.init(operation: "all-reduce", backend: "test", ranks: 2, latency: 1e-4, busBandwidth: 1e9)]
+    hw.collectives = [.init(operation: "all-reduce", backend: "in-process", ranks: 2, latency: 1e-4, busBandwidth: 1e9)]
     func modelAllReduce(_ mesh: MeshShape) throws -> Plan.Cost {
       let plan = try Plan(PlanInputs(config: .tiny, mesh: mesh, remat: .none, hardware: hw))
       return try #require(plan.costs.first { $0.name.hasPrefix("model all-reduce") })
@@ -210,6 +210,27 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     hw.concurrentDevices = 2
     let plan = try Plan(PlanInputs(config: .tiny, mesh: try MeshShape(pod: 2), remat: .none, hardware: hw))
     #expect(plan.assumptions.contains { $0.name == "concurrent_devices" && $0.value.hasPrefix("2 of 1 thread") })
+  }
+
+  @Test func theMeshsBackendPicksItsMeasuredCollectives() throws {
+    // A profile measures in-process and MPI collectives; --devices mpi plans with the MPI ones.
+    var hw = cpu()
+    hw.collectives = [.init(operation: "all-reduce", backend: "in-process", ranks: 2, latency: 1e-5, busBandwidth: 4e9),
+                      .init(operation: "all-reduce", backend: "mpi", ranks: 2, latency: 1e-4, busBandwidth: 1e9)]
+    func modelAllReduce(_ backend: String) throws -> Plan.Cost {
+      var i = PlanInputs(config: .tiny, mesh: try MeshShape(model: 2), remat: .none, hardware: hw)
+      i.collectiveBackend = backend
+      return try #require(try Plan(i).costs.first { $0.name.hasPrefix("model all-reduce") })
+    }
+    let local = try modelAllReduce("in-process"), mpi = try modelAllReduce("mpi")
+    let layers = Double(2 * PalmConfig.tiny.layers)
+    #expect(abs(local.seconds - (layers * 1e-5 + local.bytes / 4e9)) < 1e-12)
+    #expect(abs(mpi.seconds - (layers * 1e-4 + mpi.bytes / 1e9)) < 1e-12)
+    #expect(mpi.note.contains("measured mpi collectives"))
+    // A profile without the backend's measurements is one error saying how to get them.
+    hw.collectives = [.init(operation: "all-reduce", backend: "in-process", ranks: 2, latency: 1e-5, busBandwidth: 4e9)]
+    let error = #expect(throws: PlanError.self) { try modelAllReduce("mpi") }
+    #expect("\(error.map { "\($0)" } ?? "")".contains("no mpi collectives measured") == true)
   }
 
   @Test func profileCopiesRunAtOnce() throws {

@@ -46,6 +46,8 @@ struct PlanCLITests {
       (palm + ["--threads-per-device", "2"], "--threads-per-device applies to CPU hardware only"),
       (["--config", "palm-540b", "--mesh", "pod=2,data=256,model=12", "--hardware", "tpu-v3", "--no-calibration"], "carries no published runs"),
       (["--profile", "--output", "x.json", "--no-calibration"], "--no-calibration would be ignored"),
+      (["--profile", "--output", "x.json", "--devices", "mpi"], "--devices would be ignored"),
+      (palm + ["--devices", "mpi"], "--devices applies to CPU hardware only"),
     ]
     for (args, message) in cases {
       let r = try plan(args)
