@@ -3,8 +3,9 @@
 // tpu-v4, MaxText's TPU v4 benchmarks). `palm plan` predicts each from the description alone, and
 // solves for the one factor on the device's compute rates (GEMM, attention and element-wise
 // efficiencies) that makes the predictions meet the measurements (geometric mean over the runs),
-// then plans with it. On a CPU the profile is the measurement (`palm plan --profile`); this is the
-// same idea where we cannot measure.
+// then plans with it. Runs held out (`calibration.checks`, e.g. multi-slice ones over the DCN) are
+// predicted with the calibrated rates and printed against what was published. On a CPU the
+// profile is the measurement (`palm plan --profile`); this is the same idea where we cannot measure.
 //
 // A run is a decoder-only transformer in MaxText's terms (query and key/value heads, a gated or
 // plain MLP), planned as the PaLM-shaped stand-in with the same matmul parameters per layer: same
@@ -20,6 +21,9 @@ extension HardwareSpec {
   public struct Calibration: Codable, Sendable, Equatable {
     public var source: String
     public var runs: [Run]
+    /// Published runs NOT calibrated on: predicted with the calibrated rates and printed against
+    /// what was published (e.g. multi-slice runs, which test the between-pods network).
+    public var checks: [Run]? = nil
 
     /// One published run, in the publisher's (MaxText's) terms.
     public struct Run: Codable, Sendable, Equatable {
@@ -30,7 +34,8 @@ extension HardwareSpec {
       public var mlpActivations: Int
       public var vocab: Int, seqLen: Int
       public var perDeviceBatch: Int
-      /// The mesh as `palm plan --mesh` reads it (MaxText's ici_fsdp_parallelism is `data`).
+      /// The mesh as `palm plan --mesh` reads it (MaxText's ici_fsdp_parallelism is `data`, its
+      /// dcn_data_parallelism, the slices, is `pod`).
       public var mesh: String
       public var remat: RematPolicy
       /// Attention computed causally (skipping masked tiles, as a flash kernel does), not densely.
@@ -132,6 +137,12 @@ public struct PlanCalibration: Codable, Sendable {
   /// The factor on the device's compute rates: geometric mean over the runs.
   public var factor: Double
   public var rows: [Row]
+  /// The held-out runs (`calibration.checks`) predicted with the calibrated rates.
+  public var checks: [Check] = []
+  public struct Check: Codable, Sendable {
+    public var name: String, source: String, mesh: String
+    public var measured: Double, predicted: Double
+  }
   /// The plan without the calibration, and with each run's factor alone (set by `apply`).
   public var uncalibrated: Outcome? = nil
   public var eachRunAlone: [Outcome] = []
@@ -185,7 +196,10 @@ public struct PlanCalibration: Codable, Sendable {
                  predictedCalibrated: try predict(r, on: calibrated),
                  factorAlone: try factor([r]))
     }
-    return PlanCalibration(source: cal.source, factor: f, rows: rows)
+    let checks = try (cal.checks ?? []).map { r in
+      Check(name: r.name, source: r.source, mesh: r.mesh, measured: r.tokensPerSecondPerChip, predicted: try predict(r, on: calibrated))
+    }
+    return PlanCalibration(source: cal.source, factor: f, rows: rows, checks: checks)
   }
 }
 

@@ -194,7 +194,7 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
       try positive(n.linkBandwidth.value, "networks.\(n.name).link_bandwidth")
       try positive(n.efficiency.value, "networks.\(n.name).efficiency")
     }
-    for r in calibration?.runs ?? [] {
+    for r in (calibration?.runs ?? []) + (calibration?.checks ?? []) {
       try positive(r.tflopsPerChip, "calibration run \(r.name): tflops_per_chip")
       guard r.perDeviceBatch >= 1, r.embDim >= 1, r.layers >= 1, r.queryHeads >= 1, r.headDim >= 1, r.mlpDim >= 1,
             r.mlpActivations == 1 || r.mlpActivations == 2 else {

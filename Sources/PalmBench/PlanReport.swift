@@ -93,6 +93,12 @@ extension Plan {
         o += "| \(r.name) | \(r.standInFF) | " + String(format: "%.1f | %.1f (%+.1f%%) | %.1f | %.3f |\n", r.measured, r.predictedUncalibrated,
                                                     (r.predictedUncalibrated / r.measured - 1) * 100, r.predictedCalibrated, r.factorAlone)
       }
+      if !cal.checks.isEmpty {
+        o += "\nHeld-out published runs (not calibrated on), predicted with the calibrated rates:\n\n| run | mesh | published tokens/s per chip | predicted | error |\n|---|---|---:|---:|---:|\n"
+        for c in cal.checks {
+          o += "| \(c.name) | \(c.mesh) | " + String(format: "%.1f | %.1f | %+.1f%% |\n", c.measured, c.predicted, (c.predicted / c.measured - 1) * 100)
+        }
+      }
       if let u = cal.uncalibrated {
         o += "\nWithout the calibration (the description's stand-in rates alone): " + String(format: "%.4g tokens/s, ", u.tokensPerSecond) + "MFU \(p(u.mfu)), HFU \(p(u.hfu)).\n"
       }

@@ -315,6 +315,22 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     #expect(try PlanCalibration.solve(cpu()) == nil)
   }
 
+  @Test func heldOutRunsArePredictedWithTheCalibratedRates() throws {
+    let tpu = try HardwareSpec.load("tpu-v4")
+    let cal = try #require(try PlanCalibration.solve(tpu))
+    let runs = try #require(tpu.calibration?.checks)
+    #expect(cal.checks.count == runs.count && !runs.isEmpty)
+    let calibrated = tpu.calibrated(cal)
+    for (check, run) in zip(cal.checks, runs) {
+      #expect(check.name == run.name && check.measured == run.tokensPerSecondPerChip)
+      #expect(abs(check.predicted - (try PlanCalibration.predict(run, on: calibrated))) < 1e-9)
+    }
+    // The slices of a multi-slice run exchange gradients over the DCN: more slices, fewer tokens/s per chip.
+    let slices = cal.checks.filter { $0.name.hasPrefix("maxtext-22b-") }.map(\.predicted)
+    let one = try #require(cal.rows.first { $0.name == "maxtext-22b" }).predictedCalibrated
+    #expect(slices.count == 3 && slices[0] < one && slices[1] < slices[0] && slices[2] < slices[1])
+  }
+
   @Test func aBadCalibrationRunIsOneErrorNamingIt() throws {
     var tpu = try HardwareSpec.load("tpu-v4")
     tpu.calibration!.runs[0].mesh = "dta=64"
