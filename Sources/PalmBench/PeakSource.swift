@@ -54,6 +54,14 @@ public struct PeakSource: Sendable {
     try parseEnvironment(bf16Variable, threads: threads)
   })
 
+  /// The variable of a precision's peak and its value, when it is set (for messages that name
+  /// where a peak came from).
+  public static func environmentSetting(bf16: Bool) -> (variable: String, value: String)? {
+    let name = bf16 ? bf16Variable : variable
+    guard let text = ProcessInfo.processInfo.environment[name], !text.isEmpty else { return nil }
+    return (name, text)
+  }
+
   static func parseEnvironment(_ name: String, threads: Int) throws -> Double? {
     guard let text = ProcessInfo.processInfo.environment[name], !text.isEmpty else { return nil }
     return try parse(text, threads: threads, variable: name)

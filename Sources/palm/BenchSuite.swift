@@ -78,7 +78,7 @@ struct BenchSuite: ParsableCommand {
     options.reproduce = [
       "swift build -c release",
       "KMP_BLOCKTIME=0 "
-        + (ProcessInfo.processInfo.environment[PeakSource.variable].map { "\(PeakSource.variable)=\($0) " } ?? "")
+        + [false, true].compactMap { PeakSource.environmentSetting(bf16: $0).map { "\($0.variable)=\($0.value) " } }.joined()
         + ".build/release/palm bench " + CommandLine.arguments.dropFirst(2).joined(separator: " "),
     ]
     options.progress = { line in

@@ -19,5 +19,10 @@ struct BenchStepCLITests {
     let high = try step(peak: 1e6)  // a peak no 2-core CPU reaches: utilization far below 100%
     #expect(high.status == 0, "\(high.stderr)")
     #expect(!high.stderr.contains("above 100%"), "\(high.stderr)")
+    // A peak from the environment is named with its variable and value.
+    let env = try runProgramSplit(palmBinary!, ["bench", "step", "--config", "tiny", "--batch", "2", "--seq-len", "32",
+                                                "--steps", "1", "--warmup", "0", "--threads", "1"],
+                                  deadline: 120, environment: ["KMP_BLOCKTIME": "0", "PALM_PEAK_GFLOPS": "0.001"])
+    #expect(env.status == 0 && env.stderr.contains("the peak set by PALM_PEAK_GFLOPS=0.001"), "\(env.stderr)")
   }
 }
