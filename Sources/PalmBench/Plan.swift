@@ -105,6 +105,19 @@ public struct PlanInputs: Sendable {
 
   /// Moments per parameter of the optimizer.
   public static let optimizerMoments = ["adamw": 2, "adafactor": 2]
+
+  /// Throws `PlanError` when the hardware has measured collectives but none of `collectiveBackend`,
+  /// or when MPI is asked of a description without MPI measurements (it would fall back to a
+  /// network model that is not MPI's).
+  public func checkCollectiveBackend() throws {
+    let cs = hardware.collectives ?? []
+    guard !cs.contains(where: { $0.backend == collectiveBackend }) else { return }
+    guard !cs.isEmpty || collectiveBackend == "mpi" else { return }
+    let have = cs.isEmpty ? "none" : Set(cs.map(\.backend)).sorted().joined(separator: ", ")
+    throw PlanError("hardware \(hardware.name) has no \(collectiveBackend) collectives measured (it has: \(have)); "
+                    + (collectiveBackend == "mpi" ? "profile again with mpirun on PATH (palm plan --profile measures MPI then), or plan --devices local"
+                                                  : "plan with the backend it has"))
+  }
 }
 
 /// A bad plan input (one line for the CLI).
@@ -318,12 +331,7 @@ extension Plan {
                       bytes: optBytes, note: "\(inputs.optimizer) on the \(mem.shardFloats)-float shard + global-norm clip"))
 
     // MARK: collectives
-    if let cs = hw.collectives, !cs.isEmpty, !cs.contains(where: { $0.backend == inputs.collectiveBackend }) {
-      let have = Set(cs.map(\.backend)).sorted().joined(separator: ", ")
-      throw PlanError("hardware \(hw.name) has no \(inputs.collectiveBackend) collectives measured (it has: \(have)); "
-                      + (inputs.collectiveBackend == "mpi" ? "profile again with mpirun on PATH (palm plan --profile measures MPI then), or plan --devices local"
-                                                            : "plan with the backend it has"))
-    }
+    try inputs.checkCollectiveBackend()
     let net = PlanNetwork(hardware: hw, software: sw, mesh: mesh, backend: inputs.collectiveBackend)
     var exposedMB = 0.0
     if m > 1 {

@@ -148,6 +148,7 @@ public enum PlanSearch {
   /// pod·data dividing the batch, data·model within the device's pod size; micro-batches 1, 2, 4, 8, 16.
   public static func run(_ base: PlanInputs, chips: Int) throws -> (fitting: [Row], considered: Int) {
     guard chips >= 1 else { throw PlanError("--chips must be at least 1 (got \(chips))") }
+    try base.checkCollectiveBackend()  // not per setting: a try? below would hide it as "nothing fits"
     let c = base.config
     let podMax = Int(base.hardware.devicesPerPod?.value ?? Double(chips))
     var rows: [Row] = [], considered = 0

@@ -118,7 +118,7 @@ struct BenchStep: ParsableCommand {
     // Flag a utilization above 100% (MeasuredRow.exceedsPeak, as the suite does) rather than print it as a result.
     if let row = StepRuns.row(r, config: c, peaks: peaks), row.exceedsPeak {
       let why = peak != nil ? "the --peak given is below what the steps reached."
-        : PeakSource.environmentSetting(bf16: precision == .bf16).map { "the peak set by \($0.variable)=\($0.value) is below what the steps reached." }
+        : PeakSource.environmentSetting(bf16: peaks.precision == .bf16).map { "the peak set by \($0.variable)=\($0.value) is below what the steps reached." }
         ?? "the peak was measured while the machine was busier than during the steps. Rerun on a quiet machine, or pass --peak."
       FileHandle.standardError.write(Data("WARNING: MFU or HFU above 100%: \(why)\n".utf8))
     }

@@ -231,6 +231,13 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     hw.collectives = [.init(operation: "all-reduce", backend: "in-process", ranks: 2, latency: 1e-5, busBandwidth: 4e9)]
     let error = #expect(throws: PlanError.self) { try modelAllReduce("mpi") }
     #expect("\(error.map { "\($0)" } ?? "")".contains("no mpi collectives measured") == true)
+    // ...also with none measured at all (no silent fall back to a network model), and before a search.
+    hw.collectives = nil
+    #expect(throws: PlanError.self) { try modelAllReduce("mpi") }
+    #expect(try modelAllReduce("in-process").seconds > 0)
+    var search = PlanInputs(config: .tiny, mesh: try MeshShape(), remat: .none, hardware: hw)
+    search.collectiveBackend = "mpi"
+    #expect(throws: PlanError.self) { try PlanSearch.run(search, chips: 2) }
   }
 
   @Test func profileCopiesRunAtOnce() throws {
@@ -324,6 +331,7 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     for (check, run) in zip(cal.checks, runs) {
       #expect(check.name == run.name && check.measured == run.tokensPerSecondPerChip)
       #expect(abs(check.predicted - (try PlanCalibration.predict(run, on: calibrated))) < 1e-9)
+      #expect(abs(check.predicted / check.measured - 1) < 0.05, "\(check.name)")  // as docs/BENCHMARKS.md records
     }
     // The slices of a multi-slice run exchange gradients over the DCN: more slices, fewer tokens/s per chip.
     let slices = cal.checks.filter { $0.name.hasPrefix("maxtext-22b-") }.map(\.predicted)
