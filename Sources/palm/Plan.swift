@@ -30,7 +30,7 @@ struct PlanCommand: ParsableCommand {
         # every mesh x remat x micro-batching of 6144 chips, and where PaLM's ranks
         palm plan --config palm-540b --chips 6144 --batch 2048 \\
           --hardware tpu-v4 --mesh pod=2,data=256,model=12
-        # measure this machine (MPI collectives too when mpirun is here), then predict a run on it
+        # measure this machine (MPI collectives too when mpirun is here), then plan on it
         palm plan --profile --threads 1 --output cpu-1t.json
         palm plan --config small --mesh data=2 --hardware cpu-1t.json
         palm plan --config small --mesh pod=2 --hardware cpu-1t.json --devices mpi
@@ -87,7 +87,7 @@ struct PlanCommand: ParsableCommand {
   @Flag(name: .customLong("no-calibration"), help: "Plan on the hardware description's rates as given, not calibrated on its published runs (tpu-v4: MaxText's v4 benchmarks). The calibrated plan prints the uncalibrated figures too.")
   var noCalibration = false
 
-  @Flag(help: "Measure this machine (peaks, GEMMs, kernels, memory bandwidth, in-process collectives) into a hardware file.")
+  @Flag(help: "Measure this machine (peaks, GEMMs, kernels, memory bandwidth, collectives in-process and, with mpirun on PATH, over MPI) into a hardware file.")
   var profile = false
 
   @Option(help: "With --profile: threads per device to measure at (default: all cores).")
