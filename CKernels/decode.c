@@ -25,8 +25,12 @@ enum { BLK = PK_DECODE_BLOCK };
  * no FMA, so every multiply and add rounds on its own). */
 typedef float v16 __attribute__((vector_size(64)));
 
-static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+/* Static helpers, always inlined: a v16 never crosses an ABI boundary, so the warning that its
+ * passing convention differs without AVX-512 (-Wpsabi, at each call) does not apply here. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+static inline __attribute__((always_inline)) v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline __attribute__((always_inline)) void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 /* s[l] = sum over i of q[i]·kt[i·16 + l], i in order from 0.0f (one K block of 16 positions). */
 static void block_scores_base(float *s, const float *q, const float *kt, int64_t Q) {
@@ -50,6 +54,7 @@ static void weighted_sum_base(float *o, const float *p, const float *vrows, cons
     o[i] = acc + p[n - 1] * vlast[i];
   }
 }
+#pragma clang diagnostic pop
 
 #if defined(__x86_64__)
 /* AVX-512: the same operations in the same order. The empty asm makes each product a value of its
