@@ -88,16 +88,20 @@ def main():
     ck, log = os.path.join(work, "ck"), os.path.join(work, "drill.jsonl")
     os.mkdir(ck)
     run = common + ["--checkpoint-dir", ck, "--log", log, "--resume"]
-    newest, went_back, unreadable, finished_early, kills, mid_write = -1, 0, 0, 0, 0, 0
+    newest, went_back, unreadable, finished_early, kills, mid_write, after_progress = -1, 0, 0, 0, 0, 0, 0
     # Kill moments: uniform over a window that lets the runs together cover about the whole
     # reference run (each restart also pays the start-up and redoes the updates since its checkpoint).
     window = 2.5 * reference_seconds / a.kills
     for _ in range(a.kills):
+        logged = len(losses(log)) if os.path.exists(log) else 0
         child = subprocess.Popen(run, **quiet)
         time.sleep(rng.uniform(0, window))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             kills += 1
+            child.wait()
+            # A kill before the run logged a step tests only its start-up; count the ones that did more.
+            after_progress += (len(losses(log)) if os.path.exists(log) else 0) > logged
         else:
             finished_early += 1
         child.wait()
@@ -112,7 +116,8 @@ def main():
     mismatches = [(s, l, reference.get(s)) for s, l in got if reference.get(s) != l]
     done = {s for s, _ in got}
     lost = went_back + unreadable
-    print(f"crash drill: {kills} kills ({mid_write} during a checkpoint write; +{finished_early} runs that finished before their kill), "
+    print(f"crash drill: {kills} kills ({after_progress} after the run had logged a new step, {mid_write} during a checkpoint write; "
+          f"+{finished_early} runs that finished before their kill), "
           f"reference {reference_seconds:.1f} s; "
           f"{lost} lost or unreadable checkpoints; final run exit {final}; {len(got)} logged losses "
           f"({len(got) - len(done)} redone after a kill), {len(mismatches)} differ from the uninterrupted run's; "
