@@ -88,7 +88,7 @@ public struct PlanInputs: Sendable {
   public var threadsPerDevice: Int?
   /// CPU only: whose measured collectives the mesh uses: "in-process" (`--devices local`) or "mpi"
   /// (ranks under mpirun), as `palm plan --profile` recorded them.
-  public var collectiveBackend: String = "in-process"
+  public var collectiveBackend: String = PlanProfile.inProcess
 
   public init(config: PalmConfig, mesh: MeshShape, remat: RematPolicy, microBatches: Int = 1,
               optimizer: String = "adamw", hardware: HardwareSpec, software: PlanSoftware? = nil,
@@ -112,10 +112,10 @@ public struct PlanInputs: Sendable {
   public func checkCollectiveBackend() throws {
     let cs = hardware.collectives ?? []
     guard !cs.contains(where: { $0.backend == collectiveBackend }) else { return }
-    guard !cs.isEmpty || collectiveBackend == "mpi" else { return }
+    guard !cs.isEmpty || collectiveBackend == PlanProfile.mpi else { return }
     let have = cs.isEmpty ? "none" : Set(cs.map(\.backend)).sorted().joined(separator: ", ")
     throw PlanError("hardware \(hardware.name) has no \(collectiveBackend) collectives measured (it has: \(have)); "
-                    + (collectiveBackend == "mpi" ? "profile again with mpirun on PATH (palm plan --profile measures MPI then), or plan --devices local"
+                    + (collectiveBackend == PlanProfile.mpi ? "profile again with mpirun on PATH (palm plan --profile measures MPI then), or plan --devices local"
                                                   : "plan with the backend it has"))
   }
 }
@@ -476,7 +476,7 @@ struct PlanNetwork {
   /// Whose measured collectives to use ("in-process" or "mpi"), when the hardware has measurements.
   let backend: String
 
-  init(hardware: HardwareSpec, software: PlanSoftware, mesh: MeshShape, backend: String = "in-process") {
+  init(hardware: HardwareSpec, software: PlanSoftware, mesh: MeshShape, backend: String = PlanProfile.inProcess) {
     self.hardware = hardware; self.software = software; self.mesh = mesh; self.backend = backend
   }
 

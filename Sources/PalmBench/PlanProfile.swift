@@ -16,9 +16,26 @@ import PalmParallel
 import PalmTensor
 
 public enum PlanProfile {
-  /// The rank counts and operations whose latency (4 KiB) and bus bandwidth (4 MiB) are measured.
+  /// The rank counts and operations whose latency and bus bandwidth are measured, on each backend.
   public static let collectiveRanks = [2, 4, 8]
   public static let collectiveOperations: [CollectiveBench.Operation] = [.allReduce, .allGather, .reduceScatter]
+  /// A collective's latency is the time of a `latencyBytes` buffer; its bandwidth the bus
+  /// bandwidth of a `bandwidthBytes` one.
+  public static let latencyBytes = 4096, bandwidthBytes = 4 << 20
+  /// The backend names a profile records (`palm plan --devices local` reads the first).
+  public static let inProcess = "in-process", mpi = "mpi"
+
+  /// The profile's entry for `operation` from CollectiveBench results at both sizes (any others
+  /// ignored); nil when one is missing.
+  public static func collective(_ results: [CollectiveBench.Result], operation: CollectiveBench.Operation,
+                                backend: String) -> HardwareSpec.Collective? {
+    let rows = results.filter { $0.operation == operation.rawValue }
+    guard let small = rows.first(where: { $0.bytes == latencyBytes }), let large = rows.first(where: { $0.bytes == bandwidthBytes }) else {
+      return nil
+    }
+    return HardwareSpec.Collective(operation: operation.rawValue, backend: backend, ranks: small.ranks,
+                                   latency: small.medianSeconds, busBandwidth: large.busbwGBps * 1e9)
+  }
 
   /// Measures this machine with `threads` threads per device; `log` receives progress lines.
   public static func measure(threads: Int, configs: [PalmConfig] = [.tiny, .small],
@@ -74,10 +91,9 @@ public enum PlanProfile {
       let cluster = try LocalCluster(size: ranks, timeout: 120)
       for op in collectiveOperations {
         let results = try cluster.run { comm in
-          try CollectiveBench.bandwidth(op, comm: comm, sizes: [4096, 4 << 20], repeats: 3, warmup: 1)
+          try CollectiveBench.bandwidth(op, comm: comm, sizes: [latencyBytes, bandwidthBytes], repeats: 3, warmup: 1)
         }[0]
-        collectives.append(.init(operation: op.rawValue, backend: "in-process", ranks: ranks,
-                                 latency: results[0].medianSeconds, busBandwidth: results[1].busbwGBps * 1e9))
+        if let c = collective(results, operation: op, backend: inProcess) { collectives.append(c) }
       }
     }
     log("collectives measured on the in-process backend at 2, 4, 8 ranks")
@@ -90,7 +106,7 @@ public enum PlanProfile {
     var peaks = ["fp32": HardwareSpec.Number(fp32 * 1e9, "\(src): PeakProbe.fp32 (FMA chains)")]
     if let b = bf16 { peaks["bf16"] = HardwareSpec.Number(b * 1e9, "\(src): PeakProbe.bf16 (vdpbf16ps chains)") }
     let shm = HardwareSpec.Network(
-      name: "in-process", scope: "pod", topology: "measured",
+      name: inProcess, scope: "pod", topology: "measured",
       domainDevices: .init(1e9, "threads of one process"), linkBandwidth: .init(stream, "\(src): STREAM triad (unused: collectives measured)"),
       linksPerDevice: nil, devicesPerHost: nil, latency: .init(0, "measured per collective"), efficiency: .init(1, "measured per collective"))
     var between = shm

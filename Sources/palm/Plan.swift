@@ -170,7 +170,7 @@ struct PlanCommand: ParsableCommand {
       var inputs = PlanInputs(config: c, mesh: shape, remat: remat,
                               microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
                               threadsPerDevice: threadsPerDevice)
-      if devices == .mpi { inputs.collectiveBackend = "mpi" }
+      if devices == .mpi { inputs.collectiveBackend = PlanProfile.mpi }
       if noCalibration && (hw.calibration?.runs ?? []).isEmpty {
         throw CLIError("--no-calibration: \(hardware!) carries no published runs to calibrate on, so there is nothing to turn off")
       }
@@ -231,18 +231,16 @@ struct PlanCommand: ParsableCommand {
   /// processes, as PlanProfile measures the in-process ones.
   func mpiCollectives(ranks: Int) throws -> [HardwareSpec.Collective] {
     let out = try BenchExchange.mpirun(np: ranks, ["bench", "exchange", "--devices", "mpi", "--part", "collectives", "--format", "json",
-                                                   "--max-bytes", "\(4 << 20)", "--repeats", "3"], timeout: 600)
+                                                   "--max-bytes", "\(PlanProfile.bandwidthBytes)", "--repeats", "3"], timeout: 600)
     guard let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
           let report = try? JSONDecoder().decode(BenchExchange.Report.self, from: Data(line.utf8)) else {
       throw CLIError("the mpirun child printed no collective results:\n\(out)")
     }
     return try PlanProfile.collectiveOperations.map { op in
-      let rows = report.collectives.filter { $0.operation == op.rawValue }
-      guard let small = rows.first(where: { $0.bytes == 4096 }), let large = rows.first(where: { $0.bytes == 4 << 20 }) else {
-        throw CLIError("the mpirun child's \(op.rawValue) results lack the 4 KiB or 4 MiB size")
+      guard let c = PlanProfile.collective(report.collectives, operation: op, backend: PlanProfile.mpi) else {
+        throw CLIError("the mpirun child's \(op.rawValue) results lack the \(PlanProfile.latencyBytes)- or \(PlanProfile.bandwidthBytes)-byte size")
       }
-      return HardwareSpec.Collective(operation: op.rawValue, backend: "mpi", ranks: ranks, latency: small.medianSeconds,
-                                     busBandwidth: large.busbwGBps * 1e9)
+      return c
     }
   }
 }
