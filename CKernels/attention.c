@@ -17,6 +17,9 @@
 
 enum { BK = 64, TILE_ROWS = 128 };
 
+/* Scratch offsets round up to 16 floats (64 bytes: whole AVX-512 vectors, cache lines). */
+static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
 /* Per-calling-thread scratch of the forward and the backward (grow-only, see pk_kernel.h). */
 static _Thread_local pk_scratch tl_forward, tl_backward;
 
@@ -157,45 +160,110 @@ static void pairs_across_scalar(uint32_t *dst, const float *lo, const float *hi,
   for (int64_t j = 0; j < n; j++) dst[j] = pk_bf16_pair_word(lo[j], hi ? hi[j] : 0.0f);
 }
 
-/* The products emulated with the same rounding (the products of two bf16 are exact in fp32):
- * equal to vdpbf16ps up to the order of the fp32 sums and its flush of denormals. One body, built
- * for each ISA so that the compiler vectorises the j loop for it. */
-static inline __attribute__((always_inline)) void mmb_emulated_body(
-    int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars, int64_t acs, const uint32_t *b,
-    int64_t ldb, float *c, int64_t ldc, int acc) {
-  for (int64_t i = 0; i < m; i++) {
-    float *restrict cr = c + i * ldc;
-    if (!acc) memset(cr, 0, (size_t)n * sizeof(float));
-    for (int64_t q = 0; q < kw; q++) {
-      const uint32_t w = a[i * ars + q * acs], wl = w << 16, wh = w & 0xFFFF0000u;
-      float al, ah;
-      memcpy(&al, &wl, 4);
-      memcpy(&ah, &wh, 4);
-      const uint32_t *restrict br = b + q * ldb;
-      for (int64_t j = 0; j < n; j++) {
-        const uint32_t vl = br[j] << 16, vh = br[j] & 0xFFFF0000u;
-        float bl, bh;
-        memcpy(&bl, &vl, 4);
-        memcpy(&bh, &vh, 4);
-        cr[j] += al * bl + ah * bh;
-      }
-    }
+/* The products emulated (no AVX512_BF16): the pair words unpacked into fp32 (a bf16 is the high
+ * half of its fp32, so each unpack is a shift or a mask, exact) and multiplied on the fp32
+ * micro-kernels above; the product of two bf16 is exact in fp32, so this equals vdpbf16ps up to the
+ * order of the fp32 sums and its flush of denormals, at the fp32 kernels' speed. The unpacked
+ * operands are O(m·k + k·n) beside the O(m·n·k) product. */
+/* Words along k: n words at w → 2n floats at f, in order (low half first). */
+static void unpack_along_scalar(float *f, const uint32_t *w, int64_t n) {
+  for (int64_t q = 0; q < n; q++) {
+    const uint32_t lo = w[q] << 16, hi = w[q] & 0xFFFF0000u;
+    memcpy(f + 2 * q, &lo, 4);
+    memcpy(f + 2 * q + 1, &hi, 4);
   }
 }
 
-#define PK_MMB_EMULATED(name, target)                                                            \
-  target static void name(int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars,      \
-                          int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc,    \
-                          int acc) {                                                             \
-    mmb_emulated_body(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc);                               \
+/* A pair row: n words at w → the low halves at lo[0..n), the high halves at hi[0..n). */
+static void unpack_across_scalar(float *lo, float *hi, const uint32_t *w, int64_t n) {
+  for (int64_t j = 0; j < n; j++) {
+    const uint32_t l = w[j] << 16, h = w[j] & 0xFFFF0000u;
+    memcpy(lo + j, &l, 4);
+    memcpy(hi + j, &h, 4);
   }
-PK_MMB_EMULATED(mmb_scalar, )
+}
 
 #if defined(__x86_64__)
-PK_MMB_EMULATED(mmb_avx2, PK_TARGET_AVX2)
-PK_MMB_EMULATED(mmb_avx512, PK_TARGET_AVX512)
+/* 8 words = 16 bf16 in order, widened to 32 bits and shifted into the high half: 16 floats. */
+static PK_TARGET_AVX512 void unpack_along_avx512(float *f, const uint32_t *w, int64_t n) {
+  for (int64_t q = 0; q < n; q += 8) {
+    const int64_t r = n - q < 8 ? n - q : 8;
+    const __m256i v = _mm256_maskz_loadu_epi32((__mmask8)pk_mask16(r), w + q);
+    _mm512_mask_storeu_ps(f + 2 * q, pk_mask16(2 * r),
+                          _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)));
+  }
+}
 
+static PK_TARGET_AVX512 void unpack_across_avx512(float *lo, float *hi, const uint32_t *w, int64_t n) {
+  const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k = pk_mask16(n - j);
+    const __m512i v = _mm512_maskz_loadu_epi32(k, w + j);
+    _mm512_mask_storeu_ps(lo + j, k, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+    _mm512_mask_storeu_ps(hi + j, k, _mm512_castsi512_ps(_mm512_and_si512(v, high)));
+  }
+}
 
+static PK_TARGET_AVX2 void unpack_along_avx2(float *f, const uint32_t *w, int64_t n) {
+  for (int64_t q = 0; q < n; q += 4) {
+    const int64_t r = n - q < 4 ? n - q : 4;
+    const __m128i v = _mm_maskload_epi32((const int *)(w + q), _mm256_castsi256_si128(pk_mask8(r)));
+    _mm256_maskstore_ps(f + 2 * q, pk_mask8(2 * r),
+                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
+  }
+}
+
+static PK_TARGET_AVX2 void unpack_across_avx2(float *lo, float *hi, const uint32_t *w, int64_t n) {
+  const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256i k = pk_mask8(n - j);
+    const __m256i v = _mm256_maskload_epi32((const int *)(w + j), k);
+    _mm256_maskstore_ps(lo + j, k, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    _mm256_maskstore_ps(hi + j, k, _mm256_castsi256_ps(_mm256_and_si256(v, high)));
+  }
+}
+#endif
+
+static void unpack_along(int simd, float *f, const uint32_t *w, int64_t n) {
+#if defined(__x86_64__)
+  if (simd == PK_ISA_AVX512) { unpack_along_avx512(f, w, n); return; }
+  if (simd == PK_ISA_AVX2) { unpack_along_avx2(f, w, n); return; }
+#endif
+  unpack_along_scalar(f, w, n);
+}
+
+static void unpack_across(int simd, float *lo, float *hi, const uint32_t *w, int64_t n) {
+#if defined(__x86_64__)
+  if (simd == PK_ISA_AVX512) { unpack_across_avx512(lo, hi, w, n); return; }
+  if (simd == PK_ISA_AVX2) { unpack_across_avx2(lo, hi, w, n); return; }
+#endif
+  unpack_across_scalar(lo, hi, w, n);
+}
+
+/* mmb's operands unpacked into work (2·kw·(m + n) floats), then mm. A with its words along k
+ * (acs = 1) becomes row-major m × 2kw; A with its words along m (ars = 1: word row q holds rows 2q
+ * and 2q + 1 of Aᵀ) becomes Aᵀ's 2kw rows of m; B's pair rows become 2kw rows of n. */
+static void mmb_emulated(int simd, float *work, int64_t m, int64_t n, int64_t kw, const uint32_t *a,
+                         int64_t ars, int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc,
+                         int acc) {
+  float *af = work, *bf = work + 2 * kw * m;
+  int64_t afrs, afcs;
+  if (acs == 1) {
+    for (int64_t i = 0; i < m; i++) unpack_along(simd, af + i * 2 * kw, a + i * ars, kw);
+    afrs = 2 * kw, afcs = 1;
+  } else if (ars == 1) {
+    for (int64_t q = 0; q < kw; q++) unpack_across(simd, af + 2 * q * m, af + (2 * q + 1) * m, a + q * acs, m);
+    afrs = 1, afcs = m;
+  } else {
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t q = 0; q < kw; q++) unpack_along_scalar(af + i * 2 * kw + 2 * q, a + i * ars + q * acs, 1);
+    afrs = 2 * kw, afcs = 1;
+  }
+  for (int64_t q = 0; q < kw; q++) unpack_across(simd, bf + 2 * q * n, bf + (2 * q + 1) * n, b + q * ldb, n);
+  mm(simd, m, n, 2 * kw, af, afrs, afcs, bf, n, c, ldc, acc);
+}
+
+#if defined(__x86_64__)
 /* pairs_along_scalar on AVX-512: 32 values rounded, their bf16 halves gathered in order. */
 static PK_TARGET_AVX512 void pairs_along_avx512(uint32_t *dst, const float *x, int64_t n) {
   /* 16-bit lane k of the result takes lane 2k + 1 (the high, bf16 half of value k) of (lo, hi). */
@@ -270,14 +338,22 @@ static void mmb_native(int64_t m, int64_t n, int64_t kw, const uint32_t *a, int6
 /* How the bf16 products run: natively (vdpbf16ps) or emulated on the active ISA. */
 typedef struct { int simd, native; } bf16_path;
 
-static void mmb(bf16_path p, int64_t m, int64_t n, int64_t kw, const uint32_t *a, int64_t ars,
-                int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+/* The floats mmb_emulated unpacks into for any product of a tile of M rows (emulated paths
+ * only): the largest 2·kw·(m + n) of the forward's and the backward's products. */
+static int64_t unpack_floats(bf16_path p, int64_t M, int64_t Q) {
+  if (p.native) return 0;
+  int64_t a = Q * (M + BK), b = BK * (M + Q), c = 2 * ((M + 1) / 2) * (BK + Q);
+  int64_t most = a > b ? a : b;
+  return pad16(most > c ? most : c);
+}
+
+/* work: unpack_floats(p, M, Q) floats of this thread (unused natively). */
+static void mmb(bf16_path p, float *work, int64_t m, int64_t n, int64_t kw, const uint32_t *a,
+                int64_t ars, int64_t acs, const uint32_t *b, int64_t ldb, float *c, int64_t ldc, int acc) {
 #if defined(__x86_64__)
   if (p.native) { mmb_native(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
-  if (p.simd == PK_ISA_AVX512) { mmb_avx512(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
-  if (p.simd == PK_ISA_AVX2) { mmb_avx2(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc); return; }
 #endif
-  mmb_scalar(m, n, kw, a, ars, acs, b, ldb, c, ldc, acc);
+  mmb_emulated(p.simd, work, m, n, kw, a, ars, acs, b, ldb, c, ldc, acc);
 }
 
 static void pairs_along(bf16_path p, uint32_t *dst, const float *x, int64_t n) {
@@ -399,8 +475,6 @@ static PK_TARGET_AVX2 void softmax_grad_avx2(float *s, float *dp, int64_t n, int
 #endif
 
 /* ---- rotary ---- */
-
-static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
 /* cs[t·Q + i] = cos(theta), cs[t·Q + Q/2 + i] = sin(theta), theta = t · base^(-2i/Q). */
 static void rope_table(float *cs, int64_t T, int64_t Q) {
@@ -579,7 +653,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
   int64_t bq = tile_tokens(H, T), M = bq * H, hq = Q / 2, Tp = (T + 1) / 2;
   /* fp32: qs, o, s, m, l; bf16 adds the pairs of qs (along Q) and of P (along the keys). */
   int64_t per_thread = 2 * pad16(M * Q) + pad16(M * BK) + 2 * pad16(M) +
-                       (bf16 ? pad16(M * hq) + pad16(M * BK / 2) : 0);
+                       (bf16 ? pad16(M * hq) + pad16(M * BK / 2) + unpack_floats(path, M, Q) : 0);
   int64_t shared = bf16 ? pad16(B * hq * T) + pad16(B * Tp * Q) : pad16(B * T * Q);  /* Kᵀ; bf16 Kᵀ, V pairs */
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
   float *scratch = pk_scratch_reserve(&tl_forward, (size_t)(shared + nth * per_thread));
@@ -603,6 +677,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
     float *qs = thread_base + ith * per_thread, *o = qs + pad16(M * Q), *s = o + pad16(M * Q);
     float *mrow = s + pad16(M * BK), *lrow = mrow + pad16(M);
     uint32_t *qsp = (uint32_t *)(lrow + pad16(M)), *pp = qsp + pad16(M * hq);
+    float *work = (float *)(pp + pad16(M * BK / 2));  /* emulated bf16 products only */
     int team = omp_get_num_threads();
     for (int64_t tile = 0; tile < ntiles; tile++) {
       if (tile_owner(tile, team) != ith) continue;
@@ -622,7 +697,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
       for (int64_t s0 = 0; s0 < tend; s0 += BK) {
         int64_t nk = tend - s0 < BK ? tend - s0 : BK;
         /* S = Qs · K[s0:s0+nk]ᵀ */
-        if (bf16) mmb(path, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);
+        if (bf16) mmb(path, work, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);
         else mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);
         for (int64_t r = 0; r < m; r++) {
           int64_t t = t0 + r / H, nv = t - s0 + 1;
@@ -645,7 +720,7 @@ pk_status pk_attention_forward(float *out, int64_t ldo, float *lse, const float 
         /* O += P · V[s0:s0+nk]; bf16 rounds the unnormalised P = exp(s − m) of this block's m. */
         if (bf16) {
           for (int64_t r = 0; r < m; r++) pairs_along(path, pp + r * (BK / 2), s + r * BK, nk);
-          mmb(path, m, Q, (nk + 1) / 2, pp, BK / 2, 1, vp + (b * Tp + s0 / 2) * Q, Q, o, Q, 1);
+          mmb(path, work, m, Q, (nk + 1) / 2, pp, BK / 2, 1, vp + (b * Tp + s0 / 2) * Q, Q, o, Q, 1);
         } else {
           mm(simd, m, Q, nk, s, BK, 1, qkv + (b * T + s0) * ldqkv + voff, ldqkv, o, Q, 1);
         }
@@ -690,7 +765,8 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
   /* fp32: qs, dO, dQ, s, dp, lse, D, dK, dV. bf16 adds the pairs: qs and dO along Q and across
    * rows, dS along the keys, dS and P across rows. */
   int64_t per_thread = 3 * pad16(M * Q) + 2 * pad16(M * BK) + 2 * pad16(M) + 2 * pad16(BTQ) +
-                       (bf16 ? 2 * pad16(M * hq) + 2 * pad16(Mw * Q) + pad16(M * BK / 2) + 2 * pad16(Mw * BK) : 0);
+                       (bf16 ? 2 * pad16(M * hq) + 2 * pad16(Mw * Q) + pad16(M * BK / 2) + 2 * pad16(Mw * BK) +
+                                   unpack_floats(path, M, Q) : 0);
   /* fp32: K', Kᵀ, Vᵀ; bf16: their pairs (Kᵀ, Vᵀ along Q; K across rows). */
   int64_t shared = bf16 ? 2 * pad16(B * hq * T) + pad16(B * Tp * Q) : 3 * pad16(BTQ);
   if ((double)shared + (double)nth * (double)per_thread > 0x1p60) return PK_STATUS_NO_MEMORY;
@@ -717,6 +793,7 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
     uint32_t *qsp = (uint32_t *)(dv + pad16(BTQ)), *dop = qsp + pad16(M * hq);
     uint32_t *qsr = dop + pad16(M * hq), *dor = qsr + pad16(Mw * Q);
     uint32_t *dsa = dor + pad16(Mw * Q), *dsr = dsa + pad16(M * BK / 2), *pt = dsr + pad16(Mw * BK);
+    float *work = (float *)(pt + pad16(Mw * BK));  /* emulated bf16 products only */
     memset(dk, 0, (size_t)(2 * pad16(BTQ)) * sizeof(float));
     int team = omp_get_num_threads();
     for (int64_t tile = 0; tile < ntiles; tile++) {
@@ -755,8 +832,8 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
       for (int64_t s0 = 0; s0 < tend; s0 += BK) {
         int64_t nk = tend - s0 < BK ? tend - s0 : BK;
         if (bf16) {
-          mmb(path, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);   /* S = Qs·Kᵀ */
-          mmb(path, m, nk, hq, dop, hq, 1, vtp + b * hq * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
+          mmb(path, work, m, nk, hq, qsp, hq, 1, ktp + b * hq * T + s0, T, s, BK, 0);   /* S = Qs·Kᵀ */
+          mmb(path, work, m, nk, hq, dop, hq, 1, vtp + b * hq * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
         } else {
           mm(simd, m, nk, Q, qs, Q, 1, kt + b * Q * T + s0, T, s, BK, 0);    /* S = Qs·Kᵀ */
           mm(simd, m, nk, Q, dob, Q, 1, vt + b * Q * T + s0, T, dp, BK, 0);  /* dP = dO·Vᵀ */
@@ -782,9 +859,9 @@ pk_status pk_attention_backward(float *dqkv, int64_t lddqkv, const float *dout, 
             pairs_across(path, dsr + u * BK, dp + 2 * u * BK, two ? dp + (2 * u + 1) * BK : NULL, nk);
             pairs_across(path, pt + u * BK, s + 2 * u * BK, two ? s + (2 * u + 1) * BK : NULL, nk);
           }
-          mmb(path, m, Q, kw, dsa, BK / 2, 1, kp + (b * Tp + s0 / 2) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
-          mmb(path, nk, Q, mw, dsr, 1, BK, qsr, Q, dkb, Q, 1);                         /* dK += dSᵀ·Qs */
-          mmb(path, nk, Q, mw, pt, 1, BK, dor, Q, dvb, Q, 1);                          /* dV += Pᵀ·dO */
+          mmb(path, work, m, Q, kw, dsa, BK / 2, 1, kp + (b * Tp + s0 / 2) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
+          mmb(path, work, nk, Q, mw, dsr, 1, BK, qsr, Q, dkb, Q, 1);                         /* dK += dSᵀ·Qs */
+          mmb(path, work, nk, Q, mw, pt, 1, BK, dor, Q, dvb, Q, 1);                          /* dV += Pᵀ·dO */
         } else {
           mm(simd, m, Q, nk, dp, BK, 1, krot + (b * T + s0) * Q, Q, dq, Q, 1);  /* dQs += dS·K */
           mm(simd, nk, Q, m, dp, 1, BK, qs, Q, dkb, Q, 1);                      /* dK += dSᵀ·Qs */

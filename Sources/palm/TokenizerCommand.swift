@@ -133,13 +133,16 @@ func loadTokenizer(_ path: String) throws -> SentencePieceTokenizer {
 }
 
 /// The bytes of a file, or one error line naming it. Read, not mapped: a file cut while it is read
-/// must not end the command with SIGBUS.
+/// must not end the command with SIGBUS. Read straight into the array (one copy of the input).
 private func readInput(_ path: String) throws -> [UInt8] {
   do {
-    let f = try MappedFile(path: path, map: false) { st in
+    let f = try DataFile(path: path) { st in
       if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("\(path) is a directory") }
     }
-    return Array(f.bytes)
+    return try [UInt8](unsafeUninitializedCapacity: f.count) { buffer, initialized in
+      try f.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)
+      initialized = f.count
+    }
   } catch let e as CLIError { throw e } catch let e as MappedFile.Failure {
     throw CLIError("cannot read \(path): \(e.reason)")
   }
