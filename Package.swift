@@ -42,7 +42,7 @@ let package = Package(
     .target(name: "PalmTensor", dependencies: ["CKernels"]),
     .target(name: "PalmModel", dependencies: ["PalmTensor", "CKernels"]),
     .target(name: "PalmTrain", dependencies: ["PalmModel", "PalmTensor", "CKernels", "CSentencePiece"]),
-    .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "CMPI"]),
+    .target(name: "PalmParallel", dependencies: ["PalmTrain", "PalmModel", "PalmTensor", "CKernels", "CMPI"]),
     // Hardware/*.json: the devices `palm plan` knows (TPU v4, TPU v3, A100), every number with its source.
     .target(name: "PalmBench", dependencies: ["PalmParallel", "PalmTrain", "PalmModel", "PalmTensor", "CKernels"],
             resources: [.copy("Hardware")]),

@@ -65,6 +65,8 @@ struct AttentionTests {
     .init(B: 1, T: 9, H: 2, Q: 64, finiteDifferences: true),
     .init(B: 1, T: 33, H: 2, Q: 128, finiteDifferences: false),
     .init(B: 1, T: 4, H: 1, Q: 128, finiteDifferences: true),
+    .init(B: 2, T: 7, H: 3, Q: 6, finiteDifferences: true),      // Q under one AVX2 vector: P·V's masked last lanes
+    .init(B: 1, T: 70, H: 2, Q: 10, finiteDifferences: false),   // Q = 8 + 2 past a key block
   ]
 
   /// The rotary table is cached per thread and (T, Q) (attention.c, rope_table_cached): calls that
@@ -188,6 +190,14 @@ struct AttentionTests {
     #expect(fwd(32, 16, nullQKV: true) == PK_STATUS_NULL_POINTER)
     #expect(fwd(28, 14, Q: 7) == PK_STATUS_BAD_ARGUMENT)
     #expect(fwd(32, 16, B: 0, nullQKV: true) == PK_STATUS_OK)
+    // Zero sizes with real buffers: nothing to do, nothing written (the backward as well).
+    for (b, t, h) in [(Int64(0), Int64(4), Int64(2)), (1, 0, 2), (1, 4, 0)] {
+      out = [Float](repeating: -7, count: out.count)
+      d = [Float](repeating: -7, count: d.count)
+      #expect(pk_attention_forward(&out, 16, &lse, qkv, 32, b, t, h, 8, PK_PRECISION_FP32) == PK_STATUS_OK)
+      #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, b, t, h, 8, PK_PRECISION_BF16) == PK_STATUS_OK)
+      #expect(out.allSatisfy { $0 == -7 } && d.allSatisfy { $0 == -7 }, "B \(b) T \(t) H \(h) wrote")
+    }
     #expect(pk_attention_forward(&out, 16, nil, qkv, 32, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_NULL_POINTER)
     #expect(pk_attention_backward(&d, 32, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_OK)
     #expect(pk_attention_backward(&d, 31, out, 16, qkv, 32, out, 16, lse, 1, 4, 2, 8, PK_PRECISION_FP32) == PK_STATUS_BAD_STRIDE)

@@ -13,11 +13,11 @@ struct GEMMShape: CustomStringConvertible, Sendable {
   var description: String { "\(m)x\(n)x\(k)" + (pad > 0 ? " pad \(pad)" : "") }
 }
 
-/// Runs pk_sgemm and the fp64 reference on the same operands; returns the max relative error,
-/// and checks that C's padding (columns n..<ldc) is untouched.
+/// Runs pk_sgemm (or pk_sgemm_reference, the plain triple loop) and the fp64 reference on the same
+/// operands; returns the max relative error, and checks that C's padding (columns n..<ldc) is untouched.
 func checkGEMM(
   _ layout: GEMMLayout, _ s: GEMMShape, alpha: Float = 1, beta: Float = 0, threads: Int = 1,
-  seed: UInt64 = 1
+  seed: UInt64 = 1, reference: Bool = false
 ) throws -> Double {
   var rng = GEMMRandom(seed: seed &* 7919 &+ UInt64(s.m * 1_000_003 + s.n * 1009 + s.k))
   let (aRows, aCols) = layout == .tn ? (s.k, s.m) : (s.m, s.k)
@@ -35,7 +35,7 @@ func checkGEMM(
     try b.withUnsafeBufferPointer { b in
       try c.withUnsafeMutableBufferPointer { c in
         try Kernels.sgemm(layout, m: s.m, n: s.n, k: s.k, alpha: alpha, a: a.baseAddress, lda: lda,
-                          b: b.baseAddress, ldb: ldb, beta: beta, c: c.baseAddress, ldc: ldc)
+                          b: b.baseAddress, ldb: ldb, beta: beta, c: c.baseAddress, ldc: ldc, reference: reference)
       }
     }
   }
@@ -72,6 +72,19 @@ func tolerance(k: Int) -> Double { 1e-6 * (1 + Double(k) / 16) }
             let err = try checkGEMM(layout, s, alpha: alpha, beta: beta)
             #expect(err <= tolerance(k: s.k), "\(isa) \(layout) \(s) alpha \(alpha) beta \(beta): max rel error \(err)")
           }
+        }
+      }
+    }
+  }
+
+  /// The C baseline (gemm_reference.c) against the fp64 reference: the same awkward shapes, empty
+  /// ones included, every layout and (alpha, beta).
+  @Test func plainReferenceLoop() throws {
+    for layout in GEMMLayout.allCases {
+      for s in Self.small + [GEMMShape(m: 0, n: 3, k: 2), GEMMShape(m: 3, n: 0, k: 2), GEMMShape(m: 3, n: 2, k: 0)] {
+        for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-1.5, 0.5)] {
+          let err = try checkGEMM(layout, s, alpha: alpha, beta: beta, reference: true)
+          #expect(err <= tolerance(k: s.k), "reference \(layout) \(s) alpha \(alpha) beta \(beta): max rel error \(err)")
         }
       }
     }

@@ -45,15 +45,16 @@ private func debugOptions(steps: Int, checkpointDirectory: String?) -> TrainOpti
 /// Runs a MeshTrainer on every rank of `shape` (one OpenMP thread each); returns rank 0's gathered
 /// parameters (flat) and losses.
 private func meshRun(_ options: TrainOptions, _ data: TokenDataset, _ shape: MeshShape,
-                     resume: Bool = false) throws -> (params: [Float], losses: [Double]) {
-  try LocalCluster(size: shape.count, timeout: 120).run { comm -> (params: [Float], losses: [Double]) in
+                     resume: Bool = false) throws -> (params: [Float], losses: [Double], norms: [Double]) {
+  try LocalCluster(size: shape.count, timeout: 120).run { comm -> (params: [Float], losses: [Double], norms: [Double]) in
     Threads.count = 1
     let t = try Trainer(options: options, dataset: data, mesh: try Mesh(shape: shape, world: comm))
     if resume { _ = try t.resume() }
     _ = try t.run()
     let p = try Parameters(config: t.model.config)
     try t.model.forEachFullTensor { name, x in p[name]!.copy(from: x) }
-    return (params: p.flat.array, losses: t.history.compactMap { $0.type == "step" ? $0.loss : nil })
+    let steps = t.history.filter { $0.type == "step" }
+    return (params: p.flat.array, losses: steps.compactMap(\.loss), norms: steps.compactMap(\.gradNorm))
   }[0]
 }
 
@@ -81,7 +82,7 @@ struct MeshTrainerTests {
     defer { Threads.count = old }
     let meshDir = tempDirectory("mesh"), singleDir = tempDirectory("single")
     defer { try? FileManager.default.removeItem(atPath: meshDir); try? FileManager.default.removeItem(atPath: singleDir) }
-    let (params, losses) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
+    let (params, losses, norms) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
                                        try MeshShape(pod: 1, data: 2, model: 2))
     // The checkpoint is the single-device layout: a plain Model reads it, with the gathered values.
     let ck = try #require(CheckpointStore.latest(in: meshDir))
@@ -94,14 +95,17 @@ struct MeshTrainerTests {
     let single = try Trainer(options: debugOptions(steps: 3, checkpointDirectory: singleDir), dataset: data)
     _ = try single.run()
     let singleLosses = single.history.compactMap { $0.type == "step" ? $0.loss : nil }
-    #expect(losses.count == 3)
+    let singleNorms = single.history.compactMap { $0.type == "step" ? $0.gradNorm : nil }
+    #expect(losses.count == 3 && singleLosses.count == 3 && norms.count == 3 && singleNorms.count == 3)
     for (a, b) in zip(losses, singleLosses) { #expect(abs(a - b) <= 1e-5 * abs(b), "loss \(a) vs \(b)") }
+    // AdamW's update is blind to a gradient's scale: the gradient norms catch a wrong factor.
+    for (a, b) in zip(norms, singleNorms) { #expect(abs(a - b) <= 1e-4 * abs(b), "gradient norm \(a) vs \(b)") }
     // Sharded sums round differently and AdamW's 1/√v amplifies that for tiny gradients (about
     // 4e-6 here at lr 2e-3, 2e-5 at lr 1e-2); on a (1,1,1) mesh nothing is sharded and the loop
     // (data, schedule, clipping, update) must match the single-device Trainer bit for bit.
     let rel = maxRelative(params, single.model.parameters.flat.array)
     #expect(rel <= 1e-5, "parameters differ by \(rel)")
-    let (unsharded, _) = try meshRun(debugOptions(steps: 3, checkpointDirectory: nil), data, try MeshShape())
+    let (unsharded, _, _) = try meshRun(debugOptions(steps: 3, checkpointDirectory: nil), data, try MeshShape())
     #expect(unsharded == single.model.parameters.flat.array)
     // The single-device trainer resumes from the mesh checkpoint (parameters, moments, step, data).
     var more = debugOptions(steps: 3, checkpointDirectory: meshDir)
@@ -146,17 +150,19 @@ struct MeshTrainerTests {
     try FileManager.default.copyItem(atPath: singleDir, toPath: meshDir)
     let shape = try MeshShape(pod: 1, data: 2, model: 2)
     // Resumed with nothing left to do: the mesh holds exactly the checkpoint's parameters.
-    let (loaded, _) = try meshRun(debugOptions(steps: 2, checkpointDirectory: meshDir), data, shape, resume: true)
+    let (loaded, _, _) = try meshRun(debugOptions(steps: 2, checkpointDirectory: meshDir), data, shape, resume: true)
     #expect(loaded == atTwo)
     // One more update on the mesh and on one device, both from the step-2 checkpoint.
-    let (meshThree, meshLosses) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
+    let (meshThree, meshLosses, meshNorms) = try meshRun(debugOptions(steps: 3, checkpointDirectory: meshDir), data,
                                               try MeshShape(pod: 2, data: 1, model: 2), resume: true)
     let second = try Trainer(options: debugOptions(steps: 3, checkpointDirectory: singleDir), dataset: data)
     #expect(try second.resume() == 2)
     _ = try second.run()
     let singleLosses = second.history.compactMap { $0.type == "step" ? $0.loss : nil }
-    #expect(meshLosses.count == 1 && singleLosses.count == 1)
+    let singleNorms = second.history.compactMap { $0.type == "step" ? $0.gradNorm : nil }
+    #expect(meshLosses.count == 1 && singleLosses.count == 1 && meshNorms.count == 1 && singleNorms.count == 1)
     if let a = meshLosses.first, let b = singleLosses.first { #expect(abs(a - b) <= 1e-5 * abs(b), "loss \(a) vs \(b)") }
+    if let a = meshNorms.first, let b = singleNorms.first { #expect(abs(a - b) <= 1e-4 * abs(b), "gradient norm \(a) vs \(b)") }
     let rel = maxRelative(meshThree, second.model.parameters.flat.array)
     #expect(rel <= 1e-5, "parameters differ by \(rel)")
   }

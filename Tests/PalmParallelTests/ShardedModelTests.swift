@@ -104,6 +104,9 @@ struct ShardedModelTests {
       let dp = ShardedEquivalence.parameterDifference(r.parameters, reference.parameters)
       #expect(dl <= 1e-5, "rank \(rank): loss differs by \(dl): \(r.losses) vs \(reference.losses)")
       #expect(dp.value <= 1e-5, "rank \(rank): parameters differ by \(dp.value) in \(dp.tensor)")
+      // The optimizers' updates are blind to a gradient's scale (AdamW's m/√v, Adafactor's g/√v):
+      // the gradient norms are what catch a wrong factor (lossDifference: ∞ when either is empty).
+      #expect(ShardedEquivalence.lossDifference(r.norms, reference.norms) <= 1e-4, "norms \(r.norms) vs \(reference.norms)")
       if rank == 0 { print("chunked head on (\(pod),\(data),\(model)): rel loss diff \(dl), rel param diff \(dp.value) (\(dp.tensor))") }
     }
   }
@@ -216,10 +219,12 @@ struct ShardedModelTests {
       try t.trainStep()
       var params: [(name: String, values: [Float])] = []
       try t.model.forEachFullTensor { name, x in params.append((name, x.array)) }
-      return (t.history.last!.loss!, params)
+      let last = try #require(t.history.last)
+      return (try #require(last.loss), try #require(last.gradNorm), params)
     }
-    for (loss, p) in second {
+    for (loss, norm, p) in second {
       #expect(ShardedEquivalence.lossDifference([loss], [reference.losses[2]]) <= 1e-5, "loss \(loss) vs \(reference.losses[2])")
+      #expect(ShardedEquivalence.lossDifference([norm], [reference.norms[2]]) <= 1e-4, "gradient norm \(norm) vs \(reference.norms[2])")
       let dp = ShardedEquivalence.parameterDifference(p, reference.parameters)
       #expect(dp.value <= 1e-5, "parameters differ by \(dp.value) in \(dp.tensor)")
     }
@@ -246,6 +251,7 @@ struct ShardedModelTests {
     #expect(two.exchange.allSatisfy { $0.bytes > 0 && $0.transferSeconds > 0 && (0...1).contains($0.hiddenFraction) })
     #expect(one.exchange.allSatisfy { $0.bytes == 0 })
     // Same seed and batches: the two meshes train the same model (losses equal up to rounding).
+    #expect(two.losses.count == 2 && one.losses.count == 2, "\(two.losses) vs \(one.losses)")
     for (a, b) in zip(two.losses, one.losses) { #expect(a.isFinite && abs(a - b) <= 1e-5 * abs(b), "\(a) vs \(b)") }
   }
 
@@ -262,6 +268,9 @@ struct ShardedModelTests {
     print("tiny mesh \(shape): losses \(r.losses) vs \(reference.losses); rel loss diff \(dl), param diff \(dp.value) (\(dp.tensor))")
     #expect(dl <= 1e-5)
     #expect(dp.value <= 1e-5)
+    // Adafactor's update is blind to a gradient's scale: the gradient norms catch a wrong factor.
+    #expect(ShardedEquivalence.lossDifference(r.norms, reference.norms) <= 1e-4,
+            "norms \(r.norms) vs \(reference.norms)")
   }
 
   /// bf16 lands once, on every mesh. Over data and pods every GEMM sees the same rounded inputs as
