@@ -29,7 +29,7 @@ struct DropoutTests {
     a.withUnsafeMutableBufferPointer { body($0.baseAddress) }
   }
 
-  @Test("matches the plain reference: forward, in place, backward, add, mask", arguments: sizes)
+  @Test("matches the plain reference on every ISA: forward, in place, backward, add, mask", arguments: sizes)
   func matchesReference(_ n: Int) throws {
     var r = TestRandom(seed: UInt64(n) + 1)
     let x = r.floats(n, -3, 3), res = r.floats(n, -2, 2)
@@ -38,25 +38,31 @@ struct DropoutTests {
         let m = DropoutReference.multipliers(count: n, p: p, seed: 9, stream: 3, offset: offset)
         let want = zip(x, m).map { $0 * $1 }
         let wantAdd = (0..<n).map { res[$0] + x[$0] * m[$0] }
-        let what = "n \(n) p \(p) offset \(offset)"
-        #expect(bitwiseEqual(try forward(x, p: p, offset: offset), want), "\(what): forward")
-        var inPlace = x
-        try KernelError.check(aliased(&inPlace) { pk_dropout_forward($0, $0, Int64(n), p, 9, 3, Int64(offset)) }, "")
-        #expect(bitwiseEqual(inPlace, want), "\(what): in place")
-        var dx = [Float](repeating: 5, count: n)
-        try KernelError.check(pk_dropout_backward(&dx, x, Int64(n), p, 9, 3, Int64(offset)), "")
-        #expect(bitwiseEqual(dx, want), "\(what): backward = forward")
-        var y = [Float](repeating: 5, count: n)
-        try KernelError.check(pk_dropout_add(&y, res, x, Int64(n), p, 9, 3, Int64(offset)), "")
-        #expect(bitwiseEqual(y, wantAdd), "\(what): add")
-        var yr = res  // y aliases the residual
-        try KernelError.check(aliased(&yr) { pk_dropout_add($0, $0, x, Int64(n), p, 9, 3, Int64(offset)) }, "")
-        #expect(bitwiseEqual(yr, wantAdd), "\(what): add in place (residual)")
-        var yb = x  // y aliases the branch
-        try KernelError.check(aliased(&yb) { pk_dropout_add($0, res, $0, Int64(n), p, 9, 3, Int64(offset)) }, "")
-        #expect(bitwiseEqual(yb, wantAdd), "\(what): add in place (branch)")
-        let keep = try mask(n, p: p, offset: offset)
-        #expect(keep == m.map { $0 != 0 ? 1 : 0 }, "\(what): mask")
+        // Every ISA on the short sizes (their tails and masks); the long one on the detected ISA
+        // (threadAndISAIndependent holds the long forward and mask equal on every ISA).
+        for isa in n > 1000 ? [ISA.detected] : ISA.supported {
+          try withISA(isa) {
+            let what = "\(isa) n \(n) p \(p) offset \(offset)"
+            #expect(bitwiseEqual(try forward(x, p: p, offset: offset), want), "\(what): forward")
+            var inPlace = x
+            try KernelError.check(aliased(&inPlace) { pk_dropout_forward($0, $0, Int64(n), p, 9, 3, Int64(offset)) }, "")
+            #expect(bitwiseEqual(inPlace, want), "\(what): in place")
+            var dx = [Float](repeating: 5, count: n)
+            try KernelError.check(pk_dropout_backward(&dx, x, Int64(n), p, 9, 3, Int64(offset)), "")
+            #expect(bitwiseEqual(dx, want), "\(what): backward = forward")
+            var y = [Float](repeating: 5, count: n)
+            try KernelError.check(pk_dropout_add(&y, res, x, Int64(n), p, 9, 3, Int64(offset)), "")
+            #expect(bitwiseEqual(y, wantAdd), "\(what): add")
+            var yr = res  // y aliases the residual
+            try KernelError.check(aliased(&yr) { pk_dropout_add($0, $0, x, Int64(n), p, 9, 3, Int64(offset)) }, "")
+            #expect(bitwiseEqual(yr, wantAdd), "\(what): add in place (residual)")
+            var yb = x  // y aliases the branch
+            try KernelError.check(aliased(&yb) { pk_dropout_add($0, res, $0, Int64(n), p, 9, 3, Int64(offset)) }, "")
+            #expect(bitwiseEqual(yb, wantAdd), "\(what): add in place (branch)")
+            let keep = try mask(n, p: p, offset: offset)
+            #expect(keep == m.map { $0 != 0 ? 1 : 0 }, "\(what): mask")
+          }
+        }
       }
     }
   }
