@@ -187,6 +187,26 @@ private struct TinyDecoder {
     return out
   }
 
+  /// One pk_decode_token call on fresh buffers with these arguments (for the error paths).
+  func status(pos: Int, token: Int, Q q: Int? = nil, nullEmbed: Bool = false) -> pk_status {
+    let q = q ?? Q
+    var kc = [Float](repeating: 0, count: L * Int(pk_decode_kcache_floats(Int64(capacity), Int64(max(q, 2)))) + 64)
+    var vc = [Float](repeating: 0, count: L * capacity * max(q, 2) + 64)
+    var x = [Float](repeating: 0, count: d), h = x, proj = [Float](repeating: 0, count: cin + 64), cg = [Float](repeating: 0, count: cout + 64)
+    var logits = [Float](repeating: 0, count: V)
+    return ln.withUnsafeBufferPointers { lnp in
+      wIn.withUnsafeBufferPointers { wip in
+        wOut.withUnsafeBufferPointers { wop in
+          let layers = (0..<L).map { pk_decode_layer(ln_scale: lnp[$0], w_in: wip[$0], w_out: wop[$0]) }
+          return embed.withUnsafeBufferPointer { e in
+            pk_decode_token(&logits, &x, &h, &proj, &cg, &kc, &vc, Int64(capacity), Int64(pos), layers, Int64(L),
+                            lnFinal, nullEmbed ? nil : e.baseAddress, Int64(token), Int64(d), Int64(H), Int64(q), Int64(F), Int64(V))
+          }
+        }
+      }
+    }
+  }
+
   /// The same, kernel by kernel: LayerNorm, the m = 1 GEMM, pk_decode_attention, SwiGLU, the GEMM.
   func separate(_ tokens: [Int]) -> [[Float]] {
     let ks = Int(pk_decode_kcache_floats(Int64(capacity), Int64(Q)))
@@ -249,5 +269,18 @@ struct DecodeTokenTests {
         }
       }
     }
+  }
+
+  @Test("bad arguments: a position outside the cache, a token outside the vocabulary, odd Q, a NULL buffer")
+  func badArguments() {
+    let m = TinyDecoder()
+    #expect(m.status(pos: 0, token: 0) == PK_STATUS_OK)
+    #expect(m.status(pos: m.capacity - 1, token: m.V - 1) == PK_STATUS_OK)
+    #expect(m.status(pos: m.capacity, token: 0) == PK_STATUS_BAD_ARGUMENT)
+    #expect(m.status(pos: -1, token: 0) == PK_STATUS_BAD_ARGUMENT)
+    #expect(m.status(pos: 0, token: m.V) == PK_STATUS_BAD_ARGUMENT)
+    #expect(m.status(pos: 0, token: -1) == PK_STATUS_BAD_ARGUMENT)
+    #expect(m.status(pos: 0, token: 0, Q: 7) == PK_STATUS_BAD_ARGUMENT)
+    #expect(m.status(pos: 0, token: 0, nullEmbed: true) == PK_STATUS_NULL_POINTER)
   }
 }

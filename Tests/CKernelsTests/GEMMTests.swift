@@ -213,6 +213,14 @@ func tolerance(k: Int) -> Double { 1e-6 * (1 + Double(k) / 16) }
     #expect(status(nullB: true) == PK_STATUS_NULL_POINTER)
     #expect(status(nullC: true) == PK_STATUS_NULL_POINTER)
     #expect(status(m: 1 << 40, n: 1 << 40, k: 4, lda: 4, ldb: 1 << 40, ldc: 1 << 40) == PK_STATUS_BAD_SIZE)
+    // The few-row path called directly: only NN and NT, only m <= PK_GEMV_MAX_M.
+    func gemv(_ layout: pk_layout, _ m: Int64) -> pk_status {
+      c.withUnsafeMutableBufferPointer { cp in pk_gemv_small_m(layout, m, 4, 4, 1, a, 4, b, 4, 0, cp.baseAddress, 4) }
+    }
+    #expect(gemv(PK_LAYOUT_NN, Int64(PK_GEMV_MAX_M)) == PK_STATUS_OK)
+    #expect(gemv(PK_LAYOUT_NT, 1) == PK_STATUS_OK)
+    #expect(gemv(PK_LAYOUT_TN, 1) == PK_STATUS_BAD_ARGUMENT)
+    #expect(gemv(PK_LAYOUT_NN, Int64(PK_GEMV_MAX_M) + 1) == PK_STATUS_BAD_ARGUMENT)
     #expect(status(m: Int64.max / 2, n: 4, k: 4) == PK_STATUS_BAD_SIZE)
     #expect(status(pk_layout(rawValue: 7)) == PK_STATUS_BAD_ARGUMENT)
     #expect(throws: KernelError.self) {
