@@ -26,13 +26,16 @@ public struct FileError: Error, CustomStringConvertible, Equatable {
   public let operation: String
   public let path: String
   public let code: Int32
+  /// Said instead of `strerror` when set (a refusal rather than a failed call).
+  public let reason: String?
   public var description: String {
-    "\(operation) \(path): \(String(cString: strerror(code))) (errno \(code))"
+    "\(operation) \(path): \(reason ?? "\(String(cString: strerror(code))) (errno \(code))")"
   }
-  public init(_ operation: String, _ path: String, code: Int32 = errno) {
+  public init(_ operation: String, _ path: String, code: Int32 = errno, reason: String? = nil) {
     self.operation = operation
     self.path = path
     self.code = code
+    self.reason = reason
   }
 }
 
@@ -74,9 +77,13 @@ public enum AtomicFile {
     public private(set) var count = 0
     private var fd: Int32
 
-    /// Creates the temporary file (O_EXCL) in `path`'s directory.
-    /// - Throws: `FileError` ("open ...") when it cannot be created.
-    public init(path: String) throws {
+    /// Creates the temporary file (O_EXCL) in the directory of `path`, or of the file a symbolic
+    /// link at `path` points to (the link stays; its target is replaced).
+    /// - Throws: `FileError` ("open ...") when it cannot be created; ("write ...") when `path` is
+    ///   something other than a regular file (a device such as /dev/null, a pipe, a directory, a
+    ///   dangling link), which a rename would replace and so destroy.
+    public init(path given: String) throws {
+      let path = try AtomicFile.destination(given)
       let (dir, base) = AtomicFile.split(path)
       self.path = path
       temporaryPath = "\(dir)/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -127,6 +134,27 @@ public enum AtomicFile {
     }
 
     deinit { abort() }
+  }
+
+  /// Where a write to `path` lands: `path` itself when absent or a regular file, a link's target
+  /// when that is a regular file. - Throws: `FileError` for anything else.
+  static func destination(_ path: String) throws -> String {
+    var st = stat()
+    if lstat(path, &st) != 0 { return path }  // absent: created by the rename
+    var target = path
+    if (st.st_mode & S_IFMT) == S_IFLNK {
+      guard let resolved = realpath(path, nil) else {
+        throw FileError("write", path, code: ENOENT, reason: "a symbolic link to nothing; remove it or give another path")
+      }
+      target = String(cString: resolved)
+      free(resolved)
+      if stat(target, &st) != 0 { throw FileError("stat", target) }
+    }
+    guard (st.st_mode & S_IFMT) == S_IFREG else {
+      let kind = (st.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file (a device, pipe or socket)"
+      throw FileError("write", path, code: EINVAL, reason: "\(kind); an atomic write would replace it. Give the path of a file")
+    }
+    return target
   }
 
   /// Removes the temporary files of `path` (`.<name>.tmp-<pid>-<n>`) that writers of processes no
