@@ -48,7 +48,7 @@ struct BenchMatmul: ParsableCommand {
   static let maxFloats = 1 << 32
 
   func validate() throws {
-    if `repeat` < 1 { throw ValidationError("--repeat must be at least 1 (got \(`repeat`))") }
+    if !(1...BenchStep.maxSteps).contains(`repeat`) { throw ValidationError("--repeat must be 1...\(BenchStep.maxSteps) (got \(`repeat`))") }
     let given = [("--m", m), ("--n", n), ("--k", k)].filter { $0.1 != nil }
     if given.isEmpty { return }
     if given.count != 3 { throw ValidationError("give all of --m, --n and --k, or none for the standard set") }

@@ -21,7 +21,7 @@ struct Peak: ParsableCommand {
   var `repeat`: Int = 3
 
   func validate() throws {
-    if `repeat` < 1 { throw ValidationError("--repeat must be at least 1 (got \(`repeat`))") }
+    if !(1...BenchStep.maxSteps).contains(`repeat`) { throw ValidationError("--repeat must be 1...\(BenchStep.maxSteps) (got \(`repeat`))") }
   }
 
   func run() throws {
