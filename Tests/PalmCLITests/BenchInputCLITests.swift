@@ -113,4 +113,16 @@ struct BenchInputCLITests {
     }
     #expect(!FileManager.default.fileExists(atPath: dir + "/s2"))
   }
+
+  /// --isa scalar: the matmul's fraction of the one-lane peak is explained, never a bare >100%;
+  /// `palm peak` prints no native bf16 peak for a level that emulates bf16.
+  @Test func scalarLevelPeaksAreLabelled() throws {
+    let m = try palm(["bench", "matmul", "--m", "64", "--n", "64", "--k", "64", "--threads", "1", "--repeat", "1", "--isa", "scalar"])
+    #expect(m.status == 0, "\(m.stderr)")
+    #expect(m.stderr.contains("the scalar GEMM is auto-vectorised (SSE2, 4 lanes)"), "\(m.stderr)")
+    let p = try palm(["peak", "--isa", "scalar", "--threads", "1", "--repeat", "1"])
+    #expect(p.status == 0, "\(p.stderr)")
+    let row = p.stdout.split(separator: "\n").last.map(String.init) ?? ""
+    #expect(row.hasSuffix("-"), "\(p.stdout)")  // no vdpbf16ps figure at the scalar level
+  }
 }
