@@ -67,9 +67,11 @@ import _PalmTestSupport
     }
     #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
 
-    // A second run replaces the files in place, still without leftovers.
-    _ = try withKernelLock { try Suite.run(o) }
+    // A second run into the same folder is refused (it would overwrite this run's files): they stay as they were.
+    let before = try read("report.md")
+    #expect(throws: Suite.OutDirError.self) { try withKernelLock { try Suite.run(o) } }
     #expect(Set(try FileManager.default.contentsOfDirectory(atPath: out)) == Set(Self.expectedFiles))
+    #expect(try read("report.md") == before)
   }
 
   @Test("--precision bf16 reaches the mesh rows: labelled bf16 and divided by the bf16 peak of all the mesh's threads")
