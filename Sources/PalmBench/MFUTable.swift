@@ -487,11 +487,14 @@ func pct(_ fraction: Double, _ decimals: Int) -> String {
 func tflops(_ flops: Double) -> String { fixed(flops / 1e12, 1) }
 
 /// Fixed-point formatting without Foundation's locale (round half away from zero).
+/// Values whose scaled magnitude does not fit an Int (≥ 2^62 here) and non-finite ones print as
+/// Swift writes them ("1e+300", "inf", "nan"): never a trap, whatever the Double.
 func fixed(_ value: Double, _ decimals: Int) -> String {
   guard value.isFinite else { return "\(value)" }
   var scale = 1.0
-  for _ in 0..<decimals { scale *= 10 }
+  for _ in 0..<max(0, decimals) { scale *= 10 }
   let scaled = (abs(value) * scale).rounded()
+  guard scaled < 0x1p62 else { return "\(value)" }
   let whole = Int(scaled / scale)
   let frac = Int(scaled - Double(whole) * scale)
   let sign = value < 0 && scaled != 0 ? "-" : ""
@@ -500,8 +503,9 @@ func fixed(_ value: Double, _ decimals: Int) -> String {
   return sign + "\(whole)." + String(repeating: "0", count: decimals - digits.count) + digits
 }
 
-/// 238300.4 → "238,300".
+/// 238300.4 → "238,300" (huge and non-finite values as `fixed` prints them).
 func grouped(_ value: Double) -> String {
+  guard value.isFinite && abs(value) < 0x1p62 else { return "\(value)" }
   let n = Int(value.rounded())
   var s = String(abs(n))
   var i = s.count - 3

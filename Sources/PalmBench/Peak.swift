@@ -79,12 +79,14 @@ public enum PeakProbe {
     }
   }
 
-  /// Peaks at 1...maxThreads threads (fp32 at the active ISA, bf16 where supported).
+  /// Peaks at 1...maxThreads threads (fp32 at the active ISA; bf16 where it runs natively at the
+  /// active level: below it, e.g. `--isa scalar`, bf16 is emulated on the fp32 FMAs and the
+  /// vdpbf16ps peak is not what that level's code can reach, so it is nil).
   public static func measure(maxThreads: Int, repeats: Int = 3) throws -> [Result] {
     try (1...max(1, maxThreads)).map { t in
       Result(
         threads: t, isa: ISA.active.description, fp32Gflops: try fp32(threads: t, repeats: repeats),
-        bf16Gflops: try bf16(threads: t, repeats: repeats))
+        bf16Gflops: ISA.bf16Native ? try bf16(threads: t, repeats: repeats) : nil)
     }
   }
 }

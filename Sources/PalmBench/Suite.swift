@@ -190,9 +190,35 @@ public enum Suite {
     return w + "Rerun `palm bench` on a quiet machine."
   }
 
-  /// Runs every stage and writes the folder. Throws on a kernel, child-process or file error.
+  /// An output folder the suite will not write into: a file, a folder holding another run's (or
+  /// anything else's) files, or one that cannot be made.
+  public struct OutDirError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+  }
+
+  /// Checks that `dir` is a new or empty folder and makes it: a run never writes over another
+  /// run's files (nor into a file's path).
+  public static func prepareOutDir(_ dir: String) throws {
+    let fm = FileManager.default
+    var isDirectory: ObjCBool = false
+    if fm.fileExists(atPath: dir, isDirectory: &isDirectory) {
+      guard isDirectory.boolValue else {
+        throw OutDirError(description: "--out \(dir) is a file, not a folder: give a new folder's path")
+      }
+      let entries = (try? fm.contentsOfDirectory(atPath: dir)) ?? []
+      if !entries.isEmpty {
+        throw OutDirError(description: "--out \(dir) already holds \(entries.count) file(s) (another run's?): give a new or empty folder, or move it away")
+      }
+    }
+    do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+      throw OutDirError(description: "--out \(dir): cannot create the folder (\((error as NSError).localizedDescription))")
+    }
+  }
+
+  /// Runs every stage and writes the folder, which must be new or empty (`prepareOutDir`).
+  /// Throws on a kernel, child-process or file error.
   public static func run(_ o: Options) throws -> Outcome {
-    try FileManager.default.createDirectory(atPath: o.outDir, withIntermediateDirectories: true)
+    try prepareOutDir(o.outDir)
     var files: [String] = []
     func write(_ name: String, _ text: String) throws {
       let path = o.outDir + "/" + name

@@ -39,16 +39,20 @@ public final class LocalCluster: Sendable {
     public var description: String { "rank \(rank) failed: \(error)" }
   }
 
+  /// The longest `timeout` accepted: one day (deadlines far beyond it overflow the condition
+  /// variable's wait, which traps). `phaseTimeout` may be up to 10 × this.
+  public static let maxTimeout: Double = 86_400
+
   public init(size: Int, timeout: Double = 60, phaseTimeout: Double? = nil) throws {
     guard size >= 1 && size <= 4096 else {
       throw CommError(.badArgument, "LocalCluster size must be in 1...4096 (got \(size))")
     }
-    guard timeout > 0 && timeout.isFinite else {
-      throw CommError(.badArgument, "LocalCluster timeout must be a positive number of seconds (got \(timeout))")
+    guard timeout > 0 && timeout <= Self.maxTimeout else {
+      throw CommError(.badArgument, "LocalCluster timeout must be in (0, \(Int(Self.maxTimeout))] seconds (got \(timeout))")
     }
     let phase = phaseTimeout ?? 10 * timeout
-    guard phase > 0 && phase.isFinite else {
-      throw CommError(.badArgument, "LocalCluster phase timeout must be a positive number of seconds (got \(phase))")
+    guard phase > 0 && phase <= 10 * Self.maxTimeout else {
+      throw CommError(.badArgument, "LocalCluster phase timeout must be in (0, \(Int(10 * Self.maxTimeout))] seconds (got \(phase))")
     }
     self.size = size
     self.timeout = timeout

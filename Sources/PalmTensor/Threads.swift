@@ -34,10 +34,11 @@ public enum ISA: Int, CaseIterable, Comparable, Sendable, CustomStringConvertibl
 
 /// The OpenMP team that runs every parallel kernel.
 public enum Threads {
-  /// Number of threads the kernels use.
+  /// Number of threads the kernels use (a value below 1 sets 1, one beyond Int32 the Int32 maximum:
+  /// the commands bound their thread options at parse time, so this only keeps the setter from trapping).
   public static var count: Int {
     get { Int(pk_threads_get()) }
-    set { pk_threads_set(Int32(max(1, newValue))) }
+    set { pk_threads_set(Int32(clamping: max(1, newValue))) }
   }
 
   /// Idle OpenMP workers spin for this long (ms) before sleeping; 0 returns the cores at once,

@@ -53,8 +53,8 @@ struct BenchExchange: ParsableCommand {
   var repeats: Int?
   @Option(help: "Seconds a collective may wait for the other ranks.")
   var commTimeout: Double = 300
-  @Option(help: "Seconds each child mpirun may take.")
-  var childTimeout: Double = 600
+  @Option(help: "With --devices mpi: seconds each child mpirun may take (default 600).")
+  var childTimeout: Double?
   @Option(help: "Pods comparison: remat policy, none (default), selective or full.")
   var remat: String?
   @Option(help: "Pods comparison: optimizer, adamw (default) or adafactor (PaLM's).")
@@ -75,10 +75,25 @@ struct BenchExchange: ParsableCommand {
     guard let c = PalmConfig.presets[preset], c.parameterCount < 1 << 30 else {
       throw ValidationError("--config must be tiny or small (got \(preset))")
     }
-    if timedSteps < 1 || warmupSteps < 0 || roundCount < 1 { throw ValidationError("--steps and --rounds must be >= 1, --warmup >= 0") }
+    let most = BenchStep.maxSteps
+    if !(1...most).contains(timedSteps) || !(0...most).contains(warmupSteps) || !(1...most).contains(roundCount) {
+      throw ValidationError("--steps and --rounds must be 1...\(most), --warmup 0...\(most)")
+    }
+    if let problem = ThreadCounts.problem(onePodThreads, option: "--threads") { throw ValidationError(problem) }
     if onePodThreads < 2 || onePodThreads % 2 != 0 { throw ValidationError("--threads must be even and at least 2 (two pods get half each)") }
-    if collectiveRanks < 1 || collectiveRepeats < 1 || largestBytes < 1024 {
-      throw ValidationError("--ranks and --repeats must be >= 1, --max-bytes >= 1024")
+    if collectiveRanks < 1 || !(1...most).contains(collectiveRepeats) {
+      throw ValidationError("--ranks must be >= 1 and --repeats 1...\(most)")
+    }
+    let cap = CollectiveBench.defaultSizes.max()!
+    if !(1024...cap).contains(largestBytes) {
+      throw ValidationError("--max-bytes must be 1024...\(cap) (the sizes measured are 1 KiB × 4^k up to 64 MiB; got \(largestBytes))")
+    }
+    try BenchStep.checkCommTimeout(commTimeout)
+    if let t = childTimeout {
+      if devices == .local { throw ValidationError("--child-timeout bounds the child mpirun of --devices mpi; --devices local starts none") }
+      guard t > 0 && t <= LocalCluster.maxTimeout else {
+        throw ValidationError("--child-timeout must be in (0, \(Int(LocalCluster.maxTimeout))] seconds (one day; got \(t))")
+      }
     }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
     if let r = remat, RematPolicy(rawValue: r) == nil { throw ValidationError("--remat must be none, selective or full") }
@@ -231,7 +246,7 @@ struct BenchExchange: ParsableCommand {
 
   /// Runs `mpirun -np N <this palm> arguments…` and returns its stdout; throws on a non-zero exit.
   func mpirun(np: Int, _ arguments: [String]) throws -> String {
-    try BenchExchange.mpirun(np: np, arguments, timeout: childTimeout)
+    try BenchExchange.mpirun(np: np, arguments, timeout: childTimeout ?? 600)
   }
 
   /// `mpirun -np N <this palm> arguments…` within `timeout` seconds (also `palm plan --profile`'s).

@@ -41,9 +41,9 @@ struct BenchKernels: ParsableCommand {
   var precision: GEMMPrecision = .fp32
 
   func configs() throws -> [PalmConfig] {
-    try config.split(separator: ",").map {
+    try config.split(separator: ",", omittingEmptySubsequences: false).map {
       guard let c = PalmConfig.presets[String($0)], c.parameterCount < 1 << 30 else {
-        throw ValidationError("--config must list tiny and/or small (got \($0))")
+        throw ValidationError("--config must list tiny and/or small, comma-separated (got \"\(config)\")")
       }
       return c
     }
@@ -55,9 +55,9 @@ struct BenchKernels: ParsableCommand {
 
   func selected() throws -> [KernelBench.Kernel] {
     guard let kernels else { return KernelBench.Kernel.allCases }
-    return try kernels.split(separator: ",").map {
+    return try kernels.split(separator: ",", omittingEmptySubsequences: false).map {
       guard let k = KernelBench.Kernel(rawValue: String($0)) else {
-        throw ValidationError("unknown kernel \($0); known: "
+        throw ValidationError("--kernels: unknown kernel \"\($0)\" in \"\(kernels)\"; known: "
                               + KernelBench.Kernel.allCases.map(\.rawValue).joined(separator: ", "))
       }
       return k
@@ -71,12 +71,13 @@ struct BenchKernels: ParsableCommand {
     if precision == .bf16 && !chosen.contains(where: { $0 == .attentionForward || $0 == .attentionBackward }) {
       throw ValidationError("--precision bf16 changes only attention's tile products; add attention.forward or attention.backward to --kernels, or drop --precision")
     }
-    if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
+    if !(1...BenchStep.maxSteps).contains(repeats) { throw ValidationError("--repeats must be 1...\(BenchStep.maxSteps) (got \(repeats))") }
     if let svg, svg.isEmpty { throw ValidationError("--svg must not be empty") }
   }
 
   func run() throws {
     Threads.setBlocktime(milliseconds: 0)
+    if let svg { try Train.checkWritable(svg, flag: "--svg") }  // before the benchmarks
     let peak = BenchDefaults.peak
     if svg != nil, try peak.gflops(try threads().max() ?? 1) == nil {
       throw BenchError("--svg needs the peak: set \(PeakSource.variable) (GFLOP/s of 1 thread, or of 1,2,... threads)")

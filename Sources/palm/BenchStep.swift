@@ -74,11 +74,14 @@ struct BenchStep: ParsableCommand {
     guard RematPolicy(rawValue: remat) != nil else {
       throw ValidationError("--remat must be none, selective or full (got \(remat))")
     }
-    if steps < 1 || warmup < 0 { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
+    if !(1...Self.maxSteps).contains(steps) || !(0...Self.maxSteps).contains(warmup) {
+      throw ValidationError("--steps must be 1...\(Self.maxSteps) and --warmup 0...\(Self.maxSteps) (got \(steps), \(warmup))")
+    }
+    if let p = peak, let problem = Self.peakProblem(p) { throw ValidationError(problem) }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
     if let t = seqLen, t < 1 { throw ValidationError("--seq-len must be at least 1") }
     if let v = vocab, !(2...(1 << 20)).contains(v) { throw ValidationError("--vocab must be in 2...1048576 (got \(v))") }
-    if let t = threadsPerRank, t < 1 { throw ValidationError("--threads-per-rank must be at least 1") }
+    if let t = threadsPerRank, let problem = ThreadCounts.problem(t, option: "--threads-per-rank") { throw ValidationError(problem) }
     if let o = optimizer, !["adamw", "adafactor"].contains(o) { throw ValidationError("--optimizer must be adamw or adafactor") }
     if mesh != nil && peak != nil {
       throw ValidationError("--peak gives the single-device step's MFU; the --mesh report is tokens/s and the exchange (palm bench has mesh MFU rows)")
@@ -86,7 +89,25 @@ struct BenchStep: ParsableCommand {
     if mesh == nil && (devices != nil || threadsPerRank != nil || commTimeout != nil) {
       throw ValidationError("--devices, --threads-per-rank and --comm-timeout need --mesh")
     }
-    if let t = commTimeout, !(t > 0) { throw ValidationError("--comm-timeout must be > 0 seconds") }
+    if let t = commTimeout { try Self.checkCommTimeout(t) }
+  }
+
+  /// The most timed or warm-up steps (and samples of `palm peak` / `bench matmul --repeat`) a
+  /// benchmark accepts: far more than any figure needs, and a bound on how long a typo can run.
+  static let maxSteps = 10_000
+
+  /// Why `--peak` (GFLOP/s) cannot be an MFU denominator, or nil: zero, negative, nan and inf are
+  /// refused rather than printed as "peak unknown" or MFU 0%.
+  static func peakProblem(_ gflops: Double) -> String? {
+    gflops > 0 && gflops.isFinite ? nil : "--peak must be a positive number of GFLOP/s (got \(gflops))"
+  }
+
+  /// --comm-timeout of `bench step` and `bench exchange`: (0, 1 day] seconds, the bound of the
+  /// in-process backend's waits (LocalCluster.maxTimeout).
+  static func checkCommTimeout(_ t: Double) throws {
+    guard t > 0 && t <= LocalCluster.maxTimeout else {
+      throw ValidationError("--comm-timeout must be in (0, \(Int(LocalCluster.maxTimeout))] seconds (one day; got \(t))")
+    }
   }
 
   func run() throws {

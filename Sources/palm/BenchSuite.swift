@@ -31,11 +31,11 @@ struct BenchSuite: ParsableCommand {
   @Option(help: "Thread counts, comma-separated (default: 1 and 2, at most the cores).")
   var threadList: String?
 
-  @Option(help: "Timed training steps per run (after one warm-up).")
-  var steps = 3
+  @Option(help: "Timed training steps per run, after one warm-up (default 3).")
+  var steps: Int?
 
-  @Option(help: "Seconds the run may take: step runs that would end later are skipped and listed (0: no limit).")
-  var timeBudget = Suite.Options.defaultTimeBudgetSeconds
+  @Option(help: "Seconds the run may take: step runs that would end later are skipped and listed (0: no limit; default \(Int(Suite.Options.defaultTimeBudgetSeconds))).")
+  var timeBudget: Double?
 
   @Option(help: "GEMM precisions of the step and mesh rows, comma-separated: fp32, bf16 (default fp32; bf16 rows divide by the bf16 peak). The GEMM stage times fp32 SGEMM either way (palm bench matmul --dtype bf16 times pk_bgemm).")
   var precision: String = "fp32"
@@ -54,9 +54,14 @@ struct BenchSuite: ParsableCommand {
   func validate() throws {
     _ = try threads()
     _ = try PrecisionList.parseOption(precision)
-    if steps < 1 { throw ValidationError("--steps must be at least 1") }
-    if timeBudget < 0 || !timeBudget.isFinite { throw ValidationError("--time-budget must be >= 0 seconds") }
+    if let steps, !(1...BenchStep.maxSteps).contains(steps) { throw ValidationError("--steps must be 1...\(BenchStep.maxSteps) (got \(steps))") }
+    if let timeBudget, timeBudget < 0 || !timeBudget.isFinite { throw ValidationError("--time-budget must be >= 0 seconds") }
     if let out, out.isEmpty { throw ValidationError("--out must not be empty") }
+    // --smoke runs its own micro config, threads and steps: these would be ignored.
+    let fixedBySmoke = [("--steps", steps != nil), ("--thread-list", threadList != nil), ("--time-budget", timeBudget != nil)]
+    if smoke, let (flag, _) = fixedBySmoke.first(where: \.1) {
+      throw ValidationError("\(flag) does not apply to --smoke (a fixed seconds-long pipeline check): drop it, or drop --smoke")
+    }
   }
 
   func run() throws {
@@ -65,6 +70,7 @@ struct BenchSuite: ParsableCommand {
     formatter.dateFormat = "yyyyMMdd-HHmmss"
     formatter.timeZone = TimeZone(identifier: "UTC")
     let dir = out ?? "palm-bench-" + formatter.string(from: Date())
+    do { try Suite.prepareOutDir(dir) } catch let e as Suite.OutDirError { throw BenchError(e.description) }  // before any stage
     let runner = inProcess ? StepRuns.inProcess : StepRuns.childProcess(executable: StepRuns.currentExecutable())
     var options = smoke
       ? Suite.Options.smoke(outDir: dir, peak: BenchDefaults.peak, stepRunner: StepRuns.inProcess)
@@ -72,8 +78,9 @@ struct BenchSuite: ParsableCommand {
     options.precisions = try PrecisionList.parseOption(precision)
     if options.precisions.contains(.bf16) && !ISA.bf16Native { BenchStep.noteEmulatedBF16() }
     if !smoke {
-      options.steps = steps
-      options.timeBudgetSeconds = timeBudget > 0 ? timeBudget : nil
+      options.steps = steps ?? options.steps
+      let budget = timeBudget ?? Suite.Options.defaultTimeBudgetSeconds
+      options.timeBudgetSeconds = budget > 0 ? budget : nil
     }
     options.reproduce = [
       "swift build -c release",

@@ -36,6 +36,7 @@ struct MFUTable: ParsableCommand {
   }
 
   func run() throws {
+    if let output { try Train.checkWritable(output, flag: "--output") }  // before --measure's minutes
     let text = try PalmBench.MFUTable.render(PalmBench.MFUTable.rows(measured: measure ? measuredRows() : []), format: format)
     if let output {
       try AtomicFile.write(to: output, bytes: Array(text.utf8))

@@ -21,7 +21,7 @@ struct Peak: ParsableCommand {
   var `repeat`: Int = 3
 
   func validate() throws {
-    if `repeat` < 1 { throw ValidationError("--repeat must be at least 1 (got \(`repeat`))") }
+    if !(1...BenchStep.maxSteps).contains(`repeat`) { throw ValidationError("--repeat must be 1...\(BenchStep.maxSteps) (got \(`repeat`))") }
   }
 
   func run() throws {
@@ -33,6 +33,9 @@ struct Peak: ParsableCommand {
       encoder.outputFormatting = [.sortedKeys]
       for r in results { print(String(decoding: try encoder.encode(r), as: UTF8.self)) }
     case .text:
+      if ISA.hasBF16 && !ISA.bf16Native {
+        print("bf16: emulated at --isa \(ISA.active) (fp32 FMAs, at most the fp32 peak); the vdpbf16ps peak needs --isa avx512bf16")
+      }
       print("threads  isa      fp32 GFLOP/s  per thread   bf16 GFLOP/s")
       for r in results {
         let bf16 = r.bf16Gflops.map { String(format: "%12.1f", $0) } ?? "           -"

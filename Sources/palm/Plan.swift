@@ -102,7 +102,8 @@ struct PlanCommand: ParsableCommand {
   func validate() throws {
     if profile {
       guard output != nil else { throw ValidationError("--profile needs --output FILE (the hardware description to write)") }
-      if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
+      if let t = threads, let problem = ThreadCounts.problem(t, option: "--threads") { throw ValidationError(problem) }
+      if output!.isEmpty { throw ValidationError("--output must not be empty") }
       // --profile measures this machine and plans nothing: a planning option would be ignored.
       let planning: [(String, Bool)] = [
         ("--config", config != nil), ("--config-file", configFile != nil), ("--mesh", mesh != nil),
@@ -206,6 +207,7 @@ struct PlanCommand: ParsableCommand {
   }
 
   func runProfile() throws {
+    try Train.checkWritable(output!, flag: "--output")  // before the minutes of measuring
     let t = threads ?? ProcessInfo.processInfo.activeProcessorCount
     func log(_ line: String) { FileHandle.standardError.write(Data("palm plan --profile: \(line)\n".utf8)) }
     var spec = try PlanProfile.measure(threads: t, log: log)

@@ -154,6 +154,12 @@ private func measured(name: String = "tiny", remat: RematPolicy = .none) -> Meas
     #expect(fixed(-0.004, 2) == "0.00")
     #expect(fixed(0.5, 0) == "1")
     #expect(fixed(3.05, 3) == "3.050")
+    // Values beyond Int (a 1e-300 peak's MFU) and non-finite ones print, never trap.
+    #expect(fixed(9.3e18, 1) == "9.3e+18")
+    #expect(fixed(-1e300, 2) == "-1e+300")
+    #expect(fixed(.infinity, 1) == "inf" && fixed(.nan, 1) == "nan")
+    #expect(pct(1e300, 0) == "1e+302%")
+    #expect(grouped(1e300) == "1e+300" && grouped(1234567) == "1,234,567")
     #expect(grouped(238_300) == "238,300")
     #expect(grouped(999) == "999")
     #expect(grouped(1_000_000) == "1,000,000")

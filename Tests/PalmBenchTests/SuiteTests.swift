@@ -67,9 +67,11 @@ import _PalmTestSupport
     }
     #expect(try read("roofline.svg").hasSuffix("</svg>\n"))
 
-    // A second run replaces the files in place, still without leftovers.
-    _ = try withKernelLock { try Suite.run(o) }
+    // A second run into the same folder is refused (it would overwrite this run's files): they stay as they were.
+    let before = try read("report.md")
+    #expect(throws: Suite.OutDirError.self) { try withKernelLock { try Suite.run(o) } }
     #expect(Set(try FileManager.default.contentsOfDirectory(atPath: out)) == Set(Self.expectedFiles))
+    #expect(try read("report.md") == before)
   }
 
   @Test("--precision bf16 reaches the mesh rows: labelled bf16 and divided by the bf16 peak of all the mesh's threads")
@@ -129,6 +131,27 @@ import _PalmTestSupport
     let file = dir + "/plain"
     #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
     #expect(throws: (any Error).self) { try withKernelLock { try Suite.run(Suite.Options.smoke(outDir: file + "/sub", peak: .fixed(perThreadGFLOPs: 1))) } }
+  }
+
+  /// A run never writes into another run's folder, nor into a file's path: refused before any
+  /// stage, with one line naming --out, and nothing there changes.
+  @Test func outDirMustBeNewOrEmpty() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let prev = dir + "/prev"
+    try FileManager.default.createDirectory(atPath: prev, withIntermediateDirectories: true)
+    #expect(FileManager.default.createFile(atPath: prev + "/report.md", contents: Data("mine".utf8)))
+    let held = #expect(throws: Suite.OutDirError.self) { try Suite.run(Suite.Options.smoke(outDir: prev, peak: .fixed(perThreadGFLOPs: 1))) }
+    #expect(held?.description.contains("--out \(prev) already holds 1 file(s)") == true, "\(String(describing: held))")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: prev) == ["report.md"])
+    #expect(FileManager.default.contents(atPath: prev + "/report.md") == Data("mine".utf8))
+    let file = dir + "/plain"
+    #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+    let notDir = #expect(throws: Suite.OutDirError.self) { try Suite.prepareOutDir(file) }
+    #expect(notDir?.description == "--out \(file) is a file, not a folder: give a new folder's path")
+    // An empty folder (made by the CLI's own check, or by the user) is fine.
+    try Suite.prepareOutDir(dir + "/empty")
+    try Suite.prepareOutDir(dir + "/empty")
   }
 
   @Test func stepJSONLineDecodesAndCarriesMFU() throws {

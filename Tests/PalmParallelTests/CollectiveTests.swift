@@ -406,6 +406,11 @@ struct LocalFailureTests {
     #expect(throws: CommError.self) { try LocalCluster(size: 0) }
     #expect(throws: CommError.self) { try LocalCluster(size: 2, timeout: 0) }
     #expect(throws: CommError.self) { try LocalCluster(size: 2, timeout: .infinity) }
+    // Deadlines beyond a day overflowed NSCondition.wait(until:) (a trap): refused here.
+    #expect(throws: CommError.self) { try LocalCluster(size: 2, timeout: 1e300) }
+    #expect(throws: CommError.self) { try LocalCluster(size: 2, timeout: .nan) }
+    #expect(throws: CommError.self) { try LocalCluster(size: 2, timeout: 1, phaseTimeout: 1e300) }
+    #expect((try? LocalCluster(size: 2, timeout: LocalCluster.maxTimeout)) != nil)
   }
 }
 
