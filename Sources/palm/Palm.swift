@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import PalmBench
 import PalmModel
 import PalmTensor
 
@@ -52,18 +53,12 @@ struct ComputeOptions: ParsableArguments {
   var isa: ISAChoice?
 
   func validate() throws {
-    if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
     // More threads than cores only queue behind each other (and OpenMP spins): 4x is already no use.
-    if let t = threads, t > ComputeOptions.maxThreads {
-      throw ValidationError("--threads \(t) is more than 4 x the \(ProcessInfo.processInfo.activeProcessorCount) cores of this machine (at most \(ComputeOptions.maxThreads))")
-    }
+    if let t = threads, let problem = ThreadCounts.problem(t, option: "--threads") { throw ValidationError(problem) }
     if let i = isa, ISA(i) > ISA.detected || (i == .avx512bf16 && !ISA.hasBF16) {
       throw ValidationError("--isa \(i.rawValue) is not supported by this CPU (best: \(ISA.detected)\(ISA.hasBF16 ? "bf16" : ""))")
     }
   }
-
-  /// The most --threads accepted: 4 x the cores.
-  static var maxThreads: Int { 4 * ProcessInfo.processInfo.activeProcessorCount }
 
   /// Applies the thread count and ISA to the kernels.
   func apply() throws {
