@@ -431,3 +431,36 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     #expect(throws: PlanError.self) { try Plan(k) }
   }
 }
+
+/// A config file names its problem: a wrong type, an unknown key (a typo), too many layers.
+@Suite struct ConfigFileTests {
+  private func message(_ json: String) -> String {
+    do { _ = try JSONDecoder().decode(PalmConfig.self, from: Data(json.utf8)); return "" } catch { return "\(error)" }
+  }
+  private let good = #""name": "x", "dModel": 256, "layers": 2, "heads": 4, "headDim": 64, "dFF": 1024, "vocab": 256, "seqLen": 64, "batch": 8"#
+
+  @Test func keysAndTypesAreNamed() throws {
+    #expect(message("{\(good)}") == "")
+    #expect(message("{\(good.replacingOccurrences(of: "\"dModel\": 256", with: "\"dModel\": 256.5"))}").contains("\"dModel\" must be a whole number"))
+    let typo = message("{\(good), \"kvHeads\": 1, \"d_model\": 3}")
+    #expect(typo.contains("unknown keys \"d_model\", \"kvHeads\"") && typo.contains("the keys: name, dModel"))
+    #expect(message("{\(good.replacingOccurrences(of: "\"batch\": 8", with: "\"batch\": \"8\""))}").contains("\"batch\" must be a whole number"))
+    // Every preset round-trips through its JSON.
+    for (_, c) in PalmConfig.presets {
+      #expect(try JSONDecoder().decode(PalmConfig.self, from: try JSONEncoder().encode(c)) == c)
+    }
+  }
+
+  @Test func layersAreBounded() throws {
+    var c = PalmConfig.tiny
+    c.layers = 16_777_216
+    let e = #expect(throws: PalmConfig.Invalid.self) { try c.validate() }
+    #expect("\(e.map { "\($0)" } ?? "")".contains("larger than 4096"))
+    for (_, p) in PalmConfig.presets { try p.validate() }
+  }
+
+  @Test func aBatchMeshMismatchSaysTheWayOut() throws {
+    let e = #expect(throws: MeshError.self) { try MeshShape(parsing: "data=3").validate(config: .small, batch: 8) }
+    #expect("\(e.map { "\($0)" } ?? "")".contains("use --batch 6"))
+  }
+}
