@@ -400,6 +400,15 @@ private let meshes = ["pod=1", "pod=2", "data=2", "model=2", "pod=2,data=2,model
     #expect(throws: HardwareSpec.Invalid.self) { try hw.validate("t.json") }
   }
 
+  @Test func aDescriptionThatSkippedValidationGivesAnErrorNotNaN() throws {
+    var hw = try HardwareSpec.load("a100")
+    hw.gemmCurve!.points = hw.gemmCurve!.points.map { var p = $0; p.efficiency = 0; return p }
+    let e = #expect(throws: PlanError.self) {
+      try Plan(PlanInputs(config: .small, mesh: try MeshShape(parsing: "data=2"), remat: .full, hardware: hw))
+    }
+    #expect("\(e.map { "\($0)" } ?? "")".contains("check its rates and efficiencies"))
+  }
+
   @Test func aMeshNeedsItsNetworks() throws {
     var hw = try HardwareSpec.load("a100")
     hw.networks = []
