@@ -9,6 +9,7 @@
 
 import Foundation
 import PalmModel
+import PalmTrain
 
 /// What the plan assumes of the software that runs the step: byte widths, what is sharded, what
 /// overlaps what. Two presets: `package` (this package on a CPU, what MeshMemory allocates) and
@@ -89,6 +90,9 @@ public struct PlanInputs: Sendable {
   /// CPU only: whose measured collectives the mesh uses: "in-process" (`--devices local`) or "mpi"
   /// (ranks under mpirun), as `palm plan --profile` recorded them.
   public var collectiveBackend: String = PlanProfile.inProcess
+  /// `--chips` only: the remat policy and micro-batching to search (nil: all of them).
+  public var searchRemat: RematPolicy? = nil
+  public var searchMicroBatches: Int? = nil
 
   public init(config: PalmConfig, mesh: MeshShape, remat: RematPolicy, microBatches: Int = 1,
               optimizer: String = "adamw", hardware: HardwareSpec, software: PlanSoftware? = nil,
@@ -201,14 +205,20 @@ extension Plan {
     let c = inputs.config, mesh = inputs.mesh, hw = inputs.hardware, sw = inputs.software
     let (p, dAxis, m) = (mesh.pod, mesh.data, mesh.model)
     let k = inputs.microBatches
-    guard k >= 1 else { throw PlanError("--micro-batches must be at least 1 (got \(k))") }
+    guard (1...TrainOptions.maxMicroBatches).contains(k) else {
+      throw PlanError("--micro-batches must be 1...\(TrainOptions.maxMicroBatches) (2^20, as palm train) (got \(k))")
+    }
+    if let t = inputs.threadsPerDevice, !(1...HardwareSpec.maxCount).contains(t) {
+      throw PlanError("--threads-per-device must be 1...\(HardwareSpec.maxCount) (got \(t))")
+    }
     guard let moments = PlanInputs.optimizerMoments[inputs.optimizer] else {
       throw PlanError("unknown optimizer \"\(inputs.optimizer)\" (use adamw or adafactor)")
     }
     let layout = try ShardedLayout(config: c, shape: mesh)  // validates config and divisibility
     guard c.batch % (p * dAxis * k) == 0 else {
-      throw PlanError("batch \(c.batch) is not a multiple of pod x data x micro-batches = \(p * dAxis * k)")
+      throw PlanError("batch \(c.batch) is not a multiple of pod x data x micro-batches = \(p * dAxis * k): give --batch a multiple of it, or fewer --micro-batches")
     }
+    try PlanNetwork(hardware: hw, software: inputs.software, mesh: mesh).checkNetworks()
     let devices = mesh.count
     let rows = c.batch / (p * dAxis * k)
     let n = rows * c.seqLen  // tokens per device per micro-batch
@@ -403,6 +413,12 @@ extension Plan {
     software = sw.name; self.devices = devices; globalBatch = c.batch; seqLen = c.seqLen; microBatches = k
     rowsPerMicroBatch = rows; threadsPerDevice = threads; peakPerDevice = peakDenominator; precision = hw.precision
     assumptions = Plan.assumptions(hw, sw)
+    // Every figure printed or written is a number: a NaN or infinity is the description's fault.
+    let figures: [(String, Double)] = [("step time", stepSeconds), ("tokens/s", tokensPerSecond), ("MFU", mfu), ("HFU", hfu),
+                                       ("peak per device", peakDenominator)] + costs.map { ("\($0.name) seconds", $0.seconds) }
+    if let bad = figures.first(where: { !$0.1.isFinite || $0.1 < 0 }) {
+      throw PlanError("hardware \(hw.name) gives a \(bad.0) of \(bad.1) on mesh \(mesh): check its rates and efficiencies")
+    }
   }
 
   /// Every hardware number and software choice the plan used, with its source.
@@ -480,6 +496,19 @@ struct PlanNetwork {
     self.hardware = hardware; self.software = software; self.mesh = mesh; self.backend = backend
   }
 
+  /// Throws `PlanError` naming the network an axis of the mesh needs and the description lacks
+  /// (without one its collectives would cost nothing). Measured collectives need none.
+  func checkNetworks() throws {
+    if let cs = hardware.collectives, !cs.isEmpty { return }
+    let pod = hardware.networks.filter { $0.scope == "pod" }, between = hardware.networks.filter { $0.scope == "between-pods" }
+    if mesh.model * mesh.data > 1 && pod.isEmpty {
+      throw PlanError("hardware \(hardware.name) has no \"pod\" network for mesh \(mesh)'s data/model axes: add one to its networks, or plan on model=1,data=1")
+    }
+    if mesh.pod > 1 && between.isEmpty {
+      throw PlanError("hardware \(hardware.name) has no \"between-pods\" network for mesh \(mesh)'s pod axis: add one to its networks, or plan on pod=1")
+    }
+  }
+
   func size(_ axis: Axis) -> Int {
     switch axis { case .model: mesh.model; case .data: mesh.data; case .pod: mesh.pod }
   }
@@ -489,7 +518,7 @@ struct PlanNetwork {
     let inPod = hardware.networks.filter { $0.scope == "pod" }
     switch axis {
     case .pod:
-      return hardware.networks.first { $0.scope == "between-pods" } ?? hardware.networks.last
+      return hardware.networks.first { $0.scope == "between-pods" }
     case .model, .data:
       let span = axis == .model ? mesh.model : mesh.model * mesh.data
       return inPod.first { $0.domainDevices.value >= Double(span) } ?? inPod.last

@@ -177,32 +177,109 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
     return spec
   }
 
-  /// Checks the numbers a plan divides by.
+  /// The largest count a description may give (devices, ranks, threads, links): the mesh limit.
+  public static let maxCount = 1 << 20
+  /// The largest rate (FLOP/s, bytes/s) a description may give: far above any device, small
+  /// enough that no product of the plan's reaches infinity.
+  public static let maxRate = 1e18
+  /// The largest latency, seconds.
+  public static let maxLatency = 1e3
+  /// The known network scopes and topologies (Plan.network, Plan.bandwidth).
+  public static let scopes = ["pod", "between-pods"]
+  public static let topologies = ["torus3d", "torus2d", "switch", "host-nic", "measured"]
+
+  /// Checks every number the plan uses: one line naming the file, the field and the allowed range.
   public func validate(_ what: String) throws {
-    func positive(_ x: Double, _ field: String) throws {
-      guard x.isFinite && x > 0 else { throw Invalid(message: "hardware \(what): \(field) must be a positive number (got \(x))") }
+    func fail(_ field: String, _ range: String, _ got: String) throws -> Never {
+      throw Invalid(message: "hardware \(what): \(field) must be \(range) (got \(got))")
     }
-    guard let peak = peakFLOPs[precision] else {
-      throw Invalid(message: "hardware \(what): precision \"\(precision)\" has no peak_flops entry")
+    func rate(_ x: Double, _ field: String) throws {
+      guard x.isFinite && x >= 1 && x <= Self.maxRate else { try fail(field, "a rate in 1...1e18 per second", "\(x)") }
     }
-    try positive(peak.value, "peak_flops.\(precision)")
-    try positive(memoryBytes.value, "memory_bytes")
-    try positive(memoryBandwidth.value, "memory_bandwidth")
-    try positive(memoryEfficiency.value, "memory_efficiency")
-    try positive(attentionEfficiency.value, "attention_efficiency")
-    for n in networks {
-      try positive(n.linkBandwidth.value, "networks.\(n.name).link_bandwidth")
-      try positive(n.efficiency.value, "networks.\(n.name).efficiency")
+    func fraction(_ x: Double, _ field: String, upTo top: Double = 1) throws {
+      guard x.isFinite && x > 0 && x <= top else { try fail(field, "a fraction in (0, \(top)]", "\(x)") }
     }
-    for r in (calibration?.runs ?? []) + (calibration?.checks ?? []) {
-      try positive(r.tflopsPerChip, "calibration run \(r.name): tflops_per_chip")
-      guard r.perDeviceBatch >= 1, r.embDim >= 1, r.layers >= 1, r.queryHeads >= 1, r.headDim >= 1, r.mlpDim >= 1,
-            r.mlpActivations == 1 || r.mlpActivations == 2 else {
-        throw Invalid(message: "hardware \(what): calibration run \(r.name) needs positive shapes and mlp_activations 1 or 2")
+    func latency(_ x: Double, _ field: String) throws {
+      guard x.isFinite && x >= 0 && x <= Self.maxLatency else { try fail(field, "seconds in 0...\(Int(Self.maxLatency))", "\(x)") }
+    }
+    func count(_ x: Double, _ field: String, max top: Double = Double(Self.maxCount)) throws {
+      guard x.isFinite && x >= 1 && x <= top && x.rounded() == x else {
+        try fail(field, "a whole number in 1...\(top == Double(Self.maxCount) ? "2^20" : "\(Int(top))")", "\(x)")
       }
+    }
+    func count(_ x: Int, _ field: String) throws {
+      guard (1...Self.maxCount).contains(x) else { try fail(field, "a whole number in 1...2^20", "\(x)") }
     }
     guard kind == "accelerator" || kind == "cpu" else {
       throw Invalid(message: "hardware \(what): kind must be accelerator or cpu (got \(kind))")
+    }
+    guard peakFLOPs[precision] != nil else {
+      throw Invalid(message: "hardware \(what): precision \"\(precision)\" has no peak_flops entry")
+    }
+    for (p, n) in peakFLOPs.sorted(by: { $0.key < $1.key }) { try rate(n.value, "peak_flops.\(p)") }
+    guard memoryBytes.value.isFinite && memoryBytes.value >= 1 && memoryBytes.value <= 0x1p60 else {
+      try fail("memory_bytes", "bytes in 1...2^60", "\(memoryBytes.value)")
+    }
+    try rate(memoryBandwidth.value, "memory_bandwidth")
+    try fraction(memoryEfficiency.value, "memory_efficiency")
+    try fraction(attentionEfficiency.value, "attention_efficiency")
+    for (i, p) in (gemmCurve?.points ?? []).enumerated() {
+      try fraction(p.efficiency, "gemm_curve.points[\(i)].efficiency")
+      guard p.minDim >= 0 else { try fail("gemm_curve.points[\(i)].min_dim", "at least 0", "\(p.minDim)") }
+    }
+    // Measured GEMMs may pass the probed peak a little (timer noise, turbo): up to 1.25.
+    for (i, p) in (gemmPoints?.points ?? []).enumerated() {
+      try fraction(p.efficiency, "gemm_points.points[\(i)].efficiency", upTo: 1.25)
+      for (x, f) in [(p.m, "m"), (p.n, "n"), (p.k, "k")] { try count(x, "gemm_points.points[\(i)].\(f)") }
+    }
+    if let d = devicesPerPod { try count(d.value, "devices_per_pod", max: 1e9) }  // 1e9: no pod limit (a100)
+    for n in networks {
+      let f = "networks.\(n.name)"
+      guard Self.scopes.contains(n.scope) else { try fail("\(f).scope", "one of \(Self.scopes.joined(separator: ", "))", "\"\(n.scope)\"") }
+      guard Self.topologies.contains(n.topology) else {
+        try fail("\(f).topology", "one of \(Self.topologies.joined(separator: ", "))", "\"\(n.topology)\"")
+      }
+      try count(n.domainDevices.value, "\(f).domain_devices", max: 1e9)  // a profile writes 1e9: unbounded
+      try rate(n.linkBandwidth.value, "\(f).link_bandwidth")
+      if let l = n.linksPerDevice { try count(l.value, "\(f).links_per_device") }
+      if let h = n.devicesPerHost { try count(h.value, "\(f).devices_per_host") }
+      try latency(n.latency.value, "\(f).latency")
+      try fraction(n.efficiency.value, "\(f).efficiency")
+    }
+    for (i, k) in (kernels ?? []).enumerated() {
+      try rate(k.bytesPerSecond, "kernels[\(i)].bytes_per_second")
+      try count(k.tokens, "kernels[\(i)].tokens")
+      // Element-wise kernels do no matmul FLOPs: efficiency 0 is theirs.
+      guard k.efficiency.isFinite && k.efficiency >= 0 && k.efficiency <= 1.25 else {
+        try fail("kernels[\(i)].efficiency", "a fraction in 0...1.25", "\(k.efficiency)")
+      }
+    }
+    for (i, c) in (collectives ?? []).enumerated() {
+      try count(c.ranks, "collectives[\(i)].ranks")
+      try latency(c.latency, "collectives[\(i)].latency")
+      try rate(c.busBandwidth, "collectives[\(i)].bus_bandwidth")
+    }
+    if let t = threadsPerDevice { try count(t, "threads_per_device") }
+    if let c = concurrentDevices { try count(c, "concurrent_devices") }
+    if let c = cores { try count(c, "cores") }
+    for r in (calibration?.runs ?? []) + (calibration?.checks ?? []) {
+      let f = "calibration run \(r.name)"
+      guard r.tflopsPerChip.isFinite && r.tflopsPerChip > 0 && r.tflopsPerChip <= 1e6 else {
+        try fail("\(f): tflops_per_chip", "in (0, 1e6]", "\(r.tflopsPerChip)")
+      }
+      for (x, name) in [(r.perDeviceBatch, "per_device_batch"), (r.embDim, "emb_dim"), (r.layers, "layers"), (r.queryHeads, "query_heads"),
+                        (r.kvHeads, "kv_heads"), (r.headDim, "head_dim"), (r.mlpDim, "mlp_dim"), (r.seqLen, "seq_len"), (r.vocab, "vocab")] {
+        try count(x, "\(f): \(name)")
+      }
+      guard r.mlpActivations == 1 || r.mlpActivations == 2 else { try fail("\(f): mlp_activations", "1 or 2", "\(r.mlpActivations)") }
+      // The run's parameter and FLOP counts (Int products) stay far from overflowing.
+      let e = Double(r.embDim), hq = Double(r.queryHeads * r.headDim), kv = Double(r.kvHeads * r.headDim)
+      let perLayer = e * hq + 2 * e * kv + hq * e + Double(r.mlpActivations + 1) * e * Double(r.mlpDim)
+      let parameters = Double(r.layers) * (perLayer + e) + Double(r.vocab) * e
+      let attention = Double(r.layers) * hq * Double(r.seqLen)
+      guard parameters <= 0x1p53 && attention <= 0x1p53 else {
+        throw Invalid(message: "hardware \(what): \(f) has more than 2^53 parameters or attention FLOPs per token: shrink its shapes")
+      }
     }
   }
 
@@ -211,7 +288,7 @@ public struct HardwareSpec: Codable, Sendable, Equatable {
   /// time-share). An accelerator's devices never share: 1.
   public func timeShare(ranks: Int, threadsPerRank: Int) -> Double {
     guard kind == "cpu" else { return 1 }
-    return min(1, Double(max(1, cores ?? 1)) / Double(max(1, ranks * threadsPerRank)))
+    return min(1, Double(max(1, cores ?? 1)) / (Double(max(1, ranks)) * Double(max(1, threadsPerRank))))
   }
 
   /// The peak of the precision MFU divides by, FLOP/s per device.

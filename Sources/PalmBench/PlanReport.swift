@@ -137,6 +137,9 @@ extension Plan {
 
 /// `palm plan --chips N`: every mesh of N devices × remat policy × micro-batching that fits, ranked.
 public enum PlanSearch {
+  /// The largest --chips: the mesh limit (MeshShape).
+  public static let maxChips = 1 << 20
+
   public struct Row: Codable, Sendable {
     public var mesh: String, remat: String, microBatches: Int
     public var mfu: Double, hfu: Double, tokensPerSecond: Double, memoryBytes: Int
@@ -147,17 +150,19 @@ public enum PlanSearch {
   /// Meshes pod × data × model with pod·data·model = chips, model dividing heads, d_ff and d_model,
   /// pod·data dividing the batch, data·model within the device's pod size; micro-batches 1, 2, 4, 8, 16.
   public static func run(_ base: PlanInputs, chips: Int) throws -> (fitting: [Row], considered: Int) {
-    guard chips >= 1 else { throw PlanError("--chips must be at least 1 (got \(chips))") }
+    guard (1...maxChips).contains(chips) else { throw PlanError("--chips must be 1...\(maxChips) (2^20, the mesh limit) (got \(chips))") }
     try base.checkCollectiveBackend()  // not per setting: a try? below would hide it as "nothing fits"
     let c = base.config
     let podMax = Int(base.hardware.devicesPerPod?.value ?? Double(chips))
-    var rows: [Row] = [], considered = 0
-    for p in 1...chips where chips % p == 0 && p <= 64 {
-      for m in 1...(chips / p) where (chips / p) % m == 0 && c.heads % m == 0 && c.dFF % m == 0 && c.dModel % m == 0 {
+    var rows: [Row] = [], considered = 0, meshes = 0
+    // Only divisors matter: pod at most 64, model dividing the heads.
+    for p in 1...min(chips, 64) where chips % p == 0 {
+      for m in 1...min(chips / p, c.heads) where (chips / p) % m == 0 && c.heads % m == 0 && c.dFF % m == 0 && c.dModel % m == 0 {
         let d = chips / (p * m)
         guard d * m <= podMax, c.batch % (p * d) == 0 else { continue }
-        for remat in RematPolicy.allCases {
-          for k in [1, 2, 4, 8, 16] where (c.batch / (p * d)) % k == 0 {
+        meshes += 1
+        for remat in RematPolicy.allCases where base.searchRemat.map({ $0 == remat }) ?? true {
+          for k in base.searchMicroBatches.map({ [$0] }) ?? [1, 2, 4, 8, 16] where (c.batch / (p * d)) % k == 0 {
             var i = base
             i.mesh = try MeshShape(pod: p, data: d, model: m)
             i.remat = remat
@@ -169,6 +174,12 @@ public enum PlanSearch {
           }
         }
       }
+    }
+    if meshes == 0 {
+      throw PlanError("no mesh of \(chips) devices fits \(c.name): pod x data must divide the batch (\(c.batch)), model must divide heads (\(c.heads)), d_ff and d_model, and data x model be at most the pod's \(podMax) devices; try --batch \(chips * max(1, c.batch / chips)) or a --chips dividing \(c.batch)")
+    }
+    if considered == 0 {
+      throw PlanError("no setting of \(chips) devices fits \(c.name) with the given --micro-batches: the rows per device must be a multiple of it; try fewer")
     }
     rows.sort { $0.mfu > $1.mfu }
     return (rows, considered)

@@ -89,7 +89,10 @@ public struct MeshShape: Equatable, Hashable, Sendable, CustomStringConvertible 
       ("batch", batch, "pod×data", pod * data),
     ]
     for (what, value, axis, size) in checks where value % size != 0 {
-      throw MeshError("mesh \(self) does not divide \(what): \(what) = \(value) is not a multiple of \(axis) = \(size)")
+      let way = what == "batch"
+        ? "use --batch \(max(1, batch / size) * size) (a multiple of \(size)) or a mesh whose pod×data divides \(batch)"
+        : "use a model axis that divides \(value)"
+      throw MeshError("mesh \(self) does not divide \(what): \(what) = \(value) is not a multiple of \(axis) = \(size); \(way)")
     }
   }
 }

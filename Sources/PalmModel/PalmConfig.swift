@@ -37,6 +37,9 @@ public struct PalmConfig: Codable, Equatable, Sendable {
     public var description: String { "invalid model config: \(message)" }
   }
 
+  /// The most layers a config may have.
+  public static let maxLayers = 1 << 12
+
   /// Throws `Invalid` naming the first problem found.
   public func validate() throws {
     let fields: [(String, Int)] = [("d_model", dModel), ("layers", layers), ("heads", heads),
@@ -70,6 +73,10 @@ public struct PalmConfig: Codable, Equatable, Sendable {
         if overflow || p > 1 << 48 { throw Invalid(message: "\(what) would be more than 2^48 floats") }
         n = p
       }
+    }
+    // The layouts keep an entry per layer (ShardedLayout): PaLM 540B has 118 layers.
+    if layers > Self.maxLayers {
+      throw Invalid(message: "layers = \(layers) is larger than \(Self.maxLayers) (PaLM 540B has 118)")
     }
     if dModel % heads != 0 {
       throw Invalid(message: "heads (\(heads)) must divide d_model (\(dModel))")
@@ -141,4 +148,38 @@ public struct PalmConfig: Codable, Equatable, Sendable {
   public static let presets: [String: PalmConfig] = [
     "tiny": tiny, "small": small, "shakespeare": shakespeare, "palm-8b": palm8B, "palm-62b": palm62B, "palm-540b": palm540B,
   ]
+}
+
+// A config file (`--config-file`) decodes with every key named: a wrong type names the key and the
+// type it needs, an unknown key (a typo such as "d_model") is refused with the known keys listed.
+extension PalmConfig {
+  private struct Key: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ s: String) { stringValue = s }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+  }
+
+  /// The keys of a config file, in the order of the fields.
+  public static let keys = ["name", "dModel", "layers", "heads", "headDim", "dFF", "vocab", "seqLen", "batch"]
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: Key.self)
+    let unknown = c.allKeys.map(\.stringValue).filter { !Self.keys.contains($0) }.sorted()
+    if !unknown.isEmpty {
+      throw Invalid(message: "unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) (the keys: \(Self.keys.joined(separator: ", ")))")
+    }
+    func whole(_ k: String) throws -> Int {
+      guard c.contains(Key(k)) else { throw Invalid(message: "missing key \"\(k)\" (a whole number)") }
+      guard let x = try? c.decode(Double.self, forKey: Key(k)) else { throw Invalid(message: "\"\(k)\" must be a whole number") }
+      guard x.rounded() == x, abs(x) <= 0x1p53 else { throw Invalid(message: "\"\(k)\" must be a whole number (got \(x))") }
+      return Int(x)
+    }
+    guard c.contains(Key("name")) else { throw Invalid(message: "missing key \"name\" (a string)") }
+    guard let name = try? c.decode(String.self, forKey: Key("name")) else { throw Invalid(message: "\"name\" must be a string") }
+    self.init(name: name, dModel: try whole("dModel"), layers: try whole("layers"), heads: try whole("heads"),
+              headDim: try whole("headDim"), dFF: try whole("dFF"), vocab: try whole("vocab"), seqLen: try whole("seqLen"),
+              batch: try whole("batch"))
+  }
 }

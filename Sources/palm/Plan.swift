@@ -8,6 +8,7 @@ import PalmBench
 import PalmModel
 import PalmParallel
 import PalmTensor
+import PalmTrain
 
 struct PlanCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -48,8 +49,8 @@ struct PlanCommand: ParsableCommand {
   @Option(help: "Mesh pod=P,data=D,model=M (missing axes are 1). With --chips: the setting whose rank to show.")
   var mesh: String?
 
-  @Option(help: "Rematerialization: none, selective or full.")
-  var remat: RematPolicy = .full
+  @Option(help: "Rematerialization: none, selective or full (default full). With --chips: search only this policy.")
+  var remat: RematPolicy?
 
   @Option(help: "Global batch in sequences (default: the preset's).")
   var batch: Int?
@@ -57,8 +58,8 @@ struct PlanCommand: ParsableCommand {
   @Option(name: .customLong("seq-len"), help: "Sequence length (default: the preset's).")
   var seqLen: Int?
 
-  @Option(name: .customLong("micro-batches"), help: "Gradient-accumulation micro-batches per step.")
-  var microBatches: Int = 1
+  @Option(name: .customLong("micro-batches"), help: "Gradient-accumulation micro-batches per step (default 1). With --chips: search only this count.")
+  var microBatches: Int?
 
   @Option(help: "Optimizer: adamw or adafactor (both keep two fp32 moments here).")
   var optimizer: String = "adafactor"
@@ -110,7 +111,7 @@ struct PlanCommand: ParsableCommand {
         ("--hardware", hardware != nil), ("--batch", batch != nil), ("--seq-len", seqLen != nil),
         ("--software", software != nil), ("--threads-per-device", threadsPerDevice != nil), ("--chips", chips != nil),
         ("--devices", devices != nil),
-        ("--sensitivity", sensitivity), ("--remat", remat != .full), ("--micro-batches", microBatches != 1),
+        ("--sensitivity", sensitivity), ("--remat", remat != nil), ("--micro-batches", microBatches != nil),
         ("--optimizer", optimizer != "adafactor"), ("--top", top != 15), ("--format", format != .markdown),
         ("--no-calibration", noCalibration),
       ]
@@ -136,10 +137,16 @@ struct PlanCommand: ParsableCommand {
     if chips == nil && mesh == nil { throw ValidationError("missing --mesh pod=P,data=D,model=M (or --chips N to search)") }
     if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1 (got \(b))") }
     if let s = seqLen, s < 1 { throw ValidationError("--seq-len must be at least 1 (got \(s))") }
-    if microBatches < 1 { throw ValidationError("--micro-batches must be at least 1 (got \(microBatches))") }
+    if let k = microBatches, !(1...TrainOptions.maxMicroBatches).contains(k) {
+      throw ValidationError("--micro-batches must be 1...\(TrainOptions.maxMicroBatches) (2^20, as palm train) (got \(k))")
+    }
     if PlanInputs.optimizerMoments[optimizer] == nil { throw ValidationError("--optimizer must be adamw or adafactor (got \(optimizer))") }
-    if let t = threadsPerDevice, t < 1 { throw ValidationError("--threads-per-device must be at least 1 (got \(t))") }
-    if let c = chips, c < 1 { throw ValidationError("--chips must be at least 1 (got \(c))") }
+    if let t = threadsPerDevice, !(1...HardwareSpec.maxCount).contains(t) {
+      throw ValidationError("--threads-per-device must be 1...\(HardwareSpec.maxCount) (2^20) (got \(t))")
+    }
+    if let c = chips, !(1...PlanSearch.maxChips).contains(c) {
+      throw ValidationError("--chips must be 1...\(PlanSearch.maxChips) (2^20, the mesh limit) (got \(c))")
+    }
     if top < 1 { throw ValidationError("--top must be at least 1 (got \(top))") }
   }
 
@@ -168,8 +175,8 @@ struct PlanCommand: ParsableCommand {
       }
       let shape = try mesh.map { try MeshShape(parsing: $0) } ?? MeshShape()
       let sw: PlanSoftware? = software.map { $0 == .xla ? .xla : .package }
-      var inputs = PlanInputs(config: c, mesh: shape, remat: remat,
-                              microBatches: microBatches, optimizer: optimizer, hardware: hw, software: sw,
+      var inputs = PlanInputs(config: c, mesh: shape, remat: remat ?? .full,
+                              microBatches: microBatches ?? 1, optimizer: optimizer, hardware: hw, software: sw,
                               threadsPerDevice: threadsPerDevice)
       if devices == .mpi { inputs.collectiveBackend = PlanProfile.mpi }
       if noCalibration && (hw.calibration?.runs ?? []).isEmpty {
@@ -180,13 +187,28 @@ struct PlanCommand: ParsableCommand {
         // on its own, so one that does not divide shows as "does not fit").
         let factor = noCalibration ? nil : try PlanCalibration.solve(hw)
         if let factor { inputs.hardware = hw.calibrated(factor) }
+        // With --mesh, --remat and --micro-batches name the reference setting; without, they narrow the search.
+        if mesh == nil { inputs.searchRemat = remat; inputs.searchMicroBatches = microBatches }
         var (rows, considered) = try PlanSearch.run(inputs, chips: chips)
         for i in rows.indices { rows[i].computeRateFactor = factor?.factor }
-        let ref: (mesh: String, remat: String, microBatches: Int)? = mesh.map { _ in (mesh: shape.description, remat: remat.rawValue, microBatches: microBatches) }
+        let ref: (mesh: String, remat: String, microBatches: Int)? = mesh.map { _ in
+          (mesh: shape.description, remat: (remat ?? .full).rawValue, microBatches: microBatches ?? 1)
+        }
         if format == .json {
+          // The top rows, and the reference setting's rank (nil: it does not fit), as the Markdown.
+          struct Out: Encodable {
+            let rows: [PlanSearch.Row], considered: Int, fitting: Int
+            let reference: String?, referenceRank: Int?
+            enum CodingKeys: String, CodingKey { case rows, considered, fitting, reference, referenceRank = "reference_rank" }
+          }
+          let rank = ref.flatMap { r in rows.firstIndex { $0.mesh == r.mesh && $0.remat == r.remat && $0.microBatches == r.microBatches } }
+          var shown = Array(rows.prefix(top))
+          if let rank, rank >= top { shown.append(rows[rank]) }
           let e = JSONEncoder()
           e.outputFormatting = [.sortedKeys]
-          print(String(decoding: try e.encode(rows), as: UTF8.self))
+          let out = Out(rows: shown, considered: considered, fitting: rows.count,
+                        reference: ref.map { "\($0.mesh), remat \($0.remat), \($0.microBatches) micro-batch(es)" }, referenceRank: rank.map { $0 + 1 })
+          print(String(decoding: try e.encode(out), as: UTF8.self))
         } else {
           print(PlanSearch.markdown(rows, considered: considered, chips: chips, top: top, reference: ref,
                                     calibration: factor), terminator: "")

@@ -57,6 +57,31 @@ struct PlanCLITests {
     }
   }
 
+  @Test func searchInputIsBoundedAndHonoured() throws {
+    let small = ["--config", "small", "--hardware", "a100"]
+    let cases: [([String], String)] = [
+      (small + ["--chips", "4611686018427387904"], "--chips must be 1...1048576"),
+      (small + ["--chips", "7"], "no mesh of 7 devices fits small"),
+      (small + ["--chips", "4", "--micro-batches", "4611686018427387904"], "--micro-batches must be 1...1048576"),
+      (small + ["--mesh", "data=2", "--threads-per-device", "4611686018427387904"], "--threads-per-device must be 1...1048576"),
+    ]
+    for (args, message) in cases {
+      let r = try plan(args)
+      #expect(r.status == 1 || r.status == 64, "\(args): status \(r.status)")
+      #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+    }
+    // --top limits the JSON rows too, and the --mesh reference's rank is in it.
+    let j = try plan(small + ["--chips", "4", "--format", "json", "--top", "1", "--mesh", "data=2,model=2"])
+    #expect(j.status == 0, "\(j.stderr)")
+    let o = try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [String: Any]
+    let rows = o?["rows"] as? [[String: Any]] ?? []
+    #expect(rows.count == 2 && (o?["reference_rank"] as? Int ?? 0) > 1 && rows.last?["mesh"] as? String == "pod=1,data=2,model=2")
+    // Without --mesh, --remat and --micro-batches narrow the search.
+    let narrowed = try plan(small + ["--chips", "4", "--remat", "none", "--micro-batches", "2", "--format", "json"])
+    let nrows = (try JSONSerialization.jsonObject(with: Data(narrowed.stdout.utf8)) as? [String: Any])?["rows"] as? [[String: Any]] ?? []
+    #expect(!nrows.isEmpty && nrows.allSatisfy { $0["remat"] as? String == "none" && $0["microBatches"] as? Int == 2 })
+  }
+
   @Test func helpTeaches() throws {
     let r = try plan(["--help"])
     #expect(r.status == 0)
