@@ -158,6 +158,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
   /// A file of a verified checkpoint could not be read while its tensors were loaded (truncated
   /// or rewritten meanwhile, or a read error).
   case unreadable(path: String, file: String, reason: String)
+  /// Another live process trains into the directory (`holder`: "pid 1234", or "another process").
+  case locked(directory: String, holder: String)
 
   public var description: String {
     switch self {
@@ -174,8 +176,48 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case .unreadable(let p, let f, let r):
       "checkpoint \(p): \(f) could not be read while loading (\(r)); put the file back, or move \(p) aside "
         + "to load the newest checkpoint before it"
+    case .locked(let d, let holder):
+      "\(d) is in use by a running palm train (\(holder)): wait for it to end, or give another --checkpoint-dir"
     }
   }
+}
+
+/// One run at a time in a checkpoint directory: an exclusive flock(2) on `<directory>/.lock`, held
+/// while this object lives (the training process), released by the kernel when the process ends
+/// however it ends, so a killed run never leaves a stale lock. The file holds the holder's pid,
+/// for the message. Advisory: it stops a second `palm train`, not other programs.
+public final class CheckpointDirectoryLock: @unchecked Sendable {
+  public static let fileName = ".lock"
+  public let directory: String
+  private let fd: Int32
+
+  /// Creates `directory` if needed and takes its lock.
+  /// - Throws: `CheckpointError.locked` when another process holds it; `.io` when the directory or
+  ///   the lock file cannot be made.
+  public init(directory: String) throws {
+    self.directory = directory
+    do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+      throw CheckpointError.io("cannot create \(directory): \(error.localizedDescription)")
+    }
+    let path = "\(directory)/\(Self.fileName)"
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw CheckpointError.io(FileError("open", path).description) }
+    guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+      let code = errno
+      var text = [UInt8](repeating: 0, count: 32)
+      let n = pread(fd, &text, text.count, 0)
+      close(fd)
+      guard code == EWOULDBLOCK else { throw CheckpointError.io(FileError("flock", path, code: code).description) }
+      let pid = n > 0 ? Int(String(decoding: text[..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) : nil
+      throw CheckpointError.locked(directory: directory, holder: pid.map { "pid \($0)" } ?? "another process")
+    }
+    let mine = Array("\(getpid())\n".utf8)
+    _ = ftruncate(fd, 0)
+    _ = pwrite(fd, mine, mine.count, 0)
+    self.fd = fd
+  }
+
+  deinit { close(fd) }  // releases the flock
 }
 
 /// A verified checkpoint: manifest read, file sizes and checksums matched, safetensors headers valid.

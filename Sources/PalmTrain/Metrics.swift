@@ -106,6 +106,7 @@ public final class MetricsLog: @unchecked Sendable {
   /// - Throws: `TrainError.badOptions` when the file cannot be created.
   public init(path: String, append: Bool) throws {
     self.path = path
+    if !append { try Self.checkNew(path) }
     let fm = FileManager.default
     let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
     do { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
@@ -119,6 +120,19 @@ public final class MetricsLog: @unchecked Sendable {
     guard let h = FileHandle(forWritingAtPath: path) else { throw TrainError.badOptions("cannot open metrics log \(path)") }
     handle = h
     handle.seekToEndOfFile()
+  }
+
+  /// A new run's log must not hold anything yet: truncating it would lose another run's metrics
+  /// (or whatever file the path names). - Throws: `TrainError.badOptions` naming the way out.
+  public static func checkNew(_ path: String) throws {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return }
+    if (st.st_mode & S_IFMT) != S_IFREG {
+      throw TrainError.badOptions("metrics log \(path) is not a regular file: give a file path to --log")
+    }
+    if st.st_size > 0 {
+      throw TrainError.badOptions("metrics log \(path) already holds \(st.st_size) bytes (another run's?): give another --log, remove it, or pass --resume to append to it")
+    }
   }
 
   public func write(_ record: MetricsRecord) {

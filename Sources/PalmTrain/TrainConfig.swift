@@ -131,6 +131,8 @@ public struct TrainOptions: Sendable {
 
   /// The most micro-batches an update may accumulate.
   public static let maxMicroBatches = 1 << 20
+  /// The longest --time-budget: one year of seconds.
+  public static let maxTimeBudget: Double = 365 * 86_400
 
   /// Bytes one rank of `shape` plans to hold: parameters, gradients, optimizer moments, gathered
   /// weights and activations (MeshMemory), the evaluation model's activations and the update's
@@ -163,7 +165,10 @@ public struct TrainOptions: Sendable {
       throw TrainError.badOptions("an update of \(microBatches) x \(config.batch) x \(config.seqLen) tokens is more than 2^40 tokens")
     }
     if let s = maxSteps, s < 0 { throw TrainError.badOptions("steps must be >= 0 (got \(s))") }
-    if let t = timeBudget, !(t > 0) { throw TrainError.badOptions("time budget must be > 0 seconds (got \(t))") }
+    // A year bounds a typo (inf, 1e300) that would otherwise reach the ETA as a number no Int holds.
+    if let t = timeBudget, !(t > 0 && t <= Self.maxTimeBudget) {
+      throw TrainError.badOptions("time budget must be in (0, \(Int(Self.maxTimeBudget))] seconds (a year; got \(t))")
+    }
     if maxSteps == nil && timeBudget == nil { throw TrainError.badOptions("give a step count or a time budget") }
     if evalEvery < 0 || checkpointEvery < 0 { throw TrainError.badOptions("--eval-every and --checkpoint-every must be >= 0") }
     if evalWindows < 1 { throw TrainError.badOptions("eval windows must be at least 1") }
@@ -175,8 +180,9 @@ public struct TrainOptions: Sendable {
     if case .steps(let s) = learningRate {
       do { try s.validate() } catch let e as OptimizerError { throw TrainError.badOptions(e.message) }
     }
-    if spikes.window < 1 || !(spikes.factor > 1) || spikes.skipBatches < 0 {
-      throw TrainError.badOptions("spike rule needs window >= 1, factor > 1, skip >= 0")
+    // The skip is added to a data position (a batch count): 2^40 batches is past any data set.
+    if spikes.window < 1 || !(spikes.factor > 1) || !(0...(1 << 40)).contains(spikes.skipBatches) {
+      throw TrainError.badOptions("spike rule needs window >= 1, factor > 1, skip in 0...\(1 << 40) batches")
     }
   }
 }

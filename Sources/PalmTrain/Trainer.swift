@@ -123,6 +123,9 @@ public final class Trainer: @unchecked Sendable {
     if let sp = dataset.tokenizer.sentencePiece, sp.vocabularySize != options.config.vocab {
       throw TrainError.data("the tokenizer has \(sp.vocabularySize) tokens, the model's vocab is \(options.config.vocab)")
     }
+    if dataset.tokenizer.sentencePiece == nil && options.config.vocab < 256 {
+      throw TrainError.data("byte data (no --tokenizer) has token ids 0...255, the model's vocab is \(options.config.vocab): give the config vocab >= 256, or train with a --tokenizer of that size")
+    }
     self.options = options
     self.dataset = dataset
     let c = options.config

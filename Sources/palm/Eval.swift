@@ -37,11 +37,16 @@ struct Eval: ParsableCommand {
     let tokenizer: Tokenizer
     do { tokenizer = try ck.tokenizer() } catch { throw CLIError("\(error)") }
     var cfg = ck.manifest.config
-    if let batch { cfg.batch = batch }
     let file: MappedFile
     // Read, not mapped: a file truncated during the evaluation must not end it with SIGBUS.
     do { file = try MappedFile(path: data, map: false) } catch let e as MappedFile.Failure {
       throw CLIError("cannot read \(data): \(e.reason) (give --data a readable file)")
+    }
+    // No more rows than the file has windows (a token is at least a byte), and the model fits.
+    if let batch { cfg.batch = min(batch, max(1, file.bytes.count / cfg.seqLen + 1)) }
+    let bytes = cfg.parameterCount * 4 + MemoryPlan(config: cfg, policy: .full).totalBytes
+    do { try MemoryBudget.check(bytes, for: "evaluating \(ck.path) at batch \(cfg.batch) (weights and activations)") } catch {
+      throw CLIError("\(error); give a smaller --batch")
     }
     let tty = isatty(STDERR_FILENO) != 0
     func say(_ line: String, final: Bool) {

@@ -145,7 +145,7 @@ struct Train: ParsableCommand {
     if let p = phaseTimeout, p < commTimeout ?? 300 {
       throw ValidationError("--phase-timeout \(p) is shorter than --comm-timeout \(commTimeout ?? 300): a phase is work that may outlast a wait; give at least --comm-timeout")
     }
-    if let g = peakGflops, !(g > 0) { throw ValidationError("--peak-gflops must be > 0 (got \(g))") }
+    if let g = peakGflops, !(g > 0 && g.isFinite) { throw ValidationError("--peak-gflops must be a positive number of GFLOP/s (got \(g))") }
   }
 
   /// One launch for every mesh. Without --mesh the run is the mesh pod=1,data=1,model=1 of the same
@@ -172,6 +172,13 @@ struct Train: ParsableCommand {
     }
     let dataset: TokenDataset
     do { dataset = try openDataset(cfg) } catch { throw MeshCLI.beforeWork(error, devices: devices) }
+    // One run at a time per checkpoint directory, held until this process ends (rank 0's process
+    // under mpirun: the others share its directory).
+    var directoryLock: CheckpointDirectoryLock?
+    if let dir = checkpointDir, (MPILaunch.worldRank ?? 0) == 0 {
+      do { directoryLock = try CheckpointDirectoryLock(directory: dir) } catch { throw MeshCLI.beforeWork(CLIError("\(error)"), devices: devices) }
+    }
+    defer { withExtendedLifetime(directoryLock) {} }
     let meshed = shape.count > 1
     let threads = compute.threads ?? MeshLauncher.defaultThreadsPerRank(shape, devices: devices)
     Threads.count = threads  // this thread's; each rank thread of a local mesh sets its own
@@ -249,6 +256,23 @@ struct Train: ParsableCommand {
     if !resume, let dir = checkpointDir, let held = CheckpointStore(directory: dir).heldRun() {
       throw CLIError(CheckpointError.otherRun(directory: dir, held: held).description)
     }
+    // Outputs that would overwrite an input (or each other): the same file, however it is named.
+    let outputs = [("--plot", plot), ("--log", log)].compactMap { f, p in p.map { (f, $0) } }
+    for (flag, path) in outputs {
+      if let data, Train.sameFile(path, data) { throw CLIError("\(flag) \(path) is the --data file: writing it would destroy the data; give another path") }
+    }
+    if let plot, let log, plot == log || Train.sameFile(plot, log) {
+      throw CLIError("--plot and --log name the same file \(plot): the plot would overwrite the metrics; give two paths")
+    }
+    if !resume, let log {
+      do { try MetricsLog.checkNew(log) } catch let e as TrainError { throw CLIError(e.description) }
+    }
+  }
+
+  /// Whether two paths name one existing file (same device and inode: links and other spellings too).
+  static func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
   }
 
   /// Creates the parent directories of `path` and checks that a file can be written there.
@@ -408,8 +432,8 @@ struct Train: ParsableCommand {
       let exchange = !meshed ? "" : "| \(fmt(r.stepSeconds, 3)) s/step | exchange "
         + "\(String(format: "%.2f", Double(r.exchangeBytes ?? 0) / 1e6)) MB \(fmt((r.exchangeSeconds ?? 0) * 1e3, 1)) ms "
         + "hidden \(fmt((r.exchangeHidden ?? 1) * 100, 0))% "
-      return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? lastValidation)) | \(Int(r.tokensPerS ?? 0)) tok/s "
-        + utilizationText(r) + " " + exchange + "| lr \(String(format: "%.2e", r.lr ?? 0)) | ETA \(Int(eta ?? 0)) s"
+      return "step \(r.step) loss \(fmt(r.crossEntropy)) val \(fmt(r.valLoss ?? lastValidation)) | \(fmt(r.tokensPerS, 0)) tok/s "
+        + utilizationText(r) + " " + exchange + "| lr \(String(format: "%.2e", r.lr ?? 0)) | ETA \(fmt(eta, 0)) s"
         + (r.checkpoint.map { " | checkpoint \($0)" } ?? "")
     }
   }
