@@ -37,17 +37,30 @@ struct TokenizerCommand: ParsableCommand {
 
     func validate() throws {
       if vocabSize < 258 { throw ValidationError("--vocab-size must be at least 258 (<unk>, the 256 byte pieces and one more; got \(vocabSize))") }
+      // The model's ids are Int32 and palm train's vocab is bounded at 2^20.
+      if vocabSize > 1 << 20 { throw ValidationError("--vocab-size must be at most \(1 << 20) (got \(vocabSize))") }
       if !(1...1024).contains(threads) { throw ValidationError("--threads must be in 1...1024 (got \(threads))") }
     }
 
     func run() throws {
+      // The output checked before the training (minutes on a big text), and never the input.
+      try Train.checkWritable(output, flag: "--output")
+      try refuseOverwriting(input: data, output: output)
       let text = try readInput(data)
+      if text.isEmpty { throw CLIError("\(data) is empty: a vocabulary needs training text") }
       let model: [UInt8]
       do {
         model = try SentencePieceTokenizer.train(
           text: text, vocabularySize: vocabSize, threads: threads, quiet: !verbose)
       } catch {
-        throw CLIError("\(error) (on \(data); for a vocabulary too large for the text, give a smaller --vocab-size)")
+        let text = "\(error)"
+        // SentencePiece: "Vocabulary size is smaller than required_chars. 300 vs 311. ..." (its
+        // own flags named): say it in this command's terms.
+        if let r = text.range(of: #"required_chars\. \d+ vs (\d+)"#, options: .regularExpression),
+           let n = Int(text[r].split(separator: " ").last ?? "") {
+          throw CLIError("--vocab-size \(vocabSize) is below what \(data) needs: its characters, the 256 byte pieces and <unk> take \(n); give --vocab-size \(n) or more")
+        }
+        throw CLIError("\(text) (on \(data); for a vocabulary too large for the text, give a smaller --vocab-size)")
       }
       let tok: SentencePieceTokenizer
       do { tok = try SentencePieceTokenizer(model: model, name: output) } catch { throw CLIError("\(error)") }
@@ -64,6 +77,7 @@ struct TokenizerCommand: ParsableCommand {
     @OptionGroup var files: IdFiles
 
     func run() throws {
+      try refuseOverwriting(input: files.input, output: files.output)
       let tok = try loadTokenizer(files.tokenizer)
       let ids: [Int32]
       do { ids = try tok.encode(bytes: try readInput(files.input)) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
@@ -89,6 +103,7 @@ struct TokenizerCommand: ParsableCommand {
     @OptionGroup var files: IdFiles
 
     func run() throws {
+      try refuseOverwriting(input: files.input, output: files.output)
       let tok = try loadTokenizer(files.tokenizer)
       let input = files.input, raw = try readInput(input)
       var ids: [Int32] = []
@@ -99,7 +114,10 @@ struct TokenizerCommand: ParsableCommand {
         }
         ids = raw.withUnsafeBytes { b in (0..<raw.count / 4).map { Int32(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
       case .text:
-        for (n, line) in String(decoding: raw, as: UTF8.self).split(separator: "\n").enumerated() {
+        // Line numbers as an editor counts them (blank lines skipped but counted; \r\n accepted).
+        // ("\r\n" is one Character, a newline, in Swift's strings.)
+        let lines = String(decoding: raw, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        for (n, line) in lines.enumerated() where !line.isEmpty {
           guard let id = Int32(line.prefix { $0 != "\t" && $0 != " " }) else {
             throw CLIError("\(input) line \(n + 1) does not start with a token id")
           }
@@ -146,6 +164,12 @@ private func readInput(_ path: String) throws -> [UInt8] {
   } catch let e as CLIError { throw e } catch let e as MappedFile.Failure {
     throw CLIError("cannot read \(path): \(e.reason)")
   }
+}
+
+/// One error line when `output` is the file `input` names (however spelled): writing it would
+/// destroy the input.
+private func refuseOverwriting(input: String, output: String) throws {
+  if Train.sameFile(input, output) { throw CLIError("--output \(output) is the input file \(input): give another path") }
 }
 
 /// Writes a file atomically, or one error line naming it.

@@ -99,6 +99,32 @@ struct TokenizerCLITests {
     #expect(s3 != 0 && o3.contains("not a whole number of uint32 ids"), "\(o3)")
   }
 
+  @Test("Nothing lost: an --output that is the input is refused (train, encode, decode); a bad --output before training; SentencePiece's limits said in palm's terms; blank lines and CRLF in text ids")
+  func nothingLost() throws {
+    let corpusBytes = read("\(dir)/corpus.txt")
+    func tok(_ args: [String]) throws -> (Int32, String) { try runProgram(palmBinary!, ["tokenizer"] + args, deadline: 60) }
+    let (s1, o1) = try tok(["train", "--data", "\(dir)/corpus.txt", "--vocab-size", "300", "--output", "\(dir)/./corpus.txt", "--threads", "1"])
+    #expect(s1 != 0 && o1.contains("is the input file"), "\(o1)")
+    #expect(read("\(dir)/corpus.txt") == corpusBytes)
+    try FileManager.default.createDirectory(atPath: "\(dir)/adir", withIntermediateDirectories: true)
+    let (s2, o2) = try tok(["train", "--data", "\(dir)/corpus.txt", "--vocab-size", "300", "--output", "\(dir)/adir", "--threads", "1"])
+    #expect(s2 != 0 && o2.contains("is a directory") && !o2.contains("rename"), "\(o2)")
+    let (s3, o3) = try tok(["train", "--data", "\(dir)/corpus.txt", "--vocab-size", "260", "--output", "\(dir)/v.model", "--threads", "1"])
+    #expect(s3 != 0 && o3.contains("give --vocab-size") && !o3.contains("character_coverage"), "\(o3)")
+    #expect(FileManager.default.createFile(atPath: "\(dir)/empty.txt", contents: Data()))
+    let (s4, o4) = try tok(["train", "--data", "\(dir)/empty.txt", "--vocab-size", "300", "--output", "\(dir)/e.model", "--threads", "1"])
+    #expect(s4 != 0 && o4.contains("is empty"), "\(o4)")
+    let model = try trainTokenizer()
+    for (name, text, want) in [("blank.txt", "5\n\nabc\n", "line 3"), ("crlf.txt", "5\r\n6\r\n", "")] {
+      try Data(text.utf8).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+      let (s, o) = try tok(["decode", "--tokenizer", model, "--input", "\(dir)/\(name)", "--output", "\(dir)/\(name).out", "--format", "text"])
+      if want.isEmpty { #expect(s == 0 && read("\(dir)/\(name).out") == [4, 5], "\(name): \(o)") } else { #expect(s != 0 && o.contains(want), "\(name): \(o)") }
+    }
+    let ids = "\(dir)/crlf.txt"
+    let (s5, o5) = try tok(["decode", "--tokenizer", model, "--input", ids, "--output", ids, "--format", "text"])
+    #expect(s5 != 0 && o5.contains("is the input file") && read(ids) == Array("5\r\n6\r\n".utf8), "\(o5)")
+  }
+
   @Test("train --tokenizer: vocab from the tokenizer, token file built then reused, tokenizer in the checkpoint, sample decodes with it")
   func trainAndSample() throws {
     let model = try trainTokenizer()
