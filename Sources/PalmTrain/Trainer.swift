@@ -123,9 +123,6 @@ public final class Trainer: @unchecked Sendable {
     if let sp = dataset.tokenizer.sentencePiece, sp.vocabularySize != options.config.vocab {
       throw TrainError.data("the tokenizer has \(sp.vocabularySize) tokens, the model's vocab is \(options.config.vocab)")
     }
-    if dataset.tokenizer.sentencePiece == nil && options.config.vocab < 256 {
-      throw TrainError.data("byte data (no --tokenizer) has token ids 0...255, the model's vocab is \(options.config.vocab): give the config vocab >= 256, or train with a --tokenizer of that size")
-    }
     self.options = options
     self.dataset = dataset
     let c = options.config
@@ -247,8 +244,11 @@ public final class Trainer: @unchecked Sendable {
   public func resume() throws -> Int? {
     guard !privateStore else { throw TrainError.checkpoint("--resume needs --checkpoint-dir") }
     var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: store.directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+    guard FileManager.default.fileExists(atPath: store.directory, isDirectory: &isDirectory) else {
       throw TrainError.checkpoint("cannot resume: \(store.directory) does not exist (drop --resume to start a new run there)")
+    }
+    guard isDirectory.boolValue else {
+      throw TrainError.checkpoint("cannot resume: \(store.directory) is a file, not a checkpoint directory (give the --checkpoint-dir of the run)")
     }
     let dirs = store.stepDirectories()
     var found: LoadedCheckpoint?

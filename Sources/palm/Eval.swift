@@ -69,6 +69,9 @@ struct Eval: ParsableCommand {
         say("eval: \(done)/\(total) windows, ETA \(Int(eta)) s", final: done == total)
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(data): \(error)") }
+    guard result.natsPerToken.isFinite && result.bitsPerByte.isFinite else {
+      throw CLIError("\(ck.path): the loss on \(data) is \(result.natsPerToken) (not finite): the checkpoint's weights hold NaN or Inf; evaluate an earlier checkpoint")
+    }
     if format == .json {
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys]

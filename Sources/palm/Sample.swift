@@ -62,11 +62,15 @@ struct Sample: ParsableCommand {
     do { context = try tokenizer.encode(bytes: Array(prompt.utf8)) } catch { throw CLIError("\(error)") }
     let promptTokens = context.count
     let out = FileHandle.standardOutput
-    out.write(Data(prompt.utf8))
     let t0 = Date()
     var logits: [Float] = []
-    for t in context.suffix(cfg.seqLen) { logits = try decoder.step(token: t) }
+    do { for t in context.suffix(cfg.seqLen) { logits = try decoder.step(token: t) } } catch { throw CLIError("the prompt: \(error)") }
     let prefillSeconds = Date().timeIntervalSince(t0)
+    // Checked before anything is printed: a prompt the model cannot read, or weights that hold NaN.
+    guard logits.allSatisfy(\.isFinite) else {
+      throw CLIError("\(ck.path): the logits are not finite (the checkpoint's weights hold NaN or Inf); sample from an earlier checkpoint")
+    }
+    out.write(Data(prompt.utf8))
     let t1 = Date()
     var steps = 0  // decoder steps, the re-reads of a full window included
     for _ in 0..<maxTokens {

@@ -132,6 +132,13 @@ struct Train: ParsableCommand {
     if warmup != nil && resolvedSchedule != "cosine" {
       throw ValidationError("--warmup is the cosine schedule's; the \(resolvedSchedule) schedule has none (add --schedule cosine)")
     }
+    // The default warm-up (100) shortens itself to a short run; one given is kept or refused.
+    if let w = warmup, let s = steps, w >= s {
+      throw ValidationError("--warmup \(w) must be below --steps \(s) (the cosine decay needs at least one step after it)")
+    }
+    if let t = commTimeout, t > LocalCluster.maxTimeout || (phaseTimeout ?? 0) > 10 * LocalCluster.maxTimeout {
+      throw ValidationError("--comm-timeout must be at most \(Int(LocalCluster.maxTimeout)) seconds and --phase-timeout \(Int(10 * LocalCluster.maxTimeout))")
+    }
     if constantSteps != nil && resolvedSchedule != "palm" {
       throw ValidationError("--constant-steps is the palm schedule's; this run's schedule is \(resolvedSchedule) (add --schedule palm)")
     }
@@ -171,14 +178,14 @@ struct Train: ParsableCommand {
       throw MeshCLI.beforeWork(error, devices: devices)
     }
     let dataset: TokenDataset
-    do { dataset = try openDataset(cfg) } catch { throw MeshCLI.beforeWork(error, devices: devices) }
-    // One run at a time per checkpoint directory, held until this process ends (rank 0's process
-    // under mpirun: the others share its directory).
-    var directoryLock: CheckpointDirectoryLock?
-    if let dir = checkpointDir, (MPILaunch.worldRank ?? 0) == 0 {
-      do { directoryLock = try CheckpointDirectoryLock(directory: dir) } catch { throw MeshCLI.beforeWork(CLIError("\(error)"), devices: devices) }
-    }
-    defer { withExtendedLifetime(directoryLock) {} }
+    do {
+      dataset = try openDataset(cfg)
+      // A byte file may hold any byte: a smaller vocabulary fails at its first such byte, after the
+      // step-0 checkpoint (which then blocks the corrected run).
+      if dataset.tokenizer.sentencePiece == nil && cfg.vocab < 256 {
+        throw CLIError("byte data (no --tokenizer) has token ids 0...255, the model's vocab is \(cfg.vocab): give the config vocab >= 256, or train with a --tokenizer of that size")
+      }
+    } catch { throw MeshCLI.beforeWork(error, devices: devices) }
     let meshed = shape.count > 1
     let threads = compute.threads ?? MeshLauncher.defaultThreadsPerRank(shape, devices: devices)
     Threads.count = threads  // this thread's; each rank thread of a local mesh sets its own
@@ -213,6 +220,10 @@ struct Train: ParsableCommand {
           let text = prefix + Train.resumeMessage(try trainer.resume(), directory: checkpointDir!)
           FileHandle.standardError.write(Data((text + "\n").utf8))
         }
+        // One run at a time per checkpoint directory, held by rank 0 from its first write (nothing
+        // is written before: a refused resume leaves the directory as it was) to the run's end.
+        let directoryLock = comm.rank == 0 ? try checkpointDir.map { try CheckpointDirectoryLock(directory: $0) } : nil
+        defer { withExtendedLifetime(directoryLock) {} }
         // Metrics JSONL from rank 0 only: the losses are global, the other ranks would repeat them.
         let metrics = try comm.rank == 0 ? Train.openMetricsLog(log, append: resume) : nil
         let hang = MeshCLI.hangDrill, kill9 = MeshCLI.killDrill

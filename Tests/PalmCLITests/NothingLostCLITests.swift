@@ -16,8 +16,14 @@ struct NothingLostCLITests {
   init() throws {
     dir = FileManager.default.temporaryDirectory.appendingPathComponent("palm-lost-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
-    let text = String(repeating: "To be, or not to be, that is the question.\n", count: 200)
-    try text.write(toFile: dir + "/data.txt", atomically: true, encoding: .utf8)
+    // Pseudo-random letters: a text the model cannot learn fast (a repeated line drives the loss
+    // down until the spike rule gives the long run up).
+    var state: UInt64 = 0x9E37_79B9
+    let text = (0..<9000).map { _ -> UInt8 in
+      state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      return UInt8(97 + Int(state >> 59) % 26)
+    }
+    try Data(text).write(to: URL(fileURLWithPath: dir + "/data.txt"))
     try micro.write(toFile: dir + "/micro.json", atomically: true, encoding: .utf8)
     try micro.replacingOccurrences(of: "\"vocab\":256", with: "\"vocab\":100").write(toFile: dir + "/v100.json", atomically: true, encoding: .utf8)
   }
